@@ -1,0 +1,289 @@
+//! What each route means. [`plan`] turns a parsed request into store operations plus a
+//! [`Render`] that says how their outcomes become a response; the `render_*` functions write
+//! that response.
+//!
+//! Owns URL and body semantics (keys, JSON, base64, status codes). It never performs I/O and
+//! never touches a store: operations are executed by the connection loop on their owners.
+
+pub mod v1;
+
+use std::borrow::Cow;
+
+use crate::config::ServeArgs;
+use crate::error::Error;
+use crate::http::request::{BodyLimit, HeadInfo, Request};
+use crate::http::response;
+use crate::shard::message::{Op, Outcome};
+
+/// What a route needs to know about the server to plan a request.
+pub struct Context<'a> {
+    pub args: &'a ServeArgs,
+    /// True once every shard is serving (for `/v1/readiness`).
+    pub ready: bool,
+    /// Shards serving so far and in all, for the readiness message.
+    pub ready_shards: (usize, usize),
+}
+
+/// The store operations of one request.
+#[derive(Debug)]
+pub enum Ops {
+    None,
+    One(Op),
+    Many(Vec<Op>),
+}
+
+/// How a request's outcomes become its response.
+#[derive(Debug)]
+pub enum Render {
+    /// Answer at once with an error.
+    Error(Error),
+    /// Answer at once with a JSON body.
+    Json(u16, serde_json::Value),
+    /// `GET`/`HEAD` of one key: the value's bytes, or 404.
+    Value { head: bool },
+    /// `PUT`/`POST`: 201 when created, 200 when replaced.
+    Write,
+    /// `PATCH` of one key: 200, or 404 when missing.
+    Update,
+    /// `DELETE`: 200 `{"deleted": bool}`.
+    Delete,
+    /// Bulk update: the keys in order (as given), one `Update` op each.
+    BulkUpdate { keys: Vec<String> },
+}
+
+/// A planned request: operations to run on their owners, then how to answer.
+#[derive(Debug)]
+pub struct Plan {
+    pub ops: Ops,
+    pub render: Render,
+    pub keep_alive: bool,
+}
+
+impl Plan {
+    /// A plan that answers at once with `error`.
+    pub fn error(error: Error, keep_alive: bool) -> Plan {
+        Plan {
+            ops: Ops::None,
+            render: Render::Error(error),
+            keep_alive,
+        }
+    }
+
+    /// True when the connection closes after this response.
+    pub fn closes(&self) -> bool {
+        !self.keep_alive
+            || matches!(&self.render, Render::Error(error) if error.closes_connection())
+    }
+}
+
+/// The body limit of the route a head is for (checked before the body is read).
+pub fn body_limit(head: &HeadInfo<'_>, args: &ServeArgs) -> BodyLimit {
+    if let Some(limit) = v1::body_limit(head, args) {
+        return limit;
+    }
+    json_body_limit(args)
+}
+
+/// The limit for JSON bodies (bulk updates, base64 POSTs, and any body sent to other routes).
+pub fn json_body_limit(args: &ServeArgs) -> BodyLimit {
+    BodyLimit {
+        bytes: u64::from(args.json_body_bytes_max),
+        what: "request body",
+        flag: "--max-body-bytes",
+    }
+}
+
+/// Plans one request.
+pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
+    let keep_alive = request.keep_alive;
+    let (ops, render) = match v1::route(&request, context) {
+        Some(Ok(planned)) => planned,
+        Some(Err(error)) => (Ops::None, Render::Error(error)),
+        None => (Ops::None, Render::Error(Error::RouteNotFound)),
+    };
+    Plan {
+        ops,
+        render,
+        keep_alive,
+    }
+}
+
+/// Writes the response of a plan with no operations.
+pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) {
+    match render {
+        Render::Error(error) => response::error(out, error, keep_alive),
+        Render::Json(status, body) => response::json(out, *status, body, keep_alive),
+        // Plans with operations never reach here; answer safely rather than panic.
+        _ => response::error(
+            out,
+            &Error::Unavailable("internal: response without outcome"),
+            false,
+        ),
+    }
+}
+
+/// Writes the response of a single-operation plan from its outcome.
+pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, out: &mut Vec<u8>) {
+    match (render, outcome) {
+        (Render::Value { head }, Outcome::Found(value)) => {
+            response::head(
+                out,
+                200,
+                response::OCTET_STREAM,
+                value.len(),
+                keep_alive,
+                &[],
+            );
+            if !head {
+                out.extend_from_slice(value);
+            }
+        }
+        (Render::Value { head: true }, Outcome::Missing) => {
+            response::head(out, 404, response::JSON, 0, keep_alive, &[]);
+        }
+        (Render::Write, Outcome::Created) => response::full(
+            out,
+            201,
+            response::JSON,
+            br#"{"created":true}"#,
+            keep_alive,
+            &[],
+        ),
+        (Render::Write, Outcome::Replaced) => response::full(
+            out,
+            200,
+            response::JSON,
+            br#"{"created":false}"#,
+            keep_alive,
+            &[],
+        ),
+        (Render::Update, Outcome::Updated) => response::full(
+            out,
+            200,
+            response::JSON,
+            br#"{"updated":true}"#,
+            keep_alive,
+            &[],
+        ),
+        (Render::Delete, Outcome::Deleted(true)) => response::full(
+            out,
+            200,
+            response::JSON,
+            br#"{"deleted":true}"#,
+            keep_alive,
+            &[],
+        ),
+        (Render::Delete, Outcome::Deleted(false)) => response::full(
+            out,
+            200,
+            response::JSON,
+            br#"{"deleted":false}"#,
+            keep_alive,
+            &[],
+        ),
+        (_, Outcome::Missing) => response::error(out, &Error::KeyNotFound, keep_alive),
+        _ => response::error(
+            out,
+            &Error::Unavailable("internal: outcome does not match the request"),
+            false,
+        ),
+    }
+}
+
+/// Writes a bulk update's response: 200 when every key existed, 206 when some were missing.
+pub fn render_bulk(keys: &[String], updated: &[bool], keep_alive: bool, out: &mut Vec<u8>) {
+    let (mut done, mut missing) = (Vec::new(), Vec::new());
+    for (key, &was_updated) in keys.iter().zip(updated) {
+        if was_updated {
+            done.push(key.as_str())
+        } else {
+            missing.push(key.as_str())
+        }
+    }
+    let status = if missing.is_empty() { 200 } else { 206 };
+    response::json(
+        out,
+        status,
+        &serde_json::json!({ "updated": done, "missing": missing }),
+        keep_alive,
+    );
+}
+
+/// Decodes `%XX` escapes (a `+` stays a `+`: this is a path, not a form).
+pub fn percent_decode(text: &str) -> Result<Cow<'_, [u8]>, Error> {
+    let bytes = text.as_bytes();
+    if !bytes.contains(&b'%') {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+            match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(high), Some(low)) => decoded.push((high * 16 + low) as u8),
+                _ => return Err(Error::bad_request("bad percent-encoding in the key")),
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(Cow::Owned(decoded))
+}
+
+/// Checks a decoded key against the limits: 400 when empty, 414 when too long.
+pub fn check_key(key: &[u8], args: &ServeArgs) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(Error::bad_request("empty key"));
+    }
+    let limit = args.key_bytes_max as usize;
+    if key.len() > limit {
+        return Err(Error::UriTooLong {
+            size: key.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a value's size against `--max-value-bytes`.
+pub fn check_value(value: &[u8], args: &ServeArgs) -> Result<(), Error> {
+    let limit = u64::from(args.value_bytes_max);
+    if value.len() as u64 > limit {
+        return Err(Error::PayloadTooLarge {
+            what: "value",
+            size: value.len() as u64,
+            limit,
+            flag: "--max-value-bytes",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_handles_slashes_and_rejects_garbage() {
+        assert_eq!(&*percent_decode("a%2Fb%2fc").unwrap(), b"a/b/c");
+        assert_eq!(&*percent_decode("a/b/c").unwrap(), b"a/b/c");
+        assert_eq!(&*percent_decode("%00%ff+").unwrap(), b"\x00\xff+");
+        assert_eq!(percent_decode("a%2").unwrap_err().status(), 400);
+        assert_eq!(percent_decode("a%zz").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn bulk_status_is_206_when_any_key_is_missing() {
+        let keys = vec!["a".to_string(), "b".to_string()];
+        let mut out = Vec::new();
+        render_bulk(&keys, &[true, true], true, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 200 "));
+        let mut out = Vec::new();
+        render_bulk(&keys, &[true, false], true, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 206 "));
+        assert!(out.ends_with(br#"{"missing":["b"],"updated":["a"]}"#));
+    }
+}

@@ -1,0 +1,332 @@
+//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update), `/v1/ping`, `/v1/readiness`.
+//!
+//! Owns these routes' meaning and their errors. Like all of [`crate::api`], it never touches a
+//! store or a socket.
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::{Context, Ops, Render, check_key, check_value, json_body_limit, percent_decode};
+use crate::config::ServeArgs;
+use crate::error::Error;
+use crate::http::request::{BodyLimit, HeadInfo, Method, Request};
+use crate::limits::BULK_ITEMS_MAX;
+use crate::shard::message::{Op, Record};
+
+const KEY_PREFIX: &str = "/v1/keys/";
+const KEY_METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE";
+
+/// The body limit of a v1 route, or `None` when the path is not one of them.
+pub fn body_limit(head: &HeadInfo<'_>, args: &ServeArgs) -> Option<BodyLimit> {
+    if !head.path.starts_with(KEY_PREFIX) {
+        return None;
+    }
+    Some(match head.method {
+        Method::Post if head.json => json_body_limit(args),
+        _ => BodyLimit {
+            bytes: u64::from(args.value_bytes_max),
+            what: "value",
+            flag: "--max-value-bytes",
+        },
+    })
+}
+
+/// Plans a v1 request; `None` when the path is not a v1 route.
+pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops, Render), Error>> {
+    let head = &request.head;
+    let method = head.method;
+    if let Some(encoded) = head.path.strip_prefix(KEY_PREFIX) {
+        return Some(key_route(method, encoded, request, context.args));
+    }
+    Some(match head.path {
+        "/v1/keys" => match method {
+            Method::Patch => bulk_update(&request.body, context.args),
+            _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
+        },
+        "/v1/ping" => match method {
+            Method::Get | Method::Head => Ok((
+                Ops::None,
+                Render::Json(200, serde_json::json!({ "status": "ok" })),
+            )),
+            _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+        },
+        "/v1/readiness" => match method {
+            Method::Get | Method::Head => Ok((Ops::None, readiness(context))),
+            _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+        },
+        _ => return None,
+    })
+}
+
+fn readiness(context: &Context<'_>) -> Render {
+    let (serving, total) = context.ready_shards;
+    if context.ready {
+        Render::Json(200, serde_json::json!({ "ready": true, "shards": total }))
+    } else {
+        Render::Json(
+            503,
+            serde_json::json!({ "error": format!("not ready: {serving} of {total} shards serving"), "ready": false }),
+        )
+    }
+}
+
+fn key_route(
+    method: Method,
+    encoded: &str,
+    request: &Request<'_>,
+    args: &ServeArgs,
+) -> Result<(Ops, Render), Error> {
+    if method == Method::Other {
+        return Err(Error::MethodNotAllowed { allow: KEY_METHODS });
+    }
+    let key = percent_decode(encoded)?;
+    check_key(&key, args)?;
+    let body = &request.body;
+    Ok(match method {
+        Method::Get | Method::Head => (
+            Ops::One(Op::Get(Box::from(&*key))),
+            Render::Value {
+                head: method == Method::Head,
+            },
+        ),
+        Method::Put => {
+            check_value(body, args)?;
+            (Ops::One(Op::Put(Record::new(&key, body))), Render::Write)
+        }
+        Method::Post if request.head.json => {
+            let value = base64_value(body)?;
+            check_value(&value, args)?;
+            (Ops::One(Op::Put(Record::new(&key, &value))), Render::Write)
+        }
+        Method::Post => {
+            check_value(body, args)?;
+            (Ops::One(Op::Put(Record::new(&key, body))), Render::Write)
+        }
+        Method::Patch => {
+            check_value(body, args)?;
+            (
+                Ops::One(Op::Update(Record::new(&key, body))),
+                Render::Update,
+            )
+        }
+        Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
+        Method::Other => unreachable!("handled above"),
+    })
+}
+
+/// `{"value": "<base64>"}` → the value's bytes.
+fn base64_value(body: &[u8]) -> Result<Vec<u8>, Error> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        value: std::borrow::Cow<'a, str>,
+    }
+    let parsed: Body<'_> = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!("body must be {{\"value\": \"<base64>\"}}: {e}").into())
+    })?;
+    base64::engine::general_purpose::STANDARD
+        .decode(parsed.value.as_bytes())
+        .map_err(|e| Error::BadRequest(format!("value is not valid base64: {e}").into()))
+}
+
+/// One item of a bulk update.
+#[derive(Deserialize)]
+pub struct BulkItem {
+    pub key: String,
+    pub value: String,
+}
+
+/// Parses and checks a bulk update body `[{"key": "...", "value": "..."}, ...]`.
+pub fn parse_bulk(body: &[u8], args: &ServeArgs) -> Result<Vec<BulkItem>, Error> {
+    let items: Vec<BulkItem> = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(
+            format!("body must be a JSON array of {{\"key\": ..., \"value\": ...}}: {e}").into(),
+        )
+    })?;
+    if items.len() > BULK_ITEMS_MAX {
+        return Err(Error::PayloadTooLarge {
+            what: "bulk update (items)",
+            size: items.len() as u64,
+            limit: BULK_ITEMS_MAX as u64,
+            flag: "a fixed limit",
+        });
+    }
+    for item in &items {
+        check_key(item.key.as_bytes(), args)?;
+        check_value(item.value.as_bytes(), args)?;
+    }
+    Ok(items)
+}
+
+fn bulk_update(body: &[u8], args: &ServeArgs) -> Result<(Ops, Render), Error> {
+    let items = parse_bulk(body, args)?;
+    let ops = items
+        .iter()
+        .map(|item| Op::Update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
+        .collect();
+    let keys = items.into_iter().map(|item| item.key).collect();
+    Ok((Ops::Many(ops), Render::BulkUpdate { keys }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Command};
+    use clap::Parser;
+    use std::borrow::Cow;
+
+    fn args() -> ServeArgs {
+        match Cli::parse_from([
+            "corekv",
+            "serve",
+            "--max-key-bytes",
+            "8",
+            "--max-value-bytes",
+            "4",
+        ])
+        .command
+        {
+            Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    fn run(method: Method, path: &str, json: bool, body: &[u8]) -> Result<(Ops, Render), Error> {
+        let args = args();
+        let context = Context {
+            args: &args,
+            ready: true,
+            ready_shards: (2, 2),
+        };
+        let request = Request {
+            head: HeadInfo {
+                method,
+                path,
+                query: "",
+                json,
+            },
+            body: Cow::Borrowed(body),
+            keep_alive: true,
+        };
+        route(&request, &context).expect("a v1 route")
+    }
+
+    #[test]
+    fn keys_are_decoded_and_bounded() {
+        let (Ops::One(op), _) = run(Method::Get, "/v1/keys/a%2Fb", false, b"").unwrap() else {
+            panic!()
+        };
+        assert_eq!(op, Op::Get(Box::from(&b"a/b"[..])));
+        assert_eq!(
+            run(Method::Get, "/v1/keys/", false, b"")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run(Method::Get, "/v1/keys/123456789", false, b"")
+                .unwrap_err()
+                .status(),
+            414
+        );
+        assert_eq!(
+            run(Method::Put, "/v1/keys/k", false, b"12345")
+                .unwrap_err()
+                .status(),
+            413
+        );
+        assert_eq!(
+            run(Method::Other, "/v1/keys/k", false, b"")
+                .unwrap_err()
+                .status(),
+            405
+        );
+    }
+
+    #[test]
+    fn json_post_decodes_base64_and_checks_the_decoded_size() {
+        let (Ops::One(Op::Put(record)), Render::Write) =
+            run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGk="}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(record.value(), b"hi");
+        assert_eq!(
+            run(Method::Post, "/v1/keys/k", true, br#"{"value":"!!"}"#)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run(Method::Post, "/v1/keys/k", true, br#"{"v":1}"#)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGVsbG8="}"#)
+                .unwrap_err()
+                .status(),
+            413
+        );
+    }
+
+    #[test]
+    fn bulk_update_becomes_update_ops_in_order() {
+        let (Ops::Many(ops), Render::BulkUpdate { keys }) = run(
+            Method::Patch,
+            "/v1/keys",
+            false,
+            br#"[{"key":"a","value":"1"},{"key":"b","value":"2"}]"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Update(Record::new(b"a", b"1")),
+                Op::Update(Record::new(b"b", b"2"))
+            ]
+        );
+        assert_eq!(
+            run(Method::Patch, "/v1/keys", false, b"{}")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            run(
+                Method::Patch,
+                "/v1/keys",
+                false,
+                br#"[{"key":"","value":"1"}]"#
+            )
+            .unwrap_err()
+            .status(),
+            400
+        );
+        assert_eq!(
+            run(Method::Get, "/v1/keys", false, b"")
+                .unwrap_err()
+                .status(),
+            405
+        );
+    }
+
+    #[test]
+    fn readiness_reflects_the_shards() {
+        let args = args();
+        let context = Context {
+            args: &args,
+            ready: false,
+            ready_shards: (1, 2),
+        };
+        let Render::Json(status, body) = readiness(&context) else {
+            panic!()
+        };
+        assert_eq!(status, 503);
+        assert!(body["error"].as_str().unwrap().contains("1 of 2"));
+    }
+}

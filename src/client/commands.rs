@@ -1,0 +1,446 @@
+//! What each client subcommand sends, and what it makes of the answer.
+//!
+//! Owns the mapping from a subcommand to one request of the public v1 API, and from the
+//! response's status to output and to [`ClientError`]. It never touches a socket itself (that is
+//! [`super::http`]) and never prints an error: it returns it, and [`super::run`] prints it.
+
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
+use super::error::{ClientError, printable};
+use super::http::{Endpoint, Request, Response, percent_encode};
+use super::{
+    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, ConnectionArgs, KeyArgs, KeyInput,
+    STDIN_VALUE_BYTES_MAX, SetArgs, UpdateArgs, ValueInput,
+};
+
+/// How raw values are labelled on the wire: the API stores bytes, whatever they are.
+const CONTENT_TYPE_VALUE: &str = "application/octet-stream";
+/// How bulk-update bodies are labelled.
+const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// Runs one subcommand to completion.
+pub fn execute(command: ClientCommand) -> Result<(), ClientError> {
+    match command {
+        ClientCommand::Get(args) => get(args),
+        ClientCommand::Set(args) => set(args),
+        ClientCommand::Update(args) => update(args),
+        ClientCommand::Delete(args) => delete(args),
+        ClientCommand::BulkUpdate(args) => bulk_update(args),
+        ClientCommand::Ping(connection) => ping(connection),
+        ClientCommand::Stats(connection) => stats(connection),
+    }
+}
+
+/// `GET /v1/keys/{key}`: the value's exact bytes to stdout.
+fn get(args: KeyArgs) -> Result<(), ClientError> {
+    let key = key_bytes(args.key)?;
+    let response = endpoint(&args.connection).send(&Request {
+        method: "GET",
+        target: key_target(&key),
+        content_type: None,
+        body: None,
+    })?;
+    match response.status {
+        200 => {
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(&response.body)
+                .map_err(ClientError::Output)?;
+            // Values are bytes, not lines: a newline is added only for a person at a terminal,
+            // so `corekv get k > file` and pipes get exactly what was stored.
+            if stdout.is_terminal() {
+                stdout.write_all(b"\n").map_err(ClientError::Output)?;
+            }
+            stdout.flush().map_err(ClientError::Output)
+        }
+        404 => Err(not_found(&key)),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `PUT /v1/keys/{key}[?ttl_ms=N]`: create or replace. Silent on success, as seed 002 was.
+fn set(args: SetArgs) -> Result<(), ClientError> {
+    let key = key_bytes(args.key)?;
+    let value = value_bytes(args.value)?;
+    let mut target = key_target(&key);
+    if let Some(ttl_ms) = args.ttl_ms {
+        target.push_str(&format!("?ttl_ms={ttl_ms}"));
+    }
+    let response = endpoint(&args.connection).send(&Request {
+        method: "PUT",
+        target,
+        content_type: Some(CONTENT_TYPE_VALUE),
+        body: Some(&value),
+    })?;
+    match response.status {
+        200 | 201 => Ok(()),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `PATCH /v1/keys/{key}`: replace an existing key's value; 404 means it was not there.
+fn update(args: UpdateArgs) -> Result<(), ClientError> {
+    let key = key_bytes(args.key)?;
+    let value = value_bytes(args.value)?;
+    let response = endpoint(&args.connection).send(&Request {
+        method: "PATCH",
+        target: key_target(&key),
+        content_type: Some(CONTENT_TYPE_VALUE),
+        body: Some(&value),
+    })?;
+    match response.status {
+        200 | 204 => Ok(()),
+        404 => Err(not_found(&key)),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `DELETE /v1/keys/{key}`: idempotent, so `{"deleted": false}` is success too.
+fn delete(args: KeyArgs) -> Result<(), ClientError> {
+    let key = key_bytes(args.key)?;
+    let response = endpoint(&args.connection).send(&Request {
+        method: "DELETE",
+        target: key_target(&key),
+        content_type: None,
+        body: None,
+    })?;
+    match response.status {
+        200 | 204 => Ok(()),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `PATCH /v1/keys` with the file's JSON array: prints the server's answer; missing keys are
+/// named on stderr and make the exit code [`super::EXIT_NOT_FOUND`].
+fn bulk_update(args: BulkUpdateArgs) -> Result<(), ClientError> {
+    let body = read_bulk_file(&args.file)?;
+    let endpoint = endpoint(&args.connection);
+    let response = endpoint.send(&Request {
+        method: "PATCH",
+        target: "/v1/keys".into(),
+        content_type: Some(CONTENT_TYPE_JSON),
+        body: Some(&body),
+    })?;
+    if !matches!(response.status, 200 | 206) {
+        return Err(unexpected(&response));
+    }
+    let answer = json_body(&endpoint, &response)?;
+    let missing = match answer.get("missing") {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(missing)) => missing
+            .iter()
+            .map(|key| match key {
+                serde_json::Value::String(key) => printable(key.as_bytes()),
+                other => printable(other.to_string().as_bytes()),
+            })
+            .collect(),
+        Some(_) => {
+            return Err(ClientError::BadResponse {
+                addr: endpoint.addr.clone(),
+                reason: "`missing` in the bulk-update answer is not an array".into(),
+            });
+        }
+    };
+    print_json(&answer)?;
+    // 206 is the server saying "some were missing"; trust it even if it named none.
+    if missing.is_empty() && response.status == 200 {
+        Ok(())
+    } else {
+        Err(ClientError::NotFound(missing))
+    }
+}
+
+/// `GET /v1/ping`: prints `pong` on a 200.
+fn ping(connection: ConnectionArgs) -> Result<(), ClientError> {
+    let response = endpoint(&connection).send(&Request {
+        method: "GET",
+        target: "/v1/ping".into(),
+        content_type: None,
+        body: None,
+    })?;
+    match response.status {
+        200 => write_stdout(b"pong\n"),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `GET /v1/stats`: the server's JSON, pretty-printed.
+fn stats(connection: ConnectionArgs) -> Result<(), ClientError> {
+    let endpoint = endpoint(&connection);
+    let response = endpoint.send(&Request {
+        method: "GET",
+        target: "/v1/stats".into(),
+        content_type: None,
+        body: None,
+    })?;
+    match response.status {
+        200 => print_json(&json_body(&endpoint, &response)?),
+        // An older server has no such route; say so instead of a bare "not found".
+        404 => Err(ClientError::Server {
+            status: 404,
+            message: format!(
+                "the server at {} has no /v1/stats endpoint (404: {})",
+                endpoint.addr,
+                server_message(&response)
+            ),
+        }),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+fn endpoint(connection: &ConnectionArgs) -> Endpoint {
+    Endpoint {
+        addr: connection.addr.clone(),
+        timeout_ms: connection.timeout_ms,
+    }
+}
+
+/// `/v1/keys/{key}` with the key percent-encoded into one path segment.
+fn key_target(key: &[u8]) -> String {
+    format!("/v1/keys/{}", percent_encode(key))
+}
+
+/// The key's bytes, from whichever of `KEY` and `--key` was given (clap guarantees exactly one).
+fn key_bytes(input: KeyInput) -> Result<Vec<u8>, ClientError> {
+    let key = one_of(input.key, input.key_flag, "KEY")?.into_vec();
+    if key.is_empty() {
+        return Err(ClientError::Usage(
+            "the key is empty; a key needs at least one byte".into(),
+        ));
+    }
+    Ok(key)
+}
+
+/// The value's bytes: the argument itself, or stdin when it is `-`.
+fn value_bytes(input: ValueInput) -> Result<Vec<u8>, ClientError> {
+    let value = one_of(input.value, input.value_flag, "VALUE")?;
+    if value == "-" {
+        let what = "standard input";
+        return read_bounded(io::stdin().lock(), STDIN_VALUE_BYTES_MAX, what);
+    }
+    Ok(value.into_vec())
+}
+
+/// The single argument of a positional/flag pair.
+fn one_of(
+    positional: Option<OsString>,
+    flag: Option<OsString>,
+    name: &str,
+) -> Result<OsString, ClientError> {
+    match (positional, flag) {
+        (Some(value), None) | (None, Some(value)) => Ok(value),
+        // clap's `required = true, multiple = false` group rules these out before we run; kept
+        // as a usage error rather than a panic in case the definitions ever drift apart.
+        _ => Err(ClientError::Usage(format!(
+            "give {name} either as an argument or with --{}",
+            name.to_lowercase()
+        ))),
+    }
+}
+
+/// Reads the bulk-update body and checks it is a JSON array before anything is sent, so a
+/// wrong file is named as such instead of coming back as a server's 400.
+fn read_bulk_file(path: &Path) -> Result<Vec<u8>, ClientError> {
+    let (body, what) = if path.as_os_str() == "-" {
+        let what = "standard input".to_string();
+        (
+            read_bounded(io::stdin().lock(), BULK_FILE_BYTES_MAX, &what)?,
+            what,
+        )
+    } else {
+        let what = format!("`{}`", path.display());
+        let file = std::fs::File::open(path).map_err(|source| ClientError::Input {
+            what: what.clone(),
+            source,
+        })?;
+        (read_bounded(file, BULK_FILE_BYTES_MAX, &what)?, what)
+    };
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(_)) => Ok(body),
+        Ok(_) => Err(ClientError::Usage(format!(
+            "{what} is not a JSON array; bulk-update takes [{{\"key\": \"...\", \"value\": \"...\"}}, ...]"
+        ))),
+        Err(error) => Err(ClientError::Usage(format!(
+            "{what} is not valid JSON: {error}"
+        ))),
+    }
+}
+
+/// Reads all of `input`, refusing more than `bytes_max` (the server would refuse it anyway,
+/// after we had spent the memory and the upload).
+fn read_bounded(input: impl Read, bytes_max: u64, what: &str) -> Result<Vec<u8>, ClientError> {
+    let mut bytes = Vec::new();
+    input
+        .take(bytes_max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ClientError::Input {
+            what: what.to_string(),
+            source,
+        })?;
+    if bytes.len() as u64 > bytes_max {
+        return Err(ClientError::Usage(format!(
+            "{what} holds more than {bytes_max} bytes, more than any server accepts"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A response body that must be JSON.
+fn json_body(endpoint: &Endpoint, response: &Response) -> Result<serde_json::Value, ClientError> {
+    serde_json::from_slice(&response.body).map_err(|error| ClientError::BadResponse {
+        addr: endpoint.addr.clone(),
+        reason: format!(
+            "a {} answer whose body is not JSON ({error})",
+            response.status
+        ),
+    })
+}
+
+/// Pretty JSON and a newline to stdout.
+fn print_json(value: &serde_json::Value) -> Result<(), ClientError> {
+    let mut text = serde_json::to_string_pretty(value)
+        .expect("a serde_json::Value always serializes: its map keys are strings");
+    text.push('\n');
+    write_stdout(text.as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), ClientError> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(ClientError::Output)
+}
+
+fn not_found(key: &[u8]) -> ClientError {
+    ClientError::NotFound(vec![printable(key)])
+}
+
+/// Any status the command does not expect: the server's own error text when it sent one.
+fn unexpected(response: &Response) -> ClientError {
+    ClientError::Server {
+        status: response.status,
+        message: server_message(response),
+    }
+}
+
+/// The `error` field of a JSON error body, or a description of the status and body.
+fn server_message(response: &Response) -> String {
+    const BODY_SNIPPET_CHARS_MAX: usize = 200;
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(&response.body)
+        && let Some(serde_json::Value::String(message)) = object.get("error")
+    {
+        return printable(message.as_bytes());
+    }
+    let body = printable(&response.body);
+    let body: String = body.chars().take(BODY_SNIPPET_CHARS_MAX).collect();
+    match body.trim() {
+        "" => format!("the server answered with status {}", response.status),
+        body => format!(
+            "the server answered with status {}: {body}",
+            response.status
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &[u8]) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn server_errors_print_the_servers_message() {
+        let error = unexpected(&response(413, br#"{"error": "value too large"}"#));
+        assert_eq!(error.to_string(), "value too large");
+        assert_eq!(error.exit_code(), super::super::EXIT_SERVER);
+        assert_eq!(
+            unexpected(&response(500, b"")).to_string(),
+            "the server answered with status 500"
+        );
+        assert_eq!(
+            unexpected(&response(502, b"<html>bad\ngateway</html>")).to_string(),
+            "the server answered with status 502: <html>bad\\ngateway</html>"
+        );
+        assert_eq!(
+            unexpected(&response(400, br#"{"error": "line\nbreak"}"#)).to_string(),
+            "line\\nbreak",
+            "a server message cannot break the one-line rule"
+        );
+    }
+
+    #[test]
+    fn key_targets_are_one_encoded_segment() {
+        assert_eq!(key_target(b"mykey"), "/v1/keys/mykey");
+        assert_eq!(key_target(b"a/b?c"), "/v1/keys/a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn empty_keys_are_usage_errors() {
+        let error = key_bytes(KeyInput {
+            key: Some(OsString::new()),
+            key_flag: None,
+        })
+        .unwrap_err();
+        assert_eq!(error.exit_code(), super::super::EXIT_USAGE);
+        let error = one_of(None, None, "KEY").unwrap_err();
+        assert_eq!(error.exit_code(), super::super::EXIT_USAGE);
+    }
+
+    #[test]
+    fn non_utf8_values_pass_through_unchanged() {
+        let raw = OsString::from_vec(vec![0xff, 0x00, b'a']);
+        let value = value_bytes(ValueInput {
+            value: Some(raw),
+            value_flag: None,
+        })
+        .unwrap();
+        assert_eq!(value, [0xff, 0x00, b'a']);
+    }
+
+    #[test]
+    fn bounded_reads_refuse_one_byte_too_many() {
+        assert_eq!(read_bounded(&b"abc"[..], 3, "x").unwrap(), b"abc");
+        let error = read_bounded(&b"abcd"[..], 3, "x").unwrap_err();
+        assert_eq!(error.exit_code(), super::super::EXIT_USAGE);
+    }
+
+    #[test]
+    fn bulk_files_must_be_json_arrays() {
+        let dir = std::env::temp_dir().join(format!("corekv-client-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let array = file("array.json", r#"[{"key": "a", "value": "1"}]"#);
+        assert_eq!(
+            read_bulk_file(&array).unwrap(),
+            br#"[{"key": "a", "value": "1"}]"#
+        );
+        let object = file("object.json", r#"{"key": "a"}"#);
+        assert_eq!(
+            read_bulk_file(&object).unwrap_err().exit_code(),
+            super::super::EXIT_USAGE
+        );
+        let garbage = file("garbage.json", "[1,");
+        assert_eq!(
+            read_bulk_file(&garbage).unwrap_err().exit_code(),
+            super::super::EXIT_USAGE
+        );
+        let absent = read_bulk_file(&dir.join("absent.json")).unwrap_err();
+        assert_eq!(absent.exit_code(), super::super::EXIT_LOCAL_IO);
+        assert!(absent.to_string().contains("absent.json"), "{absent}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

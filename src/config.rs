@@ -1,0 +1,168 @@
+//! The command line: every flag of `corekv serve` and the client's subcommands.
+//!
+//! Owns parsing and validation of user-supplied settings only; it never opens sockets or
+//! starts executors. Defaults come from [`crate::limits`], so every limit has one name.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::limits;
+
+/// corekv: a thread-per-core, shared-nothing HTTP key-value server on io_uring.
+#[derive(Debug, Parser)]
+#[command(name = "corekv", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `corekv serve` runs the server; every other subcommand is the HTTP client.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the key-value server.
+    Serve(ServeArgs),
+    /// Client subcommands (get, set, ...), talking to a running server over HTTP.
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
+}
+
+/// How the store is laid out across threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Design {
+    /// Thread-per-core: each shard owns a slice of the keyspace; requests are routed to owners.
+    Sharded,
+    /// One map behind a lock, read and written directly by every executor (for comparison).
+    Locked,
+}
+
+/// Flags of `corekv serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
+    #[arg(long, default_value = limits::ADDR_DEFAULT)]
+    pub addr: SocketAddr,
+
+    /// Number of shards (executors). Default: one per CPU in the process's affinity mask.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=limits::SHARDS_MAX as i64))]
+    pub shards: Option<u16>,
+
+    /// CPUs to pin shards to, e.g. `1`, `0-3`, `1,3`. Default: the process's affinity mask.
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+
+    /// Thread-per-core (`sharded`) or one locked map (`locked`).
+    #[arg(long, value_enum, default_value_t = Design::Sharded)]
+    pub design: Design,
+
+    /// Longest key accepted, in bytes (after percent-decoding).
+    #[arg(long = "max-key-bytes", default_value_t = limits::KEY_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=limits::KEY_BYTES_MAX_CEILING as i64))]
+    pub key_bytes_max: u32,
+
+    /// Largest value accepted, in bytes.
+    #[arg(long = "max-value-bytes", default_value_t = limits::VALUE_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=limits::VALUE_BYTES_MAX_CEILING as i64))]
+    pub value_bytes_max: u32,
+
+    /// Largest JSON request body (bulk updates, base64 POST), in bytes.
+    #[arg(long = "max-body-bytes", default_value_t = limits::JSON_BODY_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=limits::JSON_BODY_BYTES_MAX_CEILING as i64))]
+    pub json_body_bytes_max: u32,
+
+    /// Open connections allowed per shard; past it a new connection gets 503 and is closed.
+    #[arg(long = "max-connections", default_value_t = limits::CONNECTIONS_PER_SHARD_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections_per_shard_max: u32,
+
+    /// Time a client has to send a request's headers once it has started it, in ms (then 408).
+    #[arg(long = "header-timeout-ms", default_value_t = limits::HEADER_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+
+    /// Time a client has to send a request's body once the headers are in, in ms (then 408).
+    #[arg(long = "body-timeout-ms", default_value_t = limits::BODY_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+
+    /// An idle keep-alive connection is closed after this many ms.
+    #[arg(long = "idle-timeout-ms", default_value_t = limits::IDLE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+
+    /// On SIGTERM/SIGINT, requests in flight get this long to finish, in ms.
+    #[arg(long = "shutdown-grace-ms", default_value_t = limits::SHUTDOWN_GRACE_MS_DEFAULT)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// A validated, de-duplicated list of CPU ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses `1`, `0-3`, `1,3`, `0-1,4` into a sorted list of distinct CPU ids.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{s}` is not a CPU number (expected e.g. `1`, `0-3`, `1,3`)"))
+        };
+        match part.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (parse(low)?, parse(high)?);
+                if low > high {
+                    return Err(format!("CPU range `{part}` runs backwards"));
+                }
+                if high - low >= limits::SHARDS_MAX {
+                    return Err(format!("CPU range `{part}` is too large"));
+                }
+                cpus.extend(low..=high);
+            }
+            None => cpus.push(parse(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err("the CPU list is empty".into());
+    }
+    Ok(CpuList(cpus))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_ranges_and_singles() {
+        assert_eq!(parse_cpu_list("1").unwrap().0, vec![1]);
+        assert_eq!(parse_cpu_list("0-3").unwrap().0, vec![0, 1, 2, 3]);
+        assert_eq!(parse_cpu_list("3,1,1").unwrap().0, vec![1, 3]);
+        assert_eq!(parse_cpu_list("0-1, 4").unwrap().0, vec![0, 1, 4]);
+    }
+
+    #[test]
+    fn cpu_lists_reject_garbage() {
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("0-99999999").is_err());
+        assert!(parse_cpu_list("1,,2").is_err());
+    }
+
+    #[test]
+    fn serve_defaults_match_the_named_limits() {
+        let cli = Cli::try_parse_from(["corekv", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve did not parse as Serve")
+        };
+        assert_eq!(args.addr.to_string(), limits::ADDR_DEFAULT);
+        assert_eq!(args.key_bytes_max, 250);
+        assert_eq!(args.value_bytes_max, 1 << 20);
+        assert_eq!(args.design, Design::Sharded);
+        assert!(Cli::try_parse_from(["corekv", "serve", "--shards", "0"]).is_err());
+        assert!(Cli::try_parse_from(["corekv", "serve", "--max-key-bytes", "0"]).is_err());
+    }
+}

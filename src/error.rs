@@ -1,0 +1,183 @@
+//! The server's one error type for everything a request can get wrong, and its HTTP status.
+//!
+//! Owns the wording users see in `{"error": ...}` bodies. It never logs and never carries a
+//! value's bytes: messages name limits and keys' lengths, not data.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a request is answered with an error. Small and unboxed: it is built on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// 400: the request is malformed (bad syntax, percent-encoding, JSON, base64, framing).
+    BadRequest(Cow<'static, str>),
+    /// 404: the key does not exist.
+    KeyNotFound,
+    /// 404: no route has this path.
+    RouteNotFound,
+    /// 405: the route exists but not for this method; `allow` lists the ones it takes.
+    MethodNotAllowed { allow: &'static str },
+    /// 405: the server runs with `--read-only`.
+    ReadOnly,
+    /// 408: the client did not send the request in time.
+    RequestTimeout { phase: &'static str, limit_ms: u64 },
+    /// 411: a method that needs a body came with neither Content-Length nor chunked encoding.
+    LengthRequired,
+    /// 413: the body (or a value inside it) is larger than a limit.
+    PayloadTooLarge {
+        what: &'static str,
+        size: u64,
+        limit: u64,
+        flag: &'static str,
+    },
+    /// 414: the key (or the whole request line) is longer than a limit.
+    UriTooLong { size: usize, limit: usize },
+    /// 431: the request head is too large or has too many headers.
+    HeadersTooLarge { detail: &'static str },
+    /// 503: the server cannot take this request now (connection limit, shutting down).
+    Unavailable(&'static str),
+    /// 505: not HTTP/1.0 or HTTP/1.1.
+    VersionNotSupported,
+}
+
+impl Error {
+    /// The HTTP status code that answers this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::KeyNotFound | Error::RouteNotFound => 404,
+            Error::MethodNotAllowed { .. } | Error::ReadOnly => 405,
+            Error::RequestTimeout { .. } => 408,
+            Error::LengthRequired => 411,
+            Error::PayloadTooLarge { .. } => 413,
+            Error::UriTooLong { .. } => 414,
+            Error::HeadersTooLarge { .. } => 431,
+            Error::Unavailable(_) => 503,
+            Error::VersionNotSupported => 505,
+        }
+    }
+
+    /// True when the connection must close after this answer: the request's framing can no
+    /// longer be trusted, or the rest of its body was never read.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::BadRequest(_)
+                | Error::RequestTimeout { .. }
+                | Error::LengthRequired
+                | Error::PayloadTooLarge { .. }
+                | Error::UriTooLong { .. }
+                | Error::HeadersTooLarge { .. }
+                | Error::Unavailable(_)
+                | Error::VersionNotSupported
+        )
+    }
+
+    /// Shorthand for a 400 with a fixed message.
+    pub fn bad_request(message: &'static str) -> Error {
+        Error::BadRequest(Cow::Borrowed(message))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadRequest(message) => write!(f, "bad request: {message}"),
+            Error::KeyNotFound => write!(f, "key not found"),
+            Error::RouteNotFound => write!(f, "no such route"),
+            Error::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed here; allowed: {allow}")
+            }
+            Error::ReadOnly => write!(
+                f,
+                "the server is read-only (--read-only): writes are refused"
+            ),
+            Error::RequestTimeout { phase, limit_ms } => {
+                write!(f, "request {phase} not received within {limit_ms} ms")
+            }
+            Error::LengthRequired => {
+                write!(
+                    f,
+                    "a body is required: send Content-Length or Transfer-Encoding: chunked"
+                )
+            }
+            Error::PayloadTooLarge {
+                what,
+                size,
+                limit,
+                flag,
+            } => {
+                write!(
+                    f,
+                    "{what} is {size} bytes; the limit is {limit} bytes ({flag})"
+                )
+            }
+            Error::UriTooLong { size, limit } => {
+                write!(
+                    f,
+                    "key is {size} bytes; the limit is {limit} bytes (--max-key-bytes)"
+                )
+            }
+            Error::HeadersTooLarge { detail } => write!(f, "request headers too large: {detail}"),
+            Error::Unavailable(why) => write!(f, "service unavailable: {why}"),
+            Error::VersionNotSupported => {
+                write!(f, "HTTP version not supported: use HTTP/1.1 or HTTP/1.0")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_maps_to_a_client_error_status_and_names_its_cause() {
+        let cases = [
+            (Error::bad_request("bad percent-encoding"), 400, "percent"),
+            (Error::KeyNotFound, 404, "not found"),
+            (Error::MethodNotAllowed { allow: "GET" }, 405, "GET"),
+            (
+                Error::RequestTimeout {
+                    phase: "headers",
+                    limit_ms: 7,
+                },
+                408,
+                "7 ms",
+            ),
+            (Error::LengthRequired, 411, "Content-Length"),
+            (
+                Error::PayloadTooLarge {
+                    what: "value",
+                    size: 9,
+                    limit: 8,
+                    flag: "--max-value-bytes",
+                },
+                413,
+                "limit is 8 bytes",
+            ),
+            (
+                Error::UriTooLong {
+                    size: 300,
+                    limit: 250,
+                },
+                414,
+                "250",
+            ),
+            (
+                Error::HeadersTooLarge { detail: "too many" },
+                431,
+                "too many",
+            ),
+            (Error::VersionNotSupported, 505, "HTTP/1.1"),
+        ];
+        for (error, status, needle) in cases {
+            assert_eq!(error.status(), status, "{error:?}");
+            assert!(error.to_string().contains(needle), "{error} lacks {needle}");
+        }
+        assert!(Error::LengthRequired.closes_connection());
+        assert!(!Error::KeyNotFound.closes_connection());
+    }
+}

@@ -1,0 +1,441 @@
+//! One connection's life: read, parse every complete request in the buffer, dispatch their
+//! operations (local ones in place, remote ones batched one message per owner), then answer the
+//! whole batch in request order with one write.
+//!
+//! Owns the socket, its buffers and its deadlines. It never keeps a borrow of the local store
+//! across an await, and never sends more than one batch per owner per read, so a task awaits at
+//! most `nr_shards - 1` replies at once (glommio counts waker clones in an `i16`).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use log::debug;
+
+use crate::api::{self, Context, Ops, Plan, Render};
+use crate::error::Error;
+use crate::http::request::{self, Need, Parsed};
+use crate::http::response;
+use crate::limits::{
+    PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
+};
+use crate::server::ShardContext;
+use crate::shard::message::{Op, Outcome, Replies};
+use crate::shard::{Backend, ShardId};
+
+/// A buffer larger than this is given back once it is empty (after a large body).
+const READ_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
+/// A write buffer larger than this is given back after it is flushed.
+const WRITE_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
+
+/// Answers a connection over the shard's limit with 503 and closes it.
+pub async fn refuse(mut stream: TcpStream, limit: usize) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
+    let mut out = Vec::new();
+    let why = Error::Unavailable("too many open connections on this shard (--max-connections)");
+    response::error(&mut out, &why, false);
+    debug!("refused a connection: {limit} already open on this shard");
+    let _ = stream.write_all(&out).await;
+}
+
+/// Serves one accepted connection until it closes, errs or times out.
+pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>) {
+    let _registered = shard.register_connection(stream.as_raw_fd());
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
+    let mut connection = Connection::new(stream, shard);
+    if let Err(e) = connection.run().await {
+        debug!("connection ended: {e}");
+    }
+}
+
+/// Where an operation runs: here, or at another owner (index into that owner's batch).
+enum Slot {
+    Local(Op),
+    Remote { owner: ShardId, index: usize },
+}
+
+/// The read side's bytes: `data[start..end]` is unparsed input.
+struct ReadBuffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuffer {
+    fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn consume(&mut self, bytes: usize) {
+        self.start += bytes;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.data.len() > READ_BUFFER_KEEP_BYTES {
+                self.data = vec![0; READ_CHUNK_BYTES];
+            }
+        }
+    }
+
+    /// Free space to read into, enough for a request of `total_bytes` when that is known.
+    fn spare(&mut self, total_bytes: Option<usize>) -> &mut [u8] {
+        let wanted = total_bytes
+            .unwrap_or(0)
+            .max(self.end - self.start + READ_CHUNK_BYTES / 2);
+        if self.data.len() - self.start < wanted
+            || self.data.len() - self.end < READ_CHUNK_BYTES / 4
+        {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.data.len() < wanted || self.data.len() - self.end < READ_CHUNK_BYTES / 4 {
+                let size = wanted.max(self.end + READ_CHUNK_BYTES);
+                self.data.resize(size, 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+}
+
+/// Per-request timing, reset whenever a request completes.
+#[derive(Default)]
+struct RequestClock {
+    /// When the first byte of the current request arrived.
+    started: Option<Instant>,
+    /// When its head was complete and its body began.
+    body_started: Option<Instant>,
+    /// Whether `100 Continue` was sent for it.
+    continue_sent: bool,
+}
+
+struct Connection {
+    stream: TcpStream,
+    shard: Rc<ShardContext>,
+    input: ReadBuffer,
+    output: Vec<u8>,
+    clock: RequestClock,
+    // Reused across batches so a steady connection allocates nothing for bookkeeping.
+    plans: Vec<Plan>,
+    slots: Vec<Slot>,
+    outbound: Vec<Vec<Op>>,
+    replies: Vec<Option<Replies>>,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, shard: Rc<ShardContext>) -> Connection {
+        let nr_shards = shard.nr_shards;
+        Connection {
+            stream,
+            shard,
+            input: ReadBuffer {
+                data: vec![0; READ_CHUNK_BYTES],
+                start: 0,
+                end: 0,
+            },
+            output: Vec::with_capacity(READ_CHUNK_BYTES),
+            clock: RequestClock::default(),
+            plans: Vec::new(),
+            slots: Vec::new(),
+            outbound: (0..nr_shards).map(|_| Vec::new()).collect(),
+            replies: (0..nr_shards).map(|_| None).collect(),
+        }
+    }
+
+    async fn run(&mut self) -> io::Result<()> {
+        loop {
+            let (need, closing) = self.parse_batch();
+            if !self.plans.is_empty() {
+                self.clock = RequestClock::default();
+                self.answer_batch().await?;
+                if closing || self.shard.latches.shutdown.is_open() {
+                    return self.finish().await;
+                }
+                if !self.input.filled().is_empty() {
+                    self.clock.started = Some(Instant::now());
+                }
+                continue;
+            }
+            if let Need::Body {
+                expect_continue: true,
+                ..
+            } = need
+            {
+                if !self.clock.continue_sent {
+                    self.clock.continue_sent = true;
+                    self.stream.write_all(response::CONTINUE).await?;
+                }
+            }
+            if !self.read_more(need).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Parses every complete request in the buffer (up to the pipeline limit) into plans.
+    /// Returns what the buffer needs next and whether the connection closes after this batch.
+    fn parse_batch(&mut self) -> (Need, bool) {
+        let shard = &self.shard;
+        let context = Context {
+            args: &shard.args,
+            ready: shard.latches.ready.is_open(),
+            ready_shards: (
+                shard.nr_shards - shard.latches.ready.remaining(),
+                shard.nr_shards,
+            ),
+        };
+        let mut consumed = 0;
+        let mut need = Need::Head;
+        let mut closing = false;
+        while self.plans.len() < PIPELINE_REQUESTS_MAX && !closing {
+            let filled = &self.input.filled()[consumed..];
+            if filled.is_empty() {
+                break;
+            }
+            match request::parse(filled, |head| api::body_limit(head, &shard.args)) {
+                Parsed::Complete(request, used) => {
+                    consumed += used;
+                    let plan = api::plan(request, &context);
+                    closing = plan.closes();
+                    self.plans.push(plan);
+                }
+                Parsed::Incomplete(Need::Head) => {
+                    if let Some(error) = request::head_overflow(filled) {
+                        self.plans.push(Plan::error(error, false));
+                        closing = true;
+                    }
+                    break;
+                }
+                Parsed::Incomplete(body_need) => {
+                    need = body_need;
+                    break;
+                }
+                Parsed::Invalid(error) => {
+                    self.plans.push(Plan::error(error, false));
+                    closing = true;
+                }
+            }
+        }
+        self.input.consume(consumed);
+        (need, closing)
+    }
+
+    /// Reads more input under the deadline of the current phase. Returns false on a clean end
+    /// (peer closed, idle timeout, shutdown); answers 408 when a started request times out.
+    async fn read_more(&mut self, need: Need) -> io::Result<bool> {
+        let args = &self.shard.args;
+        let now = Instant::now();
+        let (deadline, phase, limit_ms) = if self.input.filled().is_empty() {
+            (
+                now + Duration::from_millis(args.idle_timeout_ms),
+                None,
+                args.idle_timeout_ms,
+            )
+        } else if let Need::Head = need {
+            let started = *self.clock.started.get_or_insert(now);
+            (
+                started + Duration::from_millis(args.header_timeout_ms),
+                Some("headers"),
+                args.header_timeout_ms,
+            )
+        } else {
+            let started = *self.clock.body_started.get_or_insert(now);
+            (
+                started + Duration::from_millis(args.body_timeout_ms),
+                Some("body"),
+                args.body_timeout_ms,
+            )
+        };
+        let total_bytes = match need {
+            Need::Body { total_bytes, .. } => total_bytes,
+            Need::Head => None,
+        };
+        let remaining = deadline.saturating_duration_since(now);
+        let read = if remaining.is_zero() {
+            Err(io::ErrorKind::TimedOut.into())
+        } else {
+            self.stream
+                .set_read_timeout(Some(remaining))
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let spare = self.input.spare(total_bytes);
+            self.stream.read(spare).await
+        };
+        match read {
+            Ok(0) => Ok(false),
+            Ok(bytes) => {
+                if self.input.filled().is_empty() {
+                    self.clock.started = Some(Instant::now());
+                }
+                self.input.end += bytes;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if let Some(phase) = phase {
+                    self.output.clear();
+                    response::error(
+                        &mut self.output,
+                        &Error::RequestTimeout { phase, limit_ms },
+                        false,
+                    );
+                    let _ = self.stream.write_all(&self.output).await;
+                    debug!("closed a connection: request {phase} timed out");
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the batch's operations on their owners and writes every response, in order.
+    async fn answer_batch(&mut self) -> io::Result<()> {
+        let shard = Rc::clone(&self.shard);
+        self.dispatch(&shard).await;
+        let mut slots = std::mem::take(&mut self.slots).into_iter();
+        let plans = std::mem::take(&mut self.plans);
+        for plan in &plans {
+            let keep_alive = !plan.closes();
+            match &plan.render {
+                Render::Error(_) | Render::Json(..) => {
+                    api::render_now(&plan.render, keep_alive, &mut self.output)
+                }
+                Render::BulkUpdate { keys } => {
+                    let updated: Vec<bool> = slots
+                        .by_ref()
+                        .take(keys.len())
+                        .map(|slot| {
+                            self.with_outcome(&shard, slot, |outcome| {
+                                matches!(outcome, Ok(Outcome::Updated))
+                            })
+                        })
+                        .collect();
+                    api::render_bulk(keys, &updated, keep_alive, &mut self.output);
+                }
+                render => match slots.next() {
+                    Some(slot) => {
+                        let mut output = std::mem::take(&mut self.output);
+                        self.with_outcome(&shard, slot, |outcome| match outcome {
+                            Ok(outcome) => {
+                                api::render_one(render, outcome, keep_alive, &mut output)
+                            }
+                            Err(error) => response::error(&mut output, &error, keep_alive),
+                        });
+                        self.output = output;
+                    }
+                    None => response::error(
+                        &mut self.output,
+                        &Error::Unavailable("internal: missing operation"),
+                        false,
+                    ),
+                },
+            }
+            if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                self.flush().await?;
+            }
+        }
+        self.plans = plans;
+        self.plans.clear();
+        self.slots = slots.collect();
+        self.slots.clear();
+        for reply in &mut self.replies {
+            *reply = None;
+        }
+        self.flush().await
+    }
+
+    /// Moves every operation into a slot: local ones stay here, remote ones go to their owner
+    /// in one batch per owner, whose replies are awaited before rendering.
+    async fn dispatch(&mut self, shard: &ShardContext) {
+        let router = match &shard.backend {
+            Backend::Sharded { router, .. } => Some(router),
+            Backend::Locked(_) => None,
+        };
+        for plan in &mut self.plans {
+            let ops = std::mem::replace(&mut plan.ops, Ops::None);
+            let mut place = |op: Op| {
+                let owner = router.map_or(shard.id, |router| router.owner(op.key()));
+                if owner == shard.id {
+                    Slot::Local(op)
+                } else {
+                    let batch = &mut self.outbound[owner];
+                    batch.push(op);
+                    Slot::Remote {
+                        owner,
+                        index: batch.len() - 1,
+                    }
+                }
+            };
+            match ops {
+                Ops::None => {}
+                Ops::One(op) => self.slots.push(place(op)),
+                Ops::Many(ops) => {
+                    for op in ops {
+                        let slot = place(op);
+                        self.slots.push(slot);
+                    }
+                }
+            }
+        }
+        let Some(router) = router else { return };
+        let mut pending = Vec::new();
+        for owner in 0..shard.nr_shards {
+            if !self.outbound[owner].is_empty() {
+                let ops = std::mem::take(&mut self.outbound[owner]);
+                if let Ok(receiver) = router.send(owner, ops).await {
+                    pending.push((owner, receiver));
+                }
+            }
+        }
+        for (owner, receiver) in pending {
+            self.replies[owner] = receiver.await.ok();
+        }
+    }
+
+    /// Hands the outcome of one slot to `f`: executed now on the local store (a found value is
+    /// borrowed in place), or read from its owner's reply.
+    fn with_outcome<R>(
+        &self,
+        shard: &ShardContext,
+        slot: Slot,
+        f: impl FnOnce(Result<Outcome<&[u8]>, Error>) -> R,
+    ) -> R {
+        match slot {
+            Slot::Local(op) => match &shard.backend {
+                Backend::Sharded { store, .. } => {
+                    debug_assert_eq!(crate::shard::shard_for(op.key(), shard.nr_shards), shard.id);
+                    f(Ok(store.borrow_mut().apply(op)))
+                }
+                Backend::Locked(store) => store.apply(op, |outcome| f(Ok(outcome))),
+            },
+            Slot::Remote { owner, index } => match self.replies[owner]
+                .as_ref()
+                .and_then(|replies| replies.get(index))
+            {
+                Some(outcome) => f(Ok(outcome.map(|value| &**value))),
+                None => f(Err(Error::Unavailable(
+                    "the shard owning this key did not answer (shutting down)",
+                ))),
+            },
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.output.clear();
+            if self.output.capacity() > WRITE_BUFFER_KEEP_BYTES {
+                self.output = Vec::with_capacity(READ_CHUNK_BYTES);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the connection after its last response: flush, then close the write side.
+    async fn finish(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        Ok(())
+    }
+}

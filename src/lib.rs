@@ -1,0 +1,32 @@
+//! corekv: a thread-per-core, shared-nothing HTTP key-value server on io_uring.
+//!
+//! One glommio executor (a *shard*) runs pinned to each CPU. The keyspace is hash-partitioned:
+//! every key has exactly one owning shard ([`shard::shard_for`]), and only that shard's thread
+//! ever touches the map that holds it. Every shard also accepts connections; a request for a
+//! key owned elsewhere travels to its owner over glommio's cross-executor channels, batched per
+//! owner per read, and the answer comes back to the connection's shard.
+//!
+//! # Layout
+//! - `main.rs`: parse the command line, call [`server::main`] or [`client::run`].
+//! - [`config`]: clap flags. [`limits`]: every limit and default, named with its unit.
+//! - [`server`]: start-up checks, executors and pinning, listeners, readiness, shutdown.
+//! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router.
+//! - [`http`]: request parsing (httparse), response encoding, the connection loop.
+//! - [`api`]: what each route means: turns a parsed request into store operations and back.
+//! - [`sync`]: the project's own cross-thread primitives (loom-checked in `loom-tests/`).
+//! - [`client`]: the synchronous command-line client.
+//! - [`error`]: the one error type, and its HTTP status.
+//! - [`logging`]: a `RUST_LOG`-style logger that never prints values.
+//!
+//! `docs/ARCHITECTURE.md` draws a request's path from socket to owning shard and back.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod logging;
+pub mod server;
+pub mod shard;
+pub mod sync;

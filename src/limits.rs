@@ -1,0 +1,77 @@
+//! Every limit and default in one place, with its unit in its name.
+//!
+//! Owns numbers only. Flags in [`crate::config`] take their defaults from here; the
+//! compile-time asserts at the end keep related limits consistent.
+
+/// Where `corekv serve` listens unless `--addr` says otherwise; the client's default target too.
+pub const ADDR_DEFAULT: &str = "127.0.0.1:7878";
+
+/// Most shards one process runs (and widest `--cpus` range accepted).
+pub const SHARDS_MAX: usize = 1024;
+
+/// Default longest key, in bytes after percent-decoding (seed 002's documented limit).
+pub const KEY_BYTES_MAX_DEFAULT: u32 = 250;
+/// Highest `--max-key-bytes` accepted: keys live in the request line, bounded by the header limit.
+pub const KEY_BYTES_MAX_CEILING: u32 = 4096;
+
+/// Default largest value, in bytes (1 MiB, seed 002's documented limit).
+pub const VALUE_BYTES_MAX_DEFAULT: u32 = 1 << 20;
+/// Highest `--max-value-bytes` accepted (a whole value is buffered in memory per request).
+pub const VALUE_BYTES_MAX_CEILING: u32 = 512 << 20;
+
+/// Default largest JSON body (bulk update, base64 POST), in bytes: room for a base64 1 MiB value.
+pub const JSON_BODY_BYTES_MAX_DEFAULT: u32 = 8 << 20;
+/// Highest `--max-body-bytes` accepted.
+pub const JSON_BODY_BYTES_MAX_CEILING: u32 = 1 << 30;
+
+/// Items one bulk update may carry.
+pub const BULK_ITEMS_MAX: usize = 100_000;
+
+/// Default open connections per shard.
+pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: u32 = 10_000;
+
+/// Default time to send a request's headers, once started, in ms.
+pub const HEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default time to send a request's body, once the headers are in, in ms.
+pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default time an idle keep-alive connection stays open, in ms.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Time a client has to take a response off the socket before the connection is dropped, in ms.
+pub const WRITE_TIMEOUT_MS: u64 = 30_000;
+/// Default time for in-flight requests to finish after SIGTERM/SIGINT, in ms.
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
+
+/// Largest request head (request line and headers), in bytes; past it the answer is 431.
+pub const HEADER_BYTES_MAX: usize = 16 << 10;
+/// Most headers in one request; past it the answer is 431.
+pub const HEADERS_COUNT_MAX: usize = 64;
+/// Bytes asked of the socket per read when the buffer has no better size in mind.
+pub const READ_CHUNK_BYTES: usize = 16 << 10;
+/// Most pipelined requests answered as one batch (one write); the rest wait for the next batch.
+pub const PIPELINE_REQUESTS_MAX: usize = 256;
+/// Response bytes buffered before a batch is flushed early (bounds memory for big GETs).
+pub const WRITE_BUFFER_FLUSH_BYTES: usize = 4 << 20;
+
+/// Messages queued per shard-to-shard channel before senders wait.
+pub const CHANNEL_DEPTH_MESSAGES: usize = 1024;
+
+/// io_uring registered-buffer memory per executor, in bytes. Sized so that
+/// `shards * IO_MEMORY_BYTES_PER_SHARD` stays under an 8 MiB RLIMIT_MEMLOCK for small shard
+/// counts; the server scales it down further to fit the real limit (see `server::io_memory_for`).
+pub const IO_MEMORY_BYTES_PER_SHARD: usize = 1 << 20;
+/// Smallest io_memory glommio accepts (it rounds up to this).
+pub const IO_MEMORY_BYTES_MIN: usize = 64 << 10;
+
+const _: () = assert!(
+    KEY_BYTES_MAX_CEILING as usize * 3 < HEADER_BYTES_MAX,
+    "a %-encoded key must fit in the head"
+);
+const _: () = assert!(KEY_BYTES_MAX_DEFAULT <= KEY_BYTES_MAX_CEILING);
+const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_MAX_CEILING);
+const _: () = assert!(
+    (VALUE_BYTES_MAX_DEFAULT as usize).div_ceil(3) * 4 + 1024
+        <= JSON_BODY_BYTES_MAX_DEFAULT as usize,
+    "a base64 POST of the largest default value must fit in the default JSON body limit"
+);
+const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
+const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);

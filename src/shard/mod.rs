@@ -1,0 +1,94 @@
+//! The keyspace's partitioning and everything a shard owns.
+//!
+//! A shard is one glommio executor pinned to one CPU. It owns a [`store::Store`] that no
+//! other thread ever touches: other shards reach it only by sending a [`message::Batch`] over
+//! the channel mesh ([`router`]). This module must never hand out a reference to a store
+//! across threads, and must never wrap one in a lock (the `--design locked` comparison keeps
+//! its own lock in [`locked`]).
+
+pub mod locked;
+pub mod message;
+pub mod router;
+pub mod store;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Index of a shard, `0..nr_shards`.
+pub type ShardId = usize;
+
+/// How a shard's connections reach the data (`--design`).
+pub enum Backend {
+    /// Thread-per-core: this shard's own store, and the router to every other owner.
+    Sharded {
+        store: Rc<RefCell<store::Store>>,
+        router: router::Router,
+    },
+    /// One locked store shared by every executor.
+    Locked(Arc<locked::LockedStore>),
+}
+
+/// A stable 64-bit hash of a key: FNV-1a over the bytes, then a murmur3 finaliser so that the
+/// high bits (used by [`shard_for`]) are well mixed.
+///
+/// Stable across processes, restarts, machines and crate versions (unlike `ahash`, whose output
+/// may change between releases), because logs and files are replayed by it.
+pub fn key_hash(key: &[u8]) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// The shard that owns `key`, in `0..nr_shards` (Lemire's multiply-shift reduction: no division).
+pub fn shard_for(key: &[u8], nr_shards: usize) -> ShardId {
+    debug_assert!(nr_shards > 0);
+    ((u128::from(key_hash(key)) * nr_shards as u128) >> 64) as ShardId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_is_stable_across_builds() {
+        // Pinned values: a change here re-partitions every deployed keyspace. Don't.
+        assert_eq!(key_hash(b""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(shard_for(b"mykey", 1), 0);
+        let pinned: Vec<ShardId> = [&b"a"[..], b"b", b"mykey", b"user:42", b"a/b/c"]
+            .iter()
+            .map(|k| shard_for(k, 8))
+            .collect();
+        assert_eq!(pinned, PINNED_SHARDS_OF_8);
+    }
+
+    /// `shard_for(k, 8)` for the keys above, recorded when the hash was chosen.
+    const PINNED_SHARDS_OF_8: [ShardId; 5] = [4, 3, 3, 4, 1];
+
+    #[test]
+    fn keys_spread_evenly_over_shards() {
+        for nr_shards in [2usize, 3, 8] {
+            let mut counts = vec![0usize; nr_shards];
+            let total = 60_000;
+            for i in 0..total {
+                counts[shard_for(format!("key:{i}").as_bytes(), nr_shards)] += 1;
+            }
+            let expected = total / nr_shards;
+            for count in counts {
+                assert!(
+                    count.abs_diff(expected) < expected / 20,
+                    "{count} vs {expected}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Routes operations to the shard that owns their key, over glommio's channel mesh.
+//!
+//! Owns the sending half of the mesh (one bounded channel to every other shard) and the task
+//! that answers batches arriving from peers. It never executes a peer's operation anywhere but
+//! on the store of the shard it runs on, and never shares that store.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use glommio::channels::channel_mesh::Senders;
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use super::message::{Batch, Op, Replies};
+use super::store::Store;
+use super::{ShardId, shard_for};
+use crate::sync::oneshot;
+
+/// A shard's view of the mesh: where each key lives, and how to reach its owner.
+pub struct Router {
+    id: ShardId,
+    nr_shards: usize,
+    senders: Senders<Batch>,
+}
+
+/// The owner did not answer: its channel is closed (it is shutting down or has failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerGone;
+
+impl Router {
+    /// Wraps this shard's senders from the joined mesh.
+    pub fn new(senders: Senders<Batch>) -> Router {
+        Router {
+            id: senders.peer_id(),
+            nr_shards: senders.nr_consumers(),
+            senders,
+        }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Number of shards in the mesh.
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
+    }
+
+    /// The shard that owns `key`.
+    pub fn owner(&self, key: &[u8]) -> ShardId {
+        shard_for(key, self.nr_shards)
+    }
+
+    /// Sends `ops` to `owner` as one batch; the returned receiver yields one outcome per op.
+    /// Waits (without blocking the shard) while the owner's channel is full.
+    pub async fn send(
+        &self,
+        owner: ShardId,
+        ops: Vec<Op>,
+    ) -> Result<oneshot::Receiver<Replies>, OwnerGone> {
+        debug_assert_ne!(owner, self.id, "local operations never travel the mesh");
+        let (reply, receiver) = oneshot::channel();
+        self.senders
+            .send_to(owner, Batch { ops, reply })
+            .await
+            .map_err(|_| OwnerGone)?;
+        Ok(receiver)
+    }
+
+    /// Closes every channel this shard sends on: each peer's serving task for this shard ends
+    /// once it has answered what is already queued.
+    pub fn close(&self) {
+        self.senders.close();
+    }
+}
+
+/// Answers the batches one peer sends, in order, until that peer closes its channel.
+pub async fn serve_peer(
+    receiver: ConnectedReceiver<Batch>,
+    store: Rc<RefCell<Store>>,
+    id: ShardId,
+    nr_shards: usize,
+) {
+    while let Some(batch) = receiver.recv().await {
+        let replies: Replies = {
+            // Not held across an await: the borrow ends before the reply is sent.
+            let mut store = store.borrow_mut();
+            batch
+                .ops
+                .into_iter()
+                .map(|op| {
+                    debug_assert_eq!(
+                        shard_for(op.key(), nr_shards),
+                        id,
+                        "a batch reached a shard that does not own its key"
+                    );
+                    store.apply(op).to_owned()
+                })
+                .collect()
+        };
+        // The asking connection may have gone away (closed, timed out); its answer is dropped.
+        let _ = batch.reply.send(replies);
+    }
+}

@@ -1,0 +1,14 @@
+//! The project's own cross-thread synchronisation, and nothing else.
+//!
+//! Shards share no data; the few places where threads meet (a cross-shard reply, the readiness,
+//! shutdown and drain latches) live here, written against [`shim`] so that `loom-tests/` can
+//! check them exhaustively under `--cfg loom`.
+//!
+//! `loom-tests/` compiles this very file (`#[path = "../../src/sync/mod.rs"] pub mod sync;`), so
+//! its children must stay files beside it that reach each other as `super::...` and use nothing
+//! from the rest of the crate. Nothing here may import `std::sync` directly: a type that does not
+//! come from [`shim`] escapes the loom models.
+
+pub mod latch;
+pub mod oneshot;
+pub mod shim;

@@ -1,0 +1,321 @@
+//! Shared by every integration test: start the real `corekv` binary on an ephemeral port,
+//! wait until it is ready, stop it on drop, and speak plain HTTP/1.1 to it over TCP.
+#![allow(dead_code)] // each test binary uses a different part of this helper
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a server gets to start listening and report ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long any single test read waits before failing the test instead of hanging.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `corekv serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Everything the server wrote to stderr so far (its log).
+    log: Arc<Mutex<String>>,
+}
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_corekv")
+}
+
+impl Server {
+    /// Starts `corekv serve --addr 127.0.0.1:0 --shards 2` plus `extra` flags (later flags win).
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let mut child = cmd.spawn().expect("spawn corekv");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut log = log_writer.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr: SocketAddr = match addr_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "corekv did not start listening; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        let server = Server { child, addr, log };
+        server.wait_ready();
+        server
+    }
+
+    /// Polls `/v1/readiness` until it answers 200.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(mut conn) = TcpStream::connect(self.addr) {
+                conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                if conn
+                    .write_all(b"GET /v1/readiness HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .is_ok()
+                {
+                    if let Ok(resp) = read_response(&mut BufReader::new(conn)) {
+                        if resp.status == 200 {
+                            return;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("corekv never became ready; log:\n{}", self.log());
+    }
+
+    /// A new keep-alive connection to the server.
+    pub fn connect(&self) -> Conn {
+        Conn::new(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        self.connect().request(method, path, &[], body)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit status.
+    pub fn signal_and_wait(
+        mut self,
+        signal: i32,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header of that (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (panics with the body when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The `error` field of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error field")
+            .to_string()
+    }
+}
+
+/// A keep-alive client connection.
+pub struct Conn {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn new(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Reads one response.
+    pub fn read(&mut self) -> Response {
+        read_response(&mut self.reader).expect("read response")
+    }
+
+    /// Reads one response to a HEAD request (no body whatever Content-Length says).
+    pub fn read_head(&mut self) -> Response {
+        read_response_inner(&mut self.reader, true).expect("read response")
+    }
+
+    /// Sends one request with a Content-Length body and reads its response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.send(&encode_request(method, path, headers, body));
+        if method == "HEAD" {
+            self.read_head()
+        } else {
+            self.read()
+        }
+    }
+
+    /// True when the server has closed the connection (reads EOF or reset within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// Encodes one HTTP/1.1 request with a Content-Length body (omitted for body-less methods
+/// when the body is empty).
+pub fn encode_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: corekv-test\r\n").into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if !body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH") {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one response (status line, headers, Content-Length body).
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<Response> {
+    read_response_inner(reader, false)
+}
+
+fn read_response_inner(
+    reader: &mut BufReader<TcpStream>,
+    head_only: bool,
+) -> std::io::Result<Response> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| std::io::Error::other("bad header"))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![
+        0;
+        if head_only || status == 100 {
+            0
+        } else {
+            length
+        }
+    ];
+    reader.read_exact(&mut body)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// True when the `curl` command is installed.
+pub fn have_curl() -> bool {
+    Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
