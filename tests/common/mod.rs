@@ -27,7 +27,8 @@ pub fn binary() -> &'static str {
 }
 
 impl Server {
-    /// Starts `corekv serve --addr 127.0.0.1:0 --shards 2` plus `extra` flags (later flags win).
+    /// Starts `corekv serve --addr 127.0.0.1:0` plus `extra` flags, with `--shards 2` unless
+    /// `extra` names another shard count.
     pub fn start(extra: &[&str]) -> Server {
         Self::start_with_env(extra, &[])
     }
@@ -35,8 +36,11 @@ impl Server {
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
-            .args(extra)
+        cmd.args(["serve", "--addr", "127.0.0.1:0"]);
+        if !extra.contains(&"--shards") {
+            cmd.args(["--shards", "2"]);
+        }
+        cmd.args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
