@@ -11,7 +11,7 @@ use crate::limits;
 
 /// corekv: a thread-per-core, shared-nothing HTTP key-value server on io_uring.
 #[derive(Debug, Parser)]
-#[command(name = "corekv", version, about, propagate_version = true)]
+#[command(name = "corekv", version, about, propagate_version = true, after_help = crate::client::EXIT_CODES_HELP)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]

@@ -88,10 +88,7 @@ impl fmt::Display for Error {
             Error::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed here; allowed: {allow}")
             }
-            Error::ReadOnly => write!(
-                f,
-                "the server is read-only (--read-only): writes are refused"
-            ),
+            Error::ReadOnly => write!(f, "the server is read-only (--read-only): writes are refused"),
             Error::RequestTimeout { phase, limit_ms } => {
                 write!(f, "request {phase} not received within {limit_ms} ms")
             }
@@ -107,16 +104,10 @@ impl fmt::Display for Error {
                 limit,
                 flag,
             } => {
-                write!(
-                    f,
-                    "{what} is {size} bytes; the limit is {limit} bytes ({flag})"
-                )
+                write!(f, "{what} is {size} bytes; the limit is {limit} bytes ({flag})")
             }
             Error::UriTooLong { size, limit } => {
-                write!(
-                    f,
-                    "key is {size} bytes; the limit is {limit} bytes (--max-key-bytes)"
-                )
+                write!(f, "key is {size} bytes; the limit is {limit} bytes (--max-key-bytes)")
             }
             Error::HeadersTooLarge { detail } => write!(f, "request headers too large: {detail}"),
             Error::Unavailable(why) => write!(f, "service unavailable: {why}"),
@@ -158,19 +149,8 @@ mod tests {
                 413,
                 "limit is 8 bytes",
             ),
-            (
-                Error::UriTooLong {
-                    size: 300,
-                    limit: 250,
-                },
-                414,
-                "250",
-            ),
-            (
-                Error::HeadersTooLarge { detail: "too many" },
-                431,
-                "too many",
-            ),
+            (Error::UriTooLong { size: 300, limit: 250 }, 414, "250"),
+            (Error::HeadersTooLarge { detail: "too many" }, 431, "too many"),
             (Error::VersionNotSupported, 505, "HTTP/1.1"),
         ];
         for (error, status, needle) in cases {

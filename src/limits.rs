@@ -69,8 +69,7 @@ const _: () = assert!(
 const _: () = assert!(KEY_BYTES_MAX_DEFAULT <= KEY_BYTES_MAX_CEILING);
 const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_MAX_CEILING);
 const _: () = assert!(
-    (VALUE_BYTES_MAX_DEFAULT as usize).div_ceil(3) * 4 + 1024
-        <= JSON_BODY_BYTES_MAX_DEFAULT as usize,
+    (VALUE_BYTES_MAX_DEFAULT as usize).div_ceil(3) * 4 + 1024 <= JSON_BODY_BYTES_MAX_DEFAULT as usize,
     "a base64 POST of the largest default value must fit in the default JSON body limit"
 );
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);

@@ -33,9 +33,7 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let (secs, millis) = (now.as_secs(), now.subsec_millis());
         let (hour, minute, second) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
         let thread = std::thread::current();

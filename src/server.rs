@@ -165,10 +165,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             nr_shards,
             cpu,
             addr,
-            args: ServeArgs {
-                addr,
-                ..args.clone()
-            },
+            args: ServeArgs { addr, ..args.clone() },
             latches: latches.clone(),
             mesh: mesh.clone(),
             locked: locked.clone(),
@@ -178,9 +175,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .name(&format!("shard-{id}"))
             .io_memory(io_memory)
             .spawn(move || async move {
-                let _exit = ExitGuard {
-                    latches: exit_latches,
-                };
+                let _exit = ExitGuard { latches: exit_latches };
                 run_shard(setup).await
             });
         match spawned {
@@ -325,8 +320,7 @@ async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>)
                 if shard.open_connections() >= limit {
                     glommio::spawn_local(crate::http::conn::refuse(stream, limit)).detach();
                 } else {
-                    glommio::spawn_local(crate::http::conn::serve(stream, Rc::clone(shard)))
-                        .detach();
+                    glommio::spawn_local(crate::http::conn::serve(stream, Rc::clone(shard))).detach();
                 }
             }
             Some(Err(e)) => {
@@ -358,8 +352,7 @@ async fn drain(shard: &Rc<ShardContext>) {
 /// Fails with a clear message where io_uring cannot be used, instead of glommio's misleading
 /// "kernel should be at least 5.8" panic (Docker's default seccomp profile blocks io_uring).
 fn preflight_io_uring() -> Result<(), String> {
-    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2")
-    {
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
         return Err(
             "io_uring is disabled on this machine (sysctl kernel.io_uring_disabled=2); \
                     corekv needs it: set kernel.io_uring_disabled=0"
@@ -389,8 +382,7 @@ fn preflight_io_uring() -> Result<(), String> {
 
 /// The CPUs in this process's affinity mask (respects taskset, cgroups and containers).
 fn affinity_cpus() -> Result<Vec<usize>, String> {
-    let cores =
-        core_affinity::get_core_ids().ok_or("cannot read the process's CPU affinity mask")?;
+    let cores = core_affinity::get_core_ids().ok_or("cannot read the process's CPU affinity mask")?;
     let cpus: Vec<usize> = cores.into_iter().map(|core| core.id).collect();
     if cpus.is_empty() {
         return Err("the process's CPU affinity mask is empty".into());
@@ -406,9 +398,7 @@ fn io_memory_for(nr_shards: usize) -> usize {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes only the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
         return IO_MEMORY_BYTES_PER_SHARD;
     }
     let share = (limit.rlim_cur as usize / (3 * nr_shards + 1)) & !4095;
@@ -435,11 +425,7 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<OwnedFd>), Strin
             std::io::Error::last_os_error()
         )
     };
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2); the result is checked and owned at once.
     let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -469,21 +455,13 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<OwnedFd>), Strin
     let mut bound: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut bound_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: getsockname writes at most bound_len bytes into bound.
-    if unsafe {
-        libc::getsockname(
-            fd,
-            (&mut bound as *mut libc::sockaddr_storage).cast(),
-            &mut bound_len,
-        )
-    } != 0
-    {
+    if unsafe { libc::getsockname(fd, (&mut bound as *mut libc::sockaddr_storage).cast(), &mut bound_len) } != 0 {
         return Err(fail("getsockname"));
     }
     // Both sockaddr_in and sockaddr_in6 keep the port at the same offset, in network order.
     // SAFETY: the kernel filled a sockaddr_in/in6, both at least 4 bytes long.
-    let port = u16::from_be(unsafe {
-        (*(&bound as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
-    });
+    let port =
+        u16::from_be(unsafe { (*(&bound as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port });
     let _ = socket.as_raw_fd();
     Ok((SocketAddr::new(addr.ip(), port), Some(socket)))
 }
@@ -573,7 +551,7 @@ mod tests {
     #[test]
     fn io_memory_fits_the_memlock_limit() {
         let per_shard = io_memory_for(2);
-        assert!(per_shard >= IO_MEMORY_BYTES_MIN && per_shard <= IO_MEMORY_BYTES_PER_SHARD);
+        assert!((IO_MEMORY_BYTES_MIN..=IO_MEMORY_BYTES_PER_SHARD).contains(&per_shard));
         assert_eq!(per_shard % 4096, 0);
     }
 }

@@ -19,10 +19,7 @@ const EXIT_LOCAL_IO: i32 = 6;
 /// A client invocation: the binary with `args`, nothing from the caller's `COREKV_ADDR`.
 fn client(args: &[&str]) -> Command {
     let mut command = Command::new(common::binary());
-    command
-        .args(args)
-        .env_remove("COREKV_ADDR")
-        .stdin(Stdio::null());
+    command.args(args).env_remove("COREKV_ADDR").stdin(Stdio::null());
     command
 }
 
@@ -65,17 +62,8 @@ fn text(bytes: &[u8]) -> &str {
 
 /// Asserts the client succeeded with empty stderr; returns stdout.
 fn success(output: &Output) -> &[u8] {
-    assert_eq!(
-        code(output),
-        0,
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        text(&output.stderr),
-        "",
-        "a success prints nothing on stderr"
-    );
+    assert_eq!(code(output), 0, "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(text(&output.stderr), "", "a success prints nothing on stderr");
     &output.stdout
 }
 
@@ -106,33 +94,19 @@ fn seed_002_example_sequence_works_as_written() {
     // Goal: seed 002's README examples, word for word (`store`/`read`/`delete --key`), behave as documented.
     let server = Server::start(&[]);
     let addr = server.addr.to_string();
-    let seed = |args: &[&str]| {
-        client(args)
-            .env("COREKV_ADDR", &addr)
-            .output()
-            .expect("run the client")
-    };
+    let seed = |args: &[&str]| client(args).env("COREKV_ADDR", &addr).output().expect("run the client");
 
-    assert_eq!(
-        success(&seed(&["store", "--key", "mykey", "--value", "myvalue"])),
-        b""
-    );
+    assert_eq!(success(&seed(&["store", "--key", "mykey", "--value", "myvalue"])), b"");
     assert_eq!(
         success(&seed(&["read", "--key", "mykey"])),
         b"myvalue",
         "stdout is a pipe: no newline"
     );
-    assert_eq!(
-        success(&seed(&["store", "--key", "mykey", "--value", "myvalue2"])),
-        b""
-    );
+    assert_eq!(success(&seed(&["store", "--key", "mykey", "--value", "myvalue2"])), b"");
     assert_eq!(success(&seed(&["read", "--key", "mykey"])), b"myvalue2");
     assert_eq!(success(&seed(&["delete", "--key", "mykey"])), b"");
     let missing = seed(&["read", "--key", "mykey"]);
-    assert_eq!(
-        failure(&missing, EXIT_NOT_FOUND),
-        "ERROR: no key `mykey` found\n"
-    );
+    assert_eq!(failure(&missing, EXIT_NOT_FOUND), "ERROR: no key `mykey` found\n");
     assert_eq!(missing.stdout, b"");
 }
 
@@ -190,10 +164,7 @@ fn update_changes_existing_keys_only() {
     // Goal: `update` of a missing key exits 1 with the ERROR line and creates nothing; of an existing key it replaces.
     let server = Server::start(&[]);
     let output = run_at(&server, &["update", "ghost", "boo"]);
-    assert_eq!(
-        failure(&output, EXIT_NOT_FOUND),
-        "ERROR: no key `ghost` found\n"
-    );
+    assert_eq!(failure(&output, EXIT_NOT_FOUND), "ERROR: no key `ghost` found\n");
     assert_eq!(
         server.request("GET", "/v1/keys/ghost", b"").status,
         404,
@@ -202,10 +173,7 @@ fn update_changes_existing_keys_only() {
 
     assert_eq!(success(&run_at(&server, &["set", "k", "old"])), b"");
     assert_eq!(
-        success(&run_at(
-            &server,
-            &["update", "--key", "k", "--value", "new"]
-        )),
+        success(&run_at(&server, &["update", "--key", "k", "--value", "new"])),
         b""
     );
     assert_eq!(success(&run_at(&server, &["get", "k"])), b"new");
@@ -224,8 +192,7 @@ fn delete_is_idempotent() {
 
 /// The `updated` and `missing` lists of a bulk-update answer, sorted.
 fn bulk_lists(stdout: &[u8]) -> (Vec<String>, Vec<String>) {
-    let answer: serde_json::Value =
-        serde_json::from_slice(stdout).expect("bulk-update prints JSON");
+    let answer: serde_json::Value = serde_json::from_slice(stdout).expect("bulk-update prints JSON");
     let list = |name: &str| {
         let mut keys: Vec<String> = answer[name]
             .as_array()
@@ -251,29 +218,16 @@ fn bulk_update_reads_a_file_or_stdin_and_reports_missing_keys() {
     let dir = std::env::temp_dir().join(format!("corekv-client-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("updates.json");
-    std::fs::write(
-        &file,
-        r#"[{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]"#,
-    )
-    .expect("write file");
-    let output = run_at(
-        &server,
-        &["bulk-update", file.to_str().expect("UTF-8 temp path")],
-    );
-    assert_eq!(
-        bulk_lists(success(&output)),
-        (vec!["a".into(), "b".into()], vec![])
-    );
+    std::fs::write(&file, r#"[{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]"#).expect("write file");
+    let output = run_at(&server, &["bulk-update", file.to_str().expect("UTF-8 temp path")]);
+    assert_eq!(bulk_lists(success(&output)), (vec!["a".into(), "b".into()], vec![]));
     assert_eq!(success(&run_at(&server, &["get", "b"])), b"2");
 
     let body = br#"[{"key": "a", "value": "3"}, {"key": "nope", "value": "x"}]"#;
     let output = run_with_stdin(client(&["bulk-update", "-", "--addr", &addr]), body);
     let stderr = failure(&output, EXIT_NOT_FOUND);
     assert_eq!(stderr, "ERROR: no key `nope` found\n");
-    assert_eq!(
-        bulk_lists(&output.stdout),
-        (vec!["a".into()], vec!["nope".into()])
-    );
+    assert_eq!(bulk_lists(&output.stdout), (vec!["a".into()], vec!["nope".into()]));
     assert_eq!(success(&run_at(&server, &["get", "a"])), b"3");
     assert_eq!(
         server.request("GET", "/v1/keys/nope", b"").status,
@@ -284,18 +238,12 @@ fn bulk_update_reads_a_file_or_stdin_and_reports_missing_keys() {
     // Not an array: refused before anything is sent.
     std::fs::write(&file, r#"{"key": "a", "value": "4"}"#).expect("write file");
     failure(
-        &run_at(
-            &server,
-            &["bulk-update", file.to_str().expect("UTF-8 temp path")],
-        ),
+        &run_at(&server, &["bulk-update", file.to_str().expect("UTF-8 temp path")]),
         EXIT_USAGE,
     );
     let absent = dir.join("absent.json");
     failure(
-        &run_at(
-            &server,
-            &["bulk-update", absent.to_str().expect("UTF-8 temp path")],
-        ),
+        &run_at(&server, &["bulk-update", absent.to_str().expect("UTF-8 temp path")]),
         EXIT_LOCAL_IO,
     );
     assert_eq!(success(&run_at(&server, &["get", "a"])), b"3");
@@ -315,8 +263,7 @@ fn stats_prints_json_or_says_the_endpoint_is_missing() {
     let server = Server::start(&[]);
     let output = run_at(&server, &["stats"]);
     if code(&output) == 0 {
-        let stats: serde_json::Value =
-            serde_json::from_slice(success(&output)).expect("stats prints JSON");
+        let stats: serde_json::Value = serde_json::from_slice(success(&output)).expect("stats prints JSON");
         assert!(stats.is_object(), "{stats}");
     } else {
         assert!(failure(&output, EXIT_SERVER).contains("/v1/stats"));
@@ -327,10 +274,7 @@ fn stats_prints_json_or_says_the_endpoint_is_missing() {
 fn set_accepts_a_ttl() {
     // Goal: `set --ttl-ms N` is sent and accepted; a long TTL leaves the value readable right away.
     let server = Server::start(&[]);
-    assert_eq!(
-        success(&run_at(&server, &["set", "--ttl-ms", "600000", "t", "v"])),
-        b""
-    );
+    assert_eq!(success(&run_at(&server, &["set", "--ttl-ms", "600000", "t", "v"])), b"");
     assert_eq!(success(&run_at(&server, &["get", "t"])), b"v");
 }
 
@@ -418,10 +362,7 @@ fn usage_errors_exit_2() {
         &["ping", "--addr", "no-port"],
         &["get", ""],
     ] {
-        let output = client(args)
-            .env("COREKV_ADDR", &addr)
-            .output()
-            .expect("run the client");
+        let output = client(args).env("COREKV_ADDR", &addr).output().expect("run the client");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(code(&output), EXIT_USAGE, "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
@@ -436,10 +377,7 @@ fn usage_errors_exit_2() {
 fn a_closed_stdout_is_a_clean_error() {
     // Goal: `get` into a pipe whose reader is gone exits 6 with one line instead of a panic.
     let server = Server::start(&[]);
-    assert_eq!(
-        success(&run_at(&server, &["set", "big", &"x".repeat(1000)])),
-        b""
-    );
+    assert_eq!(success(&run_at(&server, &["set", "big", &"x".repeat(1000)])), b"");
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
     let addr = server.addr.to_string();

@@ -30,9 +30,7 @@ both_designs!(
 );
 
 fn put(server: &Server, key: &str, value: &[u8]) -> u16 {
-    server
-        .request("PUT", &format!("/v1/keys/{key}"), value)
-        .status
+    server.request("PUT", &format!("/v1/keys/{key}"), value).status
 }
 
 // Goal: PUT creates (201) then replaces (200); GET returns the exact bytes; DELETE is idempotent.
@@ -47,15 +45,9 @@ fn crud_round_trip_with_exact_bytes(design: &[&str]) {
     assert_eq!(put(&server, "bin", b"second"), 200);
     assert_eq!(server.request("GET", "/v1/keys/bin", b"").body, b"second");
     let deleted = server.request("DELETE", "/v1/keys/bin", b"");
-    assert_eq!(
-        (deleted.status, deleted.json()["deleted"].as_bool()),
-        (200, Some(true))
-    );
+    assert_eq!((deleted.status, deleted.json()["deleted"].as_bool()), (200, Some(true)));
     let again = server.request("DELETE", "/v1/keys/bin", b"");
-    assert_eq!(
-        (again.status, again.json()["deleted"].as_bool()),
-        (200, Some(false))
-    );
+    assert_eq!((again.status, again.json()["deleted"].as_bool()), (200, Some(false)));
     let missing = server.request("GET", "/v1/keys/bin", b"");
     assert_eq!(missing.status, 404);
     assert!(missing.error().contains("not found"));
@@ -71,16 +63,10 @@ fn post_takes_base64_json_or_raw_bytes(design: &[&str]) {
     let json = [("Content-Type", "application/json")];
     let created = conn.request("POST", "/v1/keys/p", &json, br#"{"value": "AAEC/w=="}"#);
     assert_eq!(created.status, 201);
-    assert_eq!(
-        conn.request("GET", "/v1/keys/p", &[], b"").body,
-        [0, 1, 2, 255]
-    );
+    assert_eq!(conn.request("GET", "/v1/keys/p", &[], b"").body, [0, 1, 2, 255]);
     let replaced = conn.request("POST", "/v1/keys/p", &[], b"raw bytes");
     assert_eq!(replaced.status, 200);
-    assert_eq!(
-        conn.request("GET", "/v1/keys/p", &[], b"").body,
-        b"raw bytes"
-    );
+    assert_eq!(conn.request("GET", "/v1/keys/p", &[], b"").body, b"raw bytes");
     let bad = conn.request("POST", "/v1/keys/p", &json, br#"{"value": "not base64!"}"#);
     assert_eq!(bad.status, 400);
     assert!(bad.error().contains("base64"), "{}", bad.error());
@@ -100,10 +86,7 @@ fn head_reports_length_without_body(design: &[&str]) {
     put(&server, "h", b"12345");
     let mut conn = server.connect();
     let head = conn.request("HEAD", "/v1/keys/h", &[], b"");
-    assert_eq!(
-        (head.status, head.header("content-length")),
-        (200, Some("5"))
-    );
+    assert_eq!((head.status, head.header("content-length")), (200, Some("5")));
     assert!(head.body.is_empty());
     assert_eq!(conn.request("HEAD", "/v1/keys/none", &[], b"").status, 404);
     assert_eq!(
@@ -138,11 +121,7 @@ fn bulk_update_spans_shards_and_reports_missing(design: &[&str]) {
         .iter()
         .map(|k| serde_json::json!({"key": k, "value": format!("after-{k}")}))
         .collect();
-    let all = server.request(
-        "PATCH",
-        "/v1/keys",
-        serde_json::to_string(&body).unwrap().as_bytes(),
-    );
+    let all = server.request("PATCH", "/v1/keys", serde_json::to_string(&body).unwrap().as_bytes());
     assert_eq!(all.status, 200);
     assert_eq!(all.json()["updated"].as_array().unwrap().len(), 40);
     assert_eq!(all.json()["missing"], serde_json::json!([]));
@@ -158,10 +137,7 @@ fn bulk_update_spans_shards_and_reports_missing(design: &[&str]) {
         br#"[{"key":"bulk-1","value":"x"},{"key":"nobody","value":"y"},{"key":"bulk-2","value":"z"}]"#,
     );
     assert_eq!(partial.status, 206);
-    assert_eq!(
-        partial.json()["updated"],
-        serde_json::json!(["bulk-1", "bulk-2"])
-    );
+    assert_eq!(partial.json()["updated"], serde_json::json!(["bulk-1", "bulk-2"]));
     assert_eq!(partial.json()["missing"], serde_json::json!(["nobody"]));
     assert_eq!(
         server.request("GET", "/v1/keys/nobody", b"").status,
@@ -175,42 +151,21 @@ fn bulk_update_spans_shards_and_reports_missing(design: &[&str]) {
 fn encoded_and_plain_slashes_name_the_same_key(design: &[&str]) {
     let server = Server::start(design);
     assert_eq!(put(&server, "a/b/c", b"slashes"), 201);
-    assert_eq!(
-        server.request("GET", "/v1/keys/a%2Fb%2Fc", b"").body,
-        b"slashes"
-    );
-    assert_eq!(
-        put(&server, "a%2fb%2Fc", b"again"),
-        200,
-        "same key, so a replace"
-    );
+    assert_eq!(server.request("GET", "/v1/keys/a%2Fb%2Fc", b"").body, b"slashes");
+    assert_eq!(put(&server, "a%2fb%2Fc", b"again"), 200, "same key, so a replace");
     assert_eq!(put(&server, "sp%20ace%00", b"x"), 201);
-    assert_eq!(
-        server.request("GET", "/v1/keys/sp%20ace%00", b"").body,
-        b"x"
-    );
+    assert_eq!(server.request("GET", "/v1/keys/sp%20ace%00", b"").body, b"x");
 }
 
 // Goal: each client mistake gets its 4xx/5xx status, a JSON error naming the cause, and the
 // server keeps serving other connections.
 fn errors_have_the_right_status_and_a_json_body(design: &[&str]) {
-    let server = Server::start(
-        &[
-            design,
-            &["--max-value-bytes", "1000", "--header-timeout-ms", "300"],
-        ]
-        .concat(),
-    );
+    let server = Server::start(&[design, &["--max-value-bytes", "1000", "--header-timeout-ms", "300"]].concat());
     let check = |raw: &[u8], status: u16, needle: &str| {
         let mut conn = server.connect();
         conn.send(raw);
         let response = conn.read();
-        assert_eq!(
-            response.status,
-            status,
-            "{:?}",
-            String::from_utf8_lossy(raw)
-        );
+        assert_eq!(response.status, status, "{:?}", String::from_utf8_lossy(raw));
         assert_eq!(response.header("content-type"), Some("application/json"));
         let message = response.error();
         assert!(message.contains(needle), "{message:?} lacks {needle:?}");
@@ -224,11 +179,7 @@ fn errors_have_the_right_status_and_a_json_body(design: &[&str]) {
         "JSON array",
     );
     check(b"GET /nowhere HTTP/1.1\r\n\r\n", 404, "no such route");
-    let not_allowed = check(
-        b"PUT /v1/ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-        405,
-        "GET",
-    );
+    let not_allowed = check(b"PUT /v1/ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "GET");
     assert_eq!(not_allowed.header("allow"), Some("GET, HEAD"));
     let not_allowed = check(b"OPTIONS /v1/keys/k HTTP/1.1\r\n\r\n", 405, "allowed");
     assert!(not_allowed.header("allow").unwrap().contains("PATCH"));
@@ -276,34 +227,20 @@ fn pipelined_batch_mixing_shards_answers_in_order(design: &[&str]) {
             &[],
             format!("v{i}").as_bytes(),
         ));
-        batch.extend(encode_request(
-            "GET",
-            &format!("/v1/keys/pipe-{i}"),
-            &[],
-            b"",
-        ));
+        batch.extend(encode_request("GET", &format!("/v1/keys/pipe-{i}"), &[], b""));
     }
     batch.extend(encode_request("GET", "/v1/keys/pipe-missing", &[], b""));
     conn.send(&batch);
     for i in 0..100 {
         assert_eq!(conn.read().status, 201, "PUT {i}");
         let got = conn.read();
-        assert_eq!(
-            (got.status, got.body),
-            (200, format!("v{i}").into_bytes()),
-            "GET {i}"
-        );
+        assert_eq!((got.status, got.body), (200, format!("v{i}").into_bytes()), "GET {i}");
     }
     assert_eq!(conn.read().status, 404);
     // Over the per-batch limit (256) still answers everything, in order.
     let mut long_batch = Vec::new();
     for i in 0..600 {
-        long_batch.extend(encode_request(
-            "GET",
-            &format!("/v1/keys/pipe-{}", i % 100),
-            &[],
-            b"",
-        ));
+        long_batch.extend(encode_request("GET", &format!("/v1/keys/pipe-{}", i % 100), &[], b""));
     }
     conn.send(&long_batch);
     for i in 0..600 {
@@ -318,17 +255,9 @@ fn writes_are_visible_on_other_connections(design: &[&str]) {
     let mut readers: Vec<Conn> = (0..8).map(|_| server.connect()).collect();
     for i in 0..50 {
         let key = format!("/v1/keys/shared-{i}");
-        assert_eq!(
-            writer
-                .request("PUT", &key, &[], format!("{i}").as_bytes())
-                .status,
-            201
-        );
+        assert_eq!(writer.request("PUT", &key, &[], format!("{i}").as_bytes()).status, 201);
         for reader in &mut readers {
-            assert_eq!(
-                reader.request("GET", &key, &[], b"").body,
-                format!("{i}").into_bytes()
-            );
+            assert_eq!(reader.request("GET", &key, &[], b"").body, format!("{i}").into_bytes());
         }
     }
 }
@@ -343,9 +272,7 @@ fn concurrent_writers_to_one_key_leave_one_whole_value(design: &[&str]) {
                 let mut conn = Conn::new(addr);
                 let value = vec![b'a' + t as u8; 3000];
                 for _ in 0..100 {
-                    let status = conn
-                        .request("PUT", "/v1/keys/contended", &[], &value)
-                        .status;
+                    let status = conn.request("PUT", "/v1/keys/contended", &[], &value).status;
                     assert!(status == 200 || status == 201);
                 }
             })
@@ -363,25 +290,19 @@ fn concurrent_writers_to_one_key_leave_one_whole_value(design: &[&str]) {
 fn chunked_and_expect_continue_bodies_are_accepted(design: &[&str]) {
     let server = Server::start(design);
     let mut conn = server.connect();
-    conn.send(b"PUT /v1/keys/chunky HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
-    assert_eq!(conn.read().status, 201);
-    assert_eq!(
-        conn.request("GET", "/v1/keys/chunky", &[], b"").body,
-        b"hello world"
+    conn.send(
+        b"PUT /v1/keys/chunky HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     );
+    assert_eq!(conn.read().status, 201);
+    assert_eq!(conn.request("GET", "/v1/keys/chunky", &[], b"").body, b"hello world");
     conn.send(b"PUT /v1/keys/polite HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
     let interim = conn.read();
     assert_eq!(interim.status, 100);
     conn.send(b"body");
     assert_eq!(conn.read().status, 201);
-    assert_eq!(
-        conn.request("GET", "/v1/keys/polite", &[], b"").body,
-        b"body"
-    );
+    assert_eq!(conn.request("GET", "/v1/keys/polite", &[], b"").body, b"body");
     // Too large with Expect: refused at once, before the body is sent.
-    conn.send(
-        b"PUT /v1/keys/huge HTTP/1.1\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
-    );
+    conn.send(b"PUT /v1/keys/huge HTTP/1.1\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n");
     assert_eq!(conn.read().status, 413);
 }
 
@@ -392,10 +313,7 @@ fn http_1_0_and_connection_close_end_the_connection() {
     let mut conn = server.connect();
     conn.send(b"GET /v1/ping HTTP/1.0\r\n\r\n");
     let response = conn.read();
-    assert_eq!(
-        (response.status, response.header("connection")),
-        (200, Some("close"))
-    );
+    assert_eq!((response.status, response.header("connection")), (200, Some("close")));
     assert!(conn.is_closed());
     let mut conn = server.connect();
     conn.send(b"GET /v1/ping HTTP/1.1\r\nConnection: close\r\n\r\n");
@@ -413,9 +331,7 @@ fn a_slow_client_is_timed_out_without_stalling_others() {
         let mut conn = Conn::new(addr);
         let started = Instant::now();
         for byte in b"GET /v1/ping HTTP/1.1\r\nX-Slow: ".iter().cycle() {
-            if conn.reader.get_mut().write_all(&[*byte]).is_err()
-                || started.elapsed() > Duration::from_secs(5)
-            {
+            if conn.reader.get_mut().write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(5) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -425,8 +341,7 @@ fn a_slow_client_is_timed_out_without_stalling_others() {
     let mut fast = server.connect();
     for i in 0..200 {
         assert_eq!(
-            fast.request("PUT", &format!("/v1/keys/fast-{i}"), &[], b"v")
-                .status,
+            fast.request("PUT", &format!("/v1/keys/fast-{i}"), &[], b"v").status,
             201
         );
     }
@@ -521,10 +436,7 @@ fn values_never_appear_in_logs() {
 fn ping_and_readiness() {
     let server = Server::start(&["--shards", "3"]);
     let ready = server.request("GET", "/v1/readiness", b"");
-    assert_eq!(
-        (ready.status, ready.json()["shards"].as_u64()),
-        (200, Some(3))
-    );
+    assert_eq!((ready.status, ready.json()["shards"].as_u64()), (200, Some(3)));
     assert_eq!(server.request("GET", "/v1/ping", b"").status, 200);
 }
 
@@ -550,44 +462,24 @@ fn curl_drives_every_endpoint() {
     std::fs::write(&file, &big).unwrap();
     let upload = format!("@{}", file.display());
     assert_eq!(
-        curl(&[
-            "-X",
-            "PUT",
-            "--data-binary",
-            &upload,
-            &format!("{base}/v1/keys/big")
-        ])
-        .0,
+        curl(&["-X", "PUT", "--data-binary", &upload, &format!("{base}/v1/keys/big")]).0,
         "201"
     );
     assert_eq!(curl(&[&format!("{base}/v1/keys/big")]), ("200".into(), big));
     std::fs::remove_file(&file).unwrap();
     let json = ["-H", "Content-Type: application/json"];
     assert_eq!(
-        curl(
-            &[
-                &json[..],
-                &["-d", r#"{"value":"aGk="}"#, &format!("{base}/v1/keys/c")]
-            ]
-            .concat()
-        )
-        .0,
+        curl(&[&json[..], &["-d", r#"{"value":"aGk="}"#, &format!("{base}/v1/keys/c")]].concat()).0,
         "201"
     );
-    assert_eq!(
-        curl(&[&format!("{base}/v1/keys/c")]),
-        ("200".into(), b"hi".to_vec())
-    );
+    assert_eq!(curl(&[&format!("{base}/v1/keys/c")]), ("200".into(), b"hi".to_vec()));
     assert_eq!(curl(&["-I", &format!("{base}/v1/keys/c")]).0, "200");
     assert_eq!(
         curl(&["-X", "PATCH", "-d", "ho", &format!("{base}/v1/keys/c")]).0,
         "200"
     );
     let bulk = r#"[{"key":"c","value":"x"},{"key":"nope","value":"y"}]"#;
-    assert_eq!(
-        curl(&["-X", "PATCH", "-d", bulk, &format!("{base}/v1/keys")]).0,
-        "206"
-    );
+    assert_eq!(curl(&["-X", "PATCH", "-d", bulk, &format!("{base}/v1/keys")]).0, "206");
     assert_eq!(
         curl(&["-X", "DELETE", &format!("{base}/v1/keys/c")]),
         ("200".into(), br#"{"deleted":true}"#.to_vec())

@@ -71,8 +71,7 @@ impl Plan {
 
     /// True when the connection closes after this response.
     pub fn closes(&self) -> bool {
-        !self.keep_alive
-            || matches!(&self.render, Render::Error(error) if error.closes_connection())
+        !self.keep_alive || matches!(&self.render, Render::Error(error) if error.closes_connection())
     }
 }
 
@@ -114,11 +113,7 @@ pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) {
         Render::Error(error) => response::error(out, error, keep_alive),
         Render::Json(status, body) => response::json(out, *status, body, keep_alive),
         // Plans with operations never reach here; answer safely rather than panic.
-        _ => response::error(
-            out,
-            &Error::Unavailable("internal: response without outcome"),
-            false,
-        ),
+        _ => response::error(out, &Error::Unavailable("internal: response without outcome"), false),
     }
 }
 
@@ -126,14 +121,7 @@ pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) {
 pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, out: &mut Vec<u8>) {
     match (render, outcome) {
         (Render::Value { head }, Outcome::Found(value)) => {
-            response::head(
-                out,
-                200,
-                response::OCTET_STREAM,
-                value.len(),
-                keep_alive,
-                &[],
-            );
+            response::head(out, 200, response::OCTET_STREAM, value.len(), keep_alive, &[]);
             if !head {
                 out.extend_from_slice(value);
             }
@@ -141,46 +129,21 @@ pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, ou
         (Render::Value { head: true }, Outcome::Missing) => {
             response::head(out, 404, response::JSON, 0, keep_alive, &[]);
         }
-        (Render::Write, Outcome::Created) => response::full(
-            out,
-            201,
-            response::JSON,
-            br#"{"created":true}"#,
-            keep_alive,
-            &[],
-        ),
-        (Render::Write, Outcome::Replaced) => response::full(
-            out,
-            200,
-            response::JSON,
-            br#"{"created":false}"#,
-            keep_alive,
-            &[],
-        ),
-        (Render::Update, Outcome::Updated) => response::full(
-            out,
-            200,
-            response::JSON,
-            br#"{"updated":true}"#,
-            keep_alive,
-            &[],
-        ),
-        (Render::Delete, Outcome::Deleted(true)) => response::full(
-            out,
-            200,
-            response::JSON,
-            br#"{"deleted":true}"#,
-            keep_alive,
-            &[],
-        ),
-        (Render::Delete, Outcome::Deleted(false)) => response::full(
-            out,
-            200,
-            response::JSON,
-            br#"{"deleted":false}"#,
-            keep_alive,
-            &[],
-        ),
+        (Render::Write, Outcome::Created) => {
+            response::full(out, 201, response::JSON, br#"{"created":true}"#, keep_alive, &[])
+        }
+        (Render::Write, Outcome::Replaced) => {
+            response::full(out, 200, response::JSON, br#"{"created":false}"#, keep_alive, &[])
+        }
+        (Render::Update, Outcome::Updated) => {
+            response::full(out, 200, response::JSON, br#"{"updated":true}"#, keep_alive, &[])
+        }
+        (Render::Delete, Outcome::Deleted(true)) => {
+            response::full(out, 200, response::JSON, br#"{"deleted":true}"#, keep_alive, &[])
+        }
+        (Render::Delete, Outcome::Deleted(false)) => {
+            response::full(out, 200, response::JSON, br#"{"deleted":false}"#, keep_alive, &[])
+        }
         (_, Outcome::Missing) => response::error(out, &Error::KeyNotFound, keep_alive),
         _ => response::error(
             out,
@@ -240,10 +203,7 @@ pub fn check_key(key: &[u8], args: &ServeArgs) -> Result<(), Error> {
     }
     let limit = args.key_bytes_max as usize;
     if key.len() > limit {
-        return Err(Error::UriTooLong {
-            size: key.len(),
-            limit,
-        });
+        return Err(Error::UriTooLong { size: key.len(), limit });
     }
     Ok(())
 }

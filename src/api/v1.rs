@@ -44,10 +44,7 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
             _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
         },
         "/v1/ping" => match method {
-            Method::Get | Method::Head => Ok((
-                Ops::None,
-                Render::Json(200, serde_json::json!({ "status": "ok" })),
-            )),
+            Method::Get | Method::Head => Ok((Ops::None, Render::Json(200, serde_json::json!({ "status": "ok" })))),
             _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
         },
         "/v1/readiness" => match method {
@@ -70,12 +67,7 @@ fn readiness(context: &Context<'_>) -> Render {
     }
 }
 
-fn key_route(
-    method: Method,
-    encoded: &str,
-    request: &Request<'_>,
-    args: &ServeArgs,
-) -> Result<(Ops, Render), Error> {
+fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeArgs) -> Result<(Ops, Render), Error> {
     if method == Method::Other {
         return Err(Error::MethodNotAllowed { allow: KEY_METHODS });
     }
@@ -104,10 +96,7 @@ fn key_route(
         }
         Method::Patch => {
             check_value(body, args)?;
-            (
-                Ops::One(Op::Update(Record::new(&key, body))),
-                Render::Update,
-            )
+            (Ops::One(Op::Update(Record::new(&key, body))), Render::Update)
         }
         Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
         Method::Other => unreachable!("handled above"),
@@ -121,9 +110,8 @@ fn base64_value(body: &[u8]) -> Result<Vec<u8>, Error> {
         #[serde(borrow)]
         value: std::borrow::Cow<'a, str>,
     }
-    let parsed: Body<'_> = serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(format!("body must be {{\"value\": \"<base64>\"}}: {e}").into())
-    })?;
+    let parsed: Body<'_> = serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest(format!("body must be {{\"value\": \"<base64>\"}}: {e}").into()))?;
     base64::engine::general_purpose::STANDARD
         .decode(parsed.value.as_bytes())
         .map_err(|e| Error::BadRequest(format!("value is not valid base64: {e}").into()))
@@ -139,9 +127,7 @@ pub struct BulkItem {
 /// Parses and checks a bulk update body `[{"key": "...", "value": "..."}, ...]`.
 pub fn parse_bulk(body: &[u8], args: &ServeArgs) -> Result<Vec<BulkItem>, Error> {
     let items: Vec<BulkItem> = serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(
-            format!("body must be a JSON array of {{\"key\": ..., \"value\": ...}}: {e}").into(),
-        )
+        Error::BadRequest(format!("body must be a JSON array of {{\"key\": ..., \"value\": ...}}: {e}").into())
     })?;
     if items.len() > BULK_ITEMS_MAX {
         return Err(Error::PayloadTooLarge {
@@ -176,16 +162,7 @@ mod tests {
     use std::borrow::Cow;
 
     fn args() -> ServeArgs {
-        match Cli::parse_from([
-            "corekv",
-            "serve",
-            "--max-key-bytes",
-            "8",
-            "--max-value-bytes",
-            "4",
-        ])
-        .command
-        {
+        match Cli::parse_from(["corekv", "serve", "--max-key-bytes", "8", "--max-value-bytes", "4"]).command {
             Command::Serve(args) => args,
             _ => unreachable!(),
         }
@@ -217,30 +194,16 @@ mod tests {
             panic!()
         };
         assert_eq!(op, Op::Get(Box::from(&b"a/b"[..])));
+        assert_eq!(run(Method::Get, "/v1/keys/", false, b"").unwrap_err().status(), 400);
         assert_eq!(
-            run(Method::Get, "/v1/keys/", false, b"")
-                .unwrap_err()
-                .status(),
-            400
-        );
-        assert_eq!(
-            run(Method::Get, "/v1/keys/123456789", false, b"")
-                .unwrap_err()
-                .status(),
+            run(Method::Get, "/v1/keys/123456789", false, b"").unwrap_err().status(),
             414
         );
         assert_eq!(
-            run(Method::Put, "/v1/keys/k", false, b"12345")
-                .unwrap_err()
-                .status(),
+            run(Method::Put, "/v1/keys/k", false, b"12345").unwrap_err().status(),
             413
         );
-        assert_eq!(
-            run(Method::Other, "/v1/keys/k", false, b"")
-                .unwrap_err()
-                .status(),
-            405
-        );
+        assert_eq!(run(Method::Other, "/v1/keys/k", false, b"").unwrap_err().status(), 405);
     }
 
     #[test]
@@ -285,34 +248,16 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(
             ops,
-            vec![
-                Op::Update(Record::new(b"a", b"1")),
-                Op::Update(Record::new(b"b", b"2"))
-            ]
+            vec![Op::Update(Record::new(b"a", b"1")), Op::Update(Record::new(b"b", b"2"))]
         );
+        assert_eq!(run(Method::Patch, "/v1/keys", false, b"{}").unwrap_err().status(), 400);
         assert_eq!(
-            run(Method::Patch, "/v1/keys", false, b"{}")
+            run(Method::Patch, "/v1/keys", false, br#"[{"key":"","value":"1"}]"#)
                 .unwrap_err()
                 .status(),
             400
         );
-        assert_eq!(
-            run(
-                Method::Patch,
-                "/v1/keys",
-                false,
-                br#"[{"key":"","value":"1"}]"#
-            )
-            .unwrap_err()
-            .status(),
-            400
-        );
-        assert_eq!(
-            run(Method::Get, "/v1/keys", false, b"")
-                .unwrap_err()
-                .status(),
-            405
-        );
+        assert_eq!(run(Method::Get, "/v1/keys", false, b"").unwrap_err().status(), 405);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::path::Path;
 use super::error::{ClientError, printable};
 use super::http::{Endpoint, Request, Response, percent_encode};
 use super::{
-    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, ConnectionArgs, KeyArgs, KeyInput,
-    STDIN_VALUE_BYTES_MAX, SetArgs, UpdateArgs, ValueInput,
+    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, ConnectionArgs, KeyArgs, KeyInput, STDIN_VALUE_BYTES_MAX,
+    SetArgs, UpdateArgs, ValueInput,
 };
 
 /// How raw values are labelled on the wire: the API stores bytes, whatever they are.
@@ -46,9 +46,7 @@ fn get(args: KeyArgs) -> Result<(), ClientError> {
     match response.status {
         200 => {
             let mut stdout = io::stdout().lock();
-            stdout
-                .write_all(&response.body)
-                .map_err(ClientError::Output)?;
+            stdout.write_all(&response.body).map_err(ClientError::Output)?;
             // Values are bytes, not lines: a newline is added only for a person at a terminal,
             // so `corekv get k > file` and pipes get exactly what was stored.
             if stdout.is_terminal() {
@@ -225,11 +223,7 @@ fn value_bytes(input: ValueInput) -> Result<Vec<u8>, ClientError> {
 }
 
 /// The single argument of a positional/flag pair.
-fn one_of(
-    positional: Option<OsString>,
-    flag: Option<OsString>,
-    name: &str,
-) -> Result<OsString, ClientError> {
+fn one_of(positional: Option<OsString>, flag: Option<OsString>, name: &str) -> Result<OsString, ClientError> {
     match (positional, flag) {
         (Some(value), None) | (None, Some(value)) => Ok(value),
         // clap's `required = true, multiple = false` group rules these out before we run; kept
@@ -246,10 +240,7 @@ fn one_of(
 fn read_bulk_file(path: &Path) -> Result<Vec<u8>, ClientError> {
     let (body, what) = if path.as_os_str() == "-" {
         let what = "standard input".to_string();
-        (
-            read_bounded(io::stdin().lock(), BULK_FILE_BYTES_MAX, &what)?,
-            what,
-        )
+        (read_bounded(io::stdin().lock(), BULK_FILE_BYTES_MAX, &what)?, what)
     } else {
         let what = format!("`{}`", path.display());
         let file = std::fs::File::open(path).map_err(|source| ClientError::Input {
@@ -263,9 +254,7 @@ fn read_bulk_file(path: &Path) -> Result<Vec<u8>, ClientError> {
         Ok(_) => Err(ClientError::Usage(format!(
             "{what} is not a JSON array; bulk-update takes [{{\"key\": \"...\", \"value\": \"...\"}}, ...]"
         ))),
-        Err(error) => Err(ClientError::Usage(format!(
-            "{what} is not valid JSON: {error}"
-        ))),
+        Err(error) => Err(ClientError::Usage(format!("{what} is not valid JSON: {error}"))),
     }
 }
 
@@ -292,17 +281,14 @@ fn read_bounded(input: impl Read, bytes_max: u64, what: &str) -> Result<Vec<u8>,
 fn json_body(endpoint: &Endpoint, response: &Response) -> Result<serde_json::Value, ClientError> {
     serde_json::from_slice(&response.body).map_err(|error| ClientError::BadResponse {
         addr: endpoint.addr.clone(),
-        reason: format!(
-            "a {} answer whose body is not JSON ({error})",
-            response.status
-        ),
+        reason: format!("a {} answer whose body is not JSON ({error})", response.status),
     })
 }
 
 /// Pretty JSON and a newline to stdout.
 fn print_json(value: &serde_json::Value) -> Result<(), ClientError> {
-    let mut text = serde_json::to_string_pretty(value)
-        .expect("a serde_json::Value always serializes: its map keys are strings");
+    let mut text =
+        serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes: its map keys are strings");
     text.push('\n');
     write_stdout(text.as_bytes())
 }
@@ -339,10 +325,7 @@ fn server_message(response: &Response) -> String {
     let body: String = body.chars().take(BODY_SNIPPET_CHARS_MAX).collect();
     match body.trim() {
         "" => format!("the server answered with status {}", response.status),
-        body => format!(
-            "the server answered with status {}: {body}",
-            response.status
-        ),
+        body => format!("the server answered with status {}: {body}", response.status),
     }
 }
 
@@ -424,10 +407,7 @@ mod tests {
             path
         };
         let array = file("array.json", r#"[{"key": "a", "value": "1"}]"#);
-        assert_eq!(
-            read_bulk_file(&array).unwrap(),
-            br#"[{"key": "a", "value": "1"}]"#
-        );
+        assert_eq!(read_bulk_file(&array).unwrap(), br#"[{"key": "a", "value": "1"}]"#);
         let object = file("object.json", r#"{"key": "a"}"#);
         assert_eq!(
             read_bulk_file(&object).unwrap_err().exit_code(),

@@ -106,9 +106,9 @@ impl ClientError {
             ClientError::NotFound(_) => EXIT_NOT_FOUND,
             ClientError::Usage(_) => EXIT_USAGE,
             ClientError::Input { .. } | ClientError::Output(_) => EXIT_LOCAL_IO,
-            ClientError::Resolve { .. }
-            | ClientError::Connect { .. }
-            | ClientError::ConnectionLost { .. } => EXIT_CONNECT,
+            ClientError::Resolve { .. } | ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {
+                EXIT_CONNECT
+            }
             ClientError::Timeout { .. } => EXIT_TIMEOUT,
             ClientError::Server { .. } | ClientError::BadResponse { .. } => EXIT_SERVER,
         }
@@ -134,16 +134,11 @@ impl fmt::Display for ClientError {
             ClientError::Usage(message) => f.write_str(message),
             ClientError::Input { what, source } => write!(f, "cannot read {what}: {source}"),
             ClientError::Output(source) if source.kind() == io::ErrorKind::BrokenPipe => {
-                write!(
-                    f,
-                    "standard output was closed before all of the answer was written"
-                )
+                write!(f, "standard output was closed before all of the answer was written")
             }
             ClientError::Output(source) => write!(f, "cannot write to standard output: {source}"),
             ClientError::Resolve { addr, source } => write!(f, "cannot resolve `{addr}`: {source}"),
-            ClientError::Connect { addr, source }
-                if source.kind() == io::ErrorKind::ConnectionRefused =>
-            {
+            ClientError::Connect { addr, source } if source.kind() == io::ErrorKind::ConnectionRefused => {
                 write!(
                     f,
                     "cannot connect to {addr}: connection refused (is `corekv serve` running there?)"
@@ -152,11 +147,7 @@ impl fmt::Display for ClientError {
             ClientError::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source}")
             }
-            ClientError::ConnectionLost {
-                addr,
-                phase,
-                source,
-            } => {
+            ClientError::ConnectionLost { addr, phase, source } => {
                 write!(f, "connection to {addr} lost while {phase}: {source}")
             }
             ClientError::Timeout {
@@ -277,10 +268,7 @@ mod tests {
             ClientError::NotFound(vec!["a".into(), "b".into()]).to_string(),
             "no keys `a`, `b` found"
         );
-        assert_eq!(
-            ClientError::NotFound(vec![]).to_string(),
-            "some keys were not found"
-        );
+        assert_eq!(ClientError::NotFound(vec![]).to_string(), "some keys were not found");
         let refused = ClientError::Connect {
             addr: "127.0.0.1:1".into(),
             source: io_error(io::ErrorKind::ConnectionRefused),

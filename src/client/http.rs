@@ -64,10 +64,7 @@ impl Response {
     /// The first header of that name (give it lower-cased).
     #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -126,12 +123,7 @@ impl Endpoint {
             addr: self.addr.clone(),
             source,
         };
-        let addrs: Vec<SocketAddr> = self
-            .addr
-            .as_str()
-            .to_socket_addrs()
-            .map_err(resolve_error)?
-            .collect();
+        let addrs: Vec<SocketAddr> = self.addr.as_str().to_socket_addrs().map_err(resolve_error)?.collect();
         if addrs.is_empty() {
             return Err(resolve_error(io::Error::other("the name has no addresses")));
         }
@@ -156,9 +148,8 @@ impl Endpoint {
                 Err(error) => last_error = Some(error),
             }
         }
-        let error = last_error.expect(
-            "`addrs` is not empty, so the loop ran and every pass that did not return set it",
-        );
+        let error =
+            last_error.expect("`addrs` is not empty, so the loop ran and every pass that did not return set it");
         Err(self.io_error(error, Phase::Connecting))
     }
 
@@ -174,21 +165,14 @@ impl Endpoint {
         } else if phase == Phase::Connecting {
             ClientError::Connect { addr, source }
         } else {
-            ClientError::ConnectionLost {
-                addr,
-                phase,
-                source,
-            }
+            ClientError::ConnectionLost { addr, phase, source }
         }
     }
 }
 
 /// True for the errors a socket timeout produces (Linux reports `EAGAIN` for `SO_RCVTIMEO`).
 fn is_timeout(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
+    matches!(error.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
 /// The request line and headers, ending with the blank line.
@@ -244,11 +228,7 @@ pub fn parse_response<R: BufRead>(reader: &mut R) -> Result<Response, ParseError
         } else {
             read_body(reader, &headers)?
         };
-        return Ok(Response {
-            status,
-            headers,
-            body,
-        });
+        return Ok(Response { status, headers, body });
     }
     Err(ParseError::Malformed(format!(
         "more than {INTERIM_RESPONSES_MAX} interim (1xx) responses"
@@ -269,9 +249,8 @@ fn parse_head<R: BufRead>(reader: &mut R) -> Result<(u16, Vec<(String, String)>)
     let status = parse_status_line(&status_line)?;
     let mut headers = Vec::new();
     loop {
-        let line = read_line(reader, &mut head_bytes_left)?.ok_or_else(|| {
-            ParseError::Malformed("the connection closed inside the response headers".into())
-        })?;
+        let line = read_line(reader, &mut head_bytes_left)?
+            .ok_or_else(|| ParseError::Malformed("the connection closed inside the response headers".into()))?;
         if line.is_empty() {
             return Ok((status, headers));
         }
@@ -286,8 +265,7 @@ fn parse_head<R: BufRead>(reader: &mut R) -> Result<(u16, Vec<(String, String)>)
 
 /// `HTTP/1.x SSS reason` into the status code.
 fn parse_status_line(line: &[u8]) -> Result<u16, ParseError> {
-    let malformed =
-        || ParseError::Malformed(format!("not an HTTP/1.x status line: {:?}", snippet(line)));
+    let malformed = || ParseError::Malformed(format!("not an HTTP/1.x status line: {:?}", snippet(line)));
     let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(malformed)?;
     // `1.0` or `1.1`, a space, three digits, then the end or a space and a reason phrase.
     let [minor, b' ', d1, d2, d3, tail @ ..] = rest else {
@@ -319,17 +297,12 @@ fn parse_header_line(line: &[u8]) -> Result<(String, String), ParseError> {
     // Names are ASCII by the check above; values may carry obs-text, kept lossily: only the
     // framing headers are ever looked at, and those are ASCII or malformed.
     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let value = String::from_utf8_lossy(value)
-        .trim_matches([' ', '\t'])
-        .to_string();
+    let value = String::from_utf8_lossy(value).trim_matches([' ', '\t']).to_string();
     Ok((name, value))
 }
 
 /// Reads the body as the headers frame it.
-fn read_body<R: BufRead>(
-    reader: &mut R,
-    headers: &[(String, String)],
-) -> Result<Vec<u8>, ParseError> {
+fn read_body<R: BufRead>(reader: &mut R, headers: &[(String, String)]) -> Result<Vec<u8>, ParseError> {
     let codings: Vec<String> = header_values(headers, "transfer-encoding")
         .flat_map(|v| v.split(','))
         .map(|coding| coding.trim().to_ascii_lowercase())
@@ -354,14 +327,10 @@ fn read_body<R: BufRead>(
             false => None,
         };
         let Some(parsed) = parsed else {
-            return Err(ParseError::Malformed(format!(
-                "bad Content-Length {value:?}"
-            )));
+            return Err(ParseError::Malformed(format!("bad Content-Length {value:?}")));
         };
         if length.is_some_and(|length| length != parsed) {
-            return Err(ParseError::Malformed(
-                "conflicting Content-Length headers".into(),
-            ));
+            return Err(ParseError::Malformed("conflicting Content-Length headers".into()));
         }
         length = Some(parsed);
     }
@@ -372,14 +341,8 @@ fn read_body<R: BufRead>(
 }
 
 /// Every value of the header `name` (lower-cased), in order.
-fn header_values<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> {
-    headers
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+fn header_values<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// Reads exactly `length` bytes, refusing lengths over the bound before reading any.
@@ -422,21 +385,15 @@ fn read_chunked<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, ParseError> {
         let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
         let size_text = size_text.trim_ascii();
         // from_str_radix would also take a leading `+`; a chunk size is hex digits only.
-        if size_text.is_empty()
-            || size_text.len() > 15
-            || !size_text.iter().all(u8::is_ascii_hexdigit)
-        {
+        if size_text.is_empty() || size_text.len() > 15 || !size_text.iter().all(u8::is_ascii_hexdigit) {
             return Err(ParseError::Malformed(format!(
                 "bad chunk size line {:?}",
                 snippet(&line)
             )));
         }
         // Hex digits only and at most 15 of them, so this is valid UTF-8 and fits in a u64.
-        let size = u64::from_str_radix(
-            std::str::from_utf8(size_text).expect("hex digits are ASCII"),
-            16,
-        )
-        .expect("at most 15 hex digits fit in a u64");
+        let size = u64::from_str_radix(std::str::from_utf8(size_text).expect("hex digits are ASCII"), 16)
+            .expect("at most 15 hex digits fit in a u64");
         if size == 0 {
             // Trailers carry nothing the client needs; read past them to the final blank line.
             for _ in 0..=CHUNK_TRAILERS_COUNT_MAX {
@@ -463,19 +420,14 @@ fn read_chunked<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, ParseError> {
         let mut crlf = [0u8; 2];
         reader.read_exact(&mut crlf)?;
         if &crlf != b"\r\n" {
-            return Err(ParseError::Malformed(
-                "chunk data not followed by CRLF".into(),
-            ));
+            return Err(ParseError::Malformed("chunk data not followed by CRLF".into()));
         }
     }
 }
 
 /// Reads one line ending in LF (CR before it dropped), charging its bytes to `bytes_left`.
 /// `Ok(None)` means EOF before any byte; EOF mid-line is a truncated response.
-fn read_line<R: BufRead>(
-    reader: &mut R,
-    bytes_left: &mut usize,
-) -> Result<Option<Vec<u8>>, ParseError> {
+fn read_line<R: BufRead>(reader: &mut R, bytes_left: &mut usize) -> Result<Option<Vec<u8>>, ParseError> {
     let mut line = Vec::new();
     loop {
         let available = match reader.fill_buf() {
@@ -496,9 +448,7 @@ fn read_line<R: BufRead>(
             None => (available.len(), false),
         };
         if taken > *bytes_left {
-            return Err(ParseError::Malformed(
-                "the response head is too large".into(),
-            ));
+            return Err(ParseError::Malformed("the response head is too large".into()));
         }
         *bytes_left -= taken;
         line.extend_from_slice(&available[..taken]);
@@ -514,9 +464,7 @@ fn read_line<R: BufRead>(
 }
 
 fn too_large() -> ParseError {
-    ParseError::Malformed(format!(
-        "the body is larger than {RESPONSE_BODY_BYTES_MAX} bytes"
-    ))
+    ParseError::Malformed(format!("the body is larger than {RESPONSE_BODY_BYTES_MAX} bytes"))
 }
 
 /// The start of some bytes, as text for an error message.
@@ -562,10 +510,7 @@ mod tests {
             body: None,
         };
         let head = String::from_utf8(encode_head("h:1", &get)).unwrap();
-        assert!(
-            head.starts_with("GET /v1/keys/k HTTP/1.1\r\nHost: h:1\r\n"),
-            "{head}"
-        );
+        assert!(head.starts_with("GET /v1/keys/k HTTP/1.1\r\nHost: h:1\r\n"), "{head}");
         assert!(head.contains("Connection: close\r\n"));
         assert!(!head.contains("Content-Length"));
         assert!(head.ends_with("\r\n\r\n"));
@@ -586,8 +531,7 @@ mod tests {
 
     #[test]
     fn parses_a_content_length_response() {
-        let response =
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A:  b \r\n\r\nhelloEXTRA").unwrap();
+        let response = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A:  b \r\n\r\nhelloEXTRA").unwrap();
         assert_eq!(response.status, 200);
         assert_eq!(response.body, b"hello");
         assert_eq!(response.header("x-a"), Some("b"));
@@ -611,12 +555,7 @@ mod tests {
 
     #[test]
     fn no_body_for_204_and_304() {
-        assert_eq!(
-            parse(b"HTTP/1.1 204 No Content\r\n\r\nignored")
-                .unwrap()
-                .body,
-            b""
-        );
+        assert_eq!(parse(b"HTTP/1.1 204 No Content\r\n\r\nignored").unwrap().body, b"");
         assert_eq!(
             parse(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n")
                 .unwrap()
@@ -627,10 +566,8 @@ mod tests {
 
     #[test]
     fn skips_interim_responses() {
-        let response = parse(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
-        )
-        .unwrap();
+        let response =
+            parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert_eq!(response.status, 201);
         let many = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(INTERIM_RESPONSES_MAX + 1);
         assert!(malformed(&many).contains("interim"));
@@ -644,12 +581,8 @@ mod tests {
               5;ext=1\r\nhello\r\nA\r\n, chunked!\r\n0\r\nTrailer: x\r\n\r\nNEXT",
         )
         .unwrap();
-        assert_eq!(
-            response.body, b"hello, chunked!",
-            "chunked wins over Content-Length"
-        );
-        let empty =
-            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n0\r\n\r\n").unwrap();
+        assert_eq!(response.body, b"hello, chunked!", "chunked wins over Content-Length");
+        let empty = parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n0\r\n\r\n").unwrap();
         assert_eq!(empty.body, b"");
     }
 
@@ -657,14 +590,8 @@ mod tests {
     fn rejects_bad_chunked_bodies() {
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         let with = |rest: &[u8]| [head.as_slice(), rest].concat();
-        assert!(
-            malformed(&with(b"5\r\nhel")).contains("closed"),
-            "truncated data"
-        );
-        assert!(
-            malformed(&with(b"5\r\nhello\r\n")).contains("closed"),
-            "no last chunk"
-        );
+        assert!(malformed(&with(b"5\r\nhel")).contains("closed"), "truncated data");
+        assert!(malformed(&with(b"5\r\nhello\r\n")).contains("closed"), "no last chunk");
         assert!(
             malformed(&with(b"5\r\nhello\r\n0\r\n")).contains("closed"),
             "no final CRLF"
@@ -704,19 +631,13 @@ mod tests {
         assert!(malformed(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n").contains("header"));
         assert!(malformed(b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n").contains("header"));
         assert!(malformed(b"HTTP/1.1 200 OK\r\n: empty name\r\n\r\n").contains("header"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").contains("Content-Length"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx").contains("Content-Length"));
         assert!(
-            malformed(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").contains("Content-Length")
+            malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx").contains("conflicting")
         );
         assert!(
-            malformed(b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx").contains("Content-Length")
-        );
-        assert!(
-            malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx")
-                .contains("conflicting")
-        );
-        assert!(
-            malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n")
-                .contains("Content-Length")
+            malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n").contains("Content-Length")
         );
     }
 
@@ -727,10 +648,7 @@ mod tests {
             RESPONSE_BODY_BYTES_MAX + 1
         );
         assert!(malformed(huge.as_bytes()).contains("larger"));
-        let long_header = format!(
-            "HTTP/1.1 200 OK\r\nX: {}\r\n\r\n",
-            "a".repeat(RESPONSE_HEAD_BYTES_MAX)
-        );
+        let long_header = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(RESPONSE_HEAD_BYTES_MAX));
         assert!(malformed(long_header.as_bytes()).contains("too large"));
         let many_headers = format!(
             "HTTP/1.1 200 OK\r\n{}\r\n",
@@ -738,12 +656,7 @@ mod tests {
         );
         assert!(malformed(many_headers.as_bytes()).contains("headers"));
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
-        let many_trailers = [
-            head,
-            b"T: x\r\n".repeat(CHUNK_TRAILERS_COUNT_MAX + 1),
-            b"\r\n".to_vec(),
-        ]
-        .concat();
+        let many_trailers = [head, b"T: x\r\n".repeat(CHUNK_TRAILERS_COUNT_MAX + 1), b"\r\n".to_vec()].concat();
         assert!(malformed(&many_trailers).contains("trailer"));
     }
 
@@ -820,10 +733,7 @@ mod tests {
                 .unwrap();
             (String::from_utf8(request).unwrap(), body)
         });
-        let endpoint = Endpoint {
-            addr,
-            timeout_ms: 5000,
-        };
+        let endpoint = Endpoint { addr, timeout_ms: 5000 };
         let request = Request {
             method: "PUT",
             target: "/v1/keys/a%2Fb".into(),
@@ -831,15 +741,9 @@ mod tests {
             body: Some(b"\x00\x01\x02"),
         };
         let response = endpoint.send(&request).unwrap();
-        assert_eq!(
-            (response.status, response.body.as_slice()),
-            (201, &b"ok"[..])
-        );
+        assert_eq!((response.status, response.body.as_slice()), (201, &b"ok"[..]));
         let (head, body) = server.join().unwrap();
-        assert!(
-            head.starts_with("PUT /v1/keys/a%2Fb HTTP/1.1\r\n"),
-            "{head}"
-        );
+        assert!(head.starts_with("PUT /v1/keys/a%2Fb HTTP/1.1\r\n"), "{head}");
         assert!(head.contains("Content-Length: 3\r\n"));
         assert_eq!(body, [0, 1, 2]);
     }

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
-pub use error::ClientError;
+pub use error::{ClientError, Phase};
 
 use crate::limits;
 
@@ -126,8 +126,10 @@ pub struct ValueInput {
 /// Arguments of `get` and `delete`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {
+    /// Which key.
     #[command(flatten)]
     pub key: KeyInput,
+    /// Where the server is.
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -135,8 +137,10 @@ pub struct KeyArgs {
 /// Arguments of `set`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SetArgs {
+    /// Which key.
     #[command(flatten)]
     pub key: KeyInput,
+    /// The value to store.
     #[command(flatten)]
     pub value: ValueInput,
 
@@ -144,6 +148,7 @@ pub struct SetArgs {
     #[arg(long = "ttl-ms", value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl_ms: Option<u64>,
 
+    /// Where the server is.
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -151,10 +156,13 @@ pub struct SetArgs {
 /// Arguments of `update`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpdateArgs {
+    /// Which key.
     #[command(flatten)]
     pub key: KeyInput,
+    /// The value to store.
     #[command(flatten)]
     pub value: ValueInput,
+    /// Where the server is.
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -166,6 +174,7 @@ pub struct BulkUpdateArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
+    /// Where the server is.
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -187,16 +196,10 @@ pub fn run(command: ClientCommand) -> i32 {
 /// than a failed lookup; whether the host resolves is found out when connecting.
 fn parse_addr(text: &str) -> Result<String, String> {
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!(
-            "`{text}` is not HOST:PORT (e.g. {})",
-            limits::ADDR_DEFAULT
-        ));
+        return Err(format!("`{text}` is not HOST:PORT (e.g. {})", limits::ADDR_DEFAULT));
     };
     if host.is_empty() || host == "[]" {
-        return Err(format!(
-            "`{text}` has no host (e.g. {})",
-            limits::ADDR_DEFAULT
-        ));
+        return Err(format!("`{text}` has no host (e.g. {})", limits::ADDR_DEFAULT));
     }
     if port.parse::<u16>().is_err() {
         return Err(format!("`{port}` is not a port number (0-65535)"));
@@ -224,8 +227,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
-        let matches = Cli::command()
-            .try_get_matches_from(std::iter::once("corekv").chain(args.iter().copied()))?;
+        let matches = Cli::command().try_get_matches_from(std::iter::once("corekv").chain(args.iter().copied()))?;
         Cli::from_arg_matches(&matches).map(|cli| cli.command)
     }
 
@@ -243,9 +245,7 @@ mod tests {
 
     #[test]
     fn seed_002_spellings_parse() {
-        let ClientCommand::Set(set) =
-            parse(&["store", "--key", "mykey", "--value", "myvalue"]).unwrap()
-        else {
+        let ClientCommand::Set(set) = parse(&["store", "--key", "mykey", "--value", "myvalue"]).unwrap() else {
             panic!("store is not set")
         };
         assert_eq!(set.key.key_flag.as_deref(), Some("mykey".as_ref()));
@@ -262,9 +262,7 @@ mod tests {
 
     #[test]
     fn positional_and_flag_forms_mix() {
-        let ClientCommand::Set(set) =
-            parse(&["set", "k", "v", "--ttl-ms", "10", "--addr", "h:1"]).unwrap()
-        else {
+        let ClientCommand::Set(set) = parse(&["set", "k", "v", "--ttl-ms", "10", "--addr", "h:1"]).unwrap() else {
             panic!("not set")
         };
         assert_eq!(set.key.key.as_deref(), Some("k".as_ref()));

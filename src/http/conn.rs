@@ -19,9 +19,7 @@ use crate::api::{self, Context, Ops, Plan, Render};
 use crate::error::Error;
 use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
-use crate::limits::{
-    PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
-};
+use crate::limits::{PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS};
 use crate::server::ShardContext;
 use crate::shard::message::{Op, Outcome, Replies};
 use crate::shard::{Backend, ShardId};
@@ -86,9 +84,7 @@ impl ReadBuffer {
         let wanted = total_bytes
             .unwrap_or(0)
             .max(self.end - self.start + READ_CHUNK_BYTES / 2);
-        if self.data.len() - self.start < wanted
-            || self.data.len() - self.end < READ_CHUNK_BYTES / 4
-        {
+        if self.data.len() - self.start < wanted || self.data.len() - self.end < READ_CHUNK_BYTES / 4 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
@@ -160,14 +156,12 @@ impl Connection {
                 continue;
             }
             if let Need::Body {
-                expect_continue: true,
-                ..
+                expect_continue: true, ..
             } = need
+                && !self.clock.continue_sent
             {
-                if !self.clock.continue_sent {
-                    self.clock.continue_sent = true;
-                    self.stream.write_all(response::CONTINUE).await?;
-                }
+                self.clock.continue_sent = true;
+                self.stream.write_all(response::CONTINUE).await?;
             }
             if !self.read_more(need).await? {
                 return Ok(());
@@ -182,10 +176,7 @@ impl Connection {
         let context = Context {
             args: &shard.args,
             ready: shard.latches.ready.is_open(),
-            ready_shards: (
-                shard.nr_shards - shard.latches.ready.remaining(),
-                shard.nr_shards,
-            ),
+            ready_shards: (shard.nr_shards - shard.latches.ready.remaining(), shard.nr_shards),
         };
         let mut consumed = 0;
         let mut need = Need::Head;
@@ -275,11 +266,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 if let Some(phase) = phase {
                     self.output.clear();
-                    response::error(
-                        &mut self.output,
-                        &Error::RequestTimeout { phase, limit_ms },
-                        false,
-                    );
+                    response::error(&mut self.output, &Error::RequestTimeout { phase, limit_ms }, false);
                     let _ = self.stream.write_all(&self.output).await;
                     debug!("closed a connection: request {phase} timed out");
                 }
@@ -298,18 +285,12 @@ impl Connection {
         for plan in &plans {
             let keep_alive = !plan.closes();
             match &plan.render {
-                Render::Error(_) | Render::Json(..) => {
-                    api::render_now(&plan.render, keep_alive, &mut self.output)
-                }
+                Render::Error(_) | Render::Json(..) => api::render_now(&plan.render, keep_alive, &mut self.output),
                 Render::BulkUpdate { keys } => {
                     let updated: Vec<bool> = slots
                         .by_ref()
                         .take(keys.len())
-                        .map(|slot| {
-                            self.with_outcome(&shard, slot, |outcome| {
-                                matches!(outcome, Ok(Outcome::Updated))
-                            })
-                        })
+                        .map(|slot| self.with_outcome(&shard, slot, |outcome| matches!(outcome, Ok(Outcome::Updated))))
                         .collect();
                     api::render_bulk(keys, &updated, keep_alive, &mut self.output);
                 }
@@ -317,9 +298,7 @@ impl Connection {
                     Some(slot) => {
                         let mut output = std::mem::take(&mut self.output);
                         self.with_outcome(&shard, slot, |outcome| match outcome {
-                            Ok(outcome) => {
-                                api::render_one(render, outcome, keep_alive, &mut output)
-                            }
+                            Ok(outcome) => api::render_one(render, outcome, keep_alive, &mut output),
                             Err(error) => response::error(&mut output, &error, keep_alive),
                         });
                         self.output = output;
@@ -409,15 +388,14 @@ impl Connection {
                 }
                 Backend::Locked(store) => store.apply(op, |outcome| f(Ok(outcome))),
             },
-            Slot::Remote { owner, index } => match self.replies[owner]
-                .as_ref()
-                .and_then(|replies| replies.get(index))
-            {
-                Some(outcome) => f(Ok(outcome.map(|value| &**value))),
-                None => f(Err(Error::Unavailable(
-                    "the shard owning this key did not answer (shutting down)",
-                ))),
-            },
+            Slot::Remote { owner, index } => {
+                match self.replies[owner].as_ref().and_then(|replies| replies.get(index)) {
+                    Some(outcome) => f(Ok(outcome.map(|value| &**value))),
+                    None => f(Err(Error::Unavailable(
+                        "the shard owning this key did not answer (shutting down)",
+                    ))),
+                }
+            }
         }
     }
 

@@ -113,9 +113,7 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
         }
         Err(httparse::Error::Version) => return Parsed::Invalid(Error::VersionNotSupported),
         Err(error) => {
-            return Parsed::Invalid(Error::BadRequest(
-                format!("malformed request: {error}").into(),
-            ));
+            return Parsed::Invalid(Error::BadRequest(format!("malformed request: {error}").into()));
         }
     };
     if head_len > HEADER_BYTES_MAX {
@@ -149,17 +147,11 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
             let value = String::from_utf8_lossy(header.value);
             let last = value.rsplit(',').next().unwrap_or_default().trim();
             if !last.eq_ignore_ascii_case("chunked") {
-                return Parsed::Invalid(Error::bad_request(
-                    "unsupported Transfer-Encoding (only chunked)",
-                ));
+                return Parsed::Invalid(Error::bad_request("unsupported Transfer-Encoding (only chunked)"));
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("content-type") {
-            let value = header
-                .value
-                .split(|&b| b == b';')
-                .next()
-                .unwrap_or_default();
+            let value = header.value.split(|&b| b == b';').next().unwrap_or_default();
             json = value.trim_ascii().eq_ignore_ascii_case(b"application/json");
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -167,16 +159,11 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case("expect") {
-            expect_continue = header
-                .value
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"100-continue");
+            expect_continue = header.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     if chunked && content_length.is_some() {
-        return Parsed::Invalid(Error::bad_request(
-            "both Content-Length and Transfer-Encoding",
-        ));
+        return Parsed::Invalid(Error::bad_request("both Content-Length and Transfer-Encoding"));
     }
     let keep_alive = !close && (version == 1 || keep_alive_token);
     let head = HeadInfo {
@@ -322,9 +309,7 @@ fn scan_chunked(buf: &[u8], limit: BodyLimit) -> Result<ChunkScan, Error> {
 fn scan_chunked_into(buf: &[u8], body: &mut Vec<u8>) -> Option<()> {
     let mut position = 0;
     loop {
-        let httparse::Status::Complete((size_len, size)) =
-            httparse::parse_chunk_size(&buf[position..]).ok()?
-        else {
+        let httparse::Status::Complete((size_len, size)) = httparse::parse_chunk_size(&buf[position..]).ok()? else {
             return None;
         };
         position += size_len;
@@ -382,10 +367,7 @@ mod tests {
             panic!("incomplete")
         };
         assert_eq!(request.head.method, Method::Put);
-        assert_eq!(
-            (request.head.path, request.head.query),
-            ("/v1/keys/a", "ttl_ms=5")
-        );
+        assert_eq!((request.head.path, request.head.query), ("/v1/keys/a", "ttl_ms=5"));
         assert_eq!(&*request.body, b"abc");
         assert!(request.keep_alive);
         let Parsed::Complete(next, rest) = parse_all(&raw[used..]) else {
@@ -397,10 +379,7 @@ mod tests {
 
     #[test]
     fn partial_requests_ask_for_more() {
-        assert!(matches!(
-            parse_all(b"GET /v1/pi"),
-            Parsed::Incomplete(Need::Head)
-        ));
+        assert!(matches!(parse_all(b"GET /v1/pi"), Parsed::Incomplete(Need::Head)));
         let raw = b"PUT /k HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\nab";
         match parse_all(raw) {
             Parsed::Incomplete(Need::Body {
@@ -422,10 +401,7 @@ mod tests {
         assert_eq!(&*request.body, b"abcde");
         assert_eq!(&raw[used..], b"NEXT");
         for cut in 50..raw.len() - 4 {
-            assert!(
-                matches!(parse_all(&raw[..cut]), Parsed::Incomplete(_)),
-                "cut at {cut}"
-            );
+            assert!(matches!(parse_all(&raw[..cut]), Parsed::Incomplete(_)), "cut at {cut}");
         }
     }
 
@@ -435,27 +411,18 @@ mod tests {
             Parsed::Invalid(error) => error.status(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            status(b"PUT /k HTTP/1.1\r\nContent-Length: 101\r\n\r\n"),
-            413
-        );
+        assert_eq!(status(b"PUT /k HTTP/1.1\r\nContent-Length: 101\r\n\r\n"), 413);
         assert_eq!(status(b"PUT /k HTTP/1.1\r\n\r\n"), 411);
         assert_eq!(
             status(b"PUT /k HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             400
         );
-        assert_eq!(
-            status(b"PUT /k HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
-            400
-        );
+        assert_eq!(status(b"PUT /k HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), 400);
         assert_eq!(
             status(b"PUT /k HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400
         );
-        assert_eq!(
-            status(b"PUT /k HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            400
-        );
+        assert_eq!(status(b"PUT /k HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
         assert_eq!(status(b"GE T / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(
@@ -502,7 +469,9 @@ mod tests {
             Parsed::Complete(request, _) => request.head.json,
             other => panic!("{other:?}"),
         };
-        assert!(json(b"POST /k HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 0\r\n\r\n"));
+        assert!(json(
+            b"POST /k HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 0\r\n\r\n"
+        ));
         assert!(!json(
             b"POST /k HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
         ));

@@ -148,11 +148,7 @@ mod tests {
     #[test]
     fn errors_are_json_with_allow_on_405() {
         let mut out = Vec::new();
-        error(
-            &mut out,
-            &Error::MethodNotAllowed { allow: "GET, PUT" },
-            true,
-        );
+        error(&mut out, &Error::MethodNotAllowed { allow: "GET, PUT" }, true);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("\r\nAllow: GET, PUT\r\n"));
@@ -160,9 +156,7 @@ mod tests {
         let mut out = Vec::new();
         error(&mut out, &Error::LengthRequired, true);
         assert!(
-            String::from_utf8(out)
-                .unwrap()
-                .contains("Connection: close"),
+            String::from_utf8(out).unwrap().contains("Connection: close"),
             "411 closes"
         );
     }

@@ -23,17 +23,11 @@ impl LockedStore {
         // operations leave it consistent at every step, so keep serving.
         match op {
             Op::Get(key) => {
-                let store = self
-                    .inner
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let store = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
                 f(store.get(&key).map_or(Outcome::Missing, Outcome::Found))
             }
             op => {
-                let mut store = self
-                    .inner
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut store = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
                 f(store.apply(op))
             }
         }
@@ -41,10 +35,7 @@ impl LockedStore {
 
     /// Runs `f` with shared access to the whole store (stats, tests).
     pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        f(&self
-            .inner
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+        f(&self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 

@@ -137,9 +137,6 @@ mod tests {
     fn outcomes_copy_found_values_only() {
         let found: Outcome<&[u8]> = Outcome::Found(b"v");
         assert_eq!(found.to_owned(), Outcome::Found(Box::from(&b"v"[..])));
-        assert_eq!(
-            Outcome::<&[u8]>::Deleted(true).to_owned(),
-            Outcome::Deleted(true)
-        );
+        assert_eq!(Outcome::<&[u8]>::Deleted(true).to_owned(), Outcome::Deleted(true));
     }
 }

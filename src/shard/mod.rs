@@ -84,10 +84,7 @@ mod tests {
             }
             let expected = total / nr_shards;
             for count in counts {
-                assert!(
-                    count.abs_diff(expected) < expected / 20,
-                    "{count} vs {expected}"
-                );
+                assert!(count.abs_diff(expected) < expected / 20, "{count} vs {expected}");
             }
         }
     }

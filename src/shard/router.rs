@@ -53,11 +53,7 @@ impl Router {
 
     /// Sends `ops` to `owner` as one batch; the returned receiver yields one outcome per op.
     /// Waits (without blocking the shard) while the owner's channel is full.
-    pub async fn send(
-        &self,
-        owner: ShardId,
-        ops: Vec<Op>,
-    ) -> Result<oneshot::Receiver<Replies>, OwnerGone> {
+    pub async fn send(&self, owner: ShardId, ops: Vec<Op>) -> Result<oneshot::Receiver<Replies>, OwnerGone> {
         debug_assert_ne!(owner, self.id, "local operations never travel the mesh");
         let (reply, receiver) = oneshot::channel();
         self.senders
@@ -75,12 +71,7 @@ impl Router {
 }
 
 /// Answers the batches one peer sends, in order, until that peer closes its channel.
-pub async fn serve_peer(
-    receiver: ConnectedReceiver<Batch>,
-    store: Rc<RefCell<Store>>,
-    id: ShardId,
-    nr_shards: usize,
-) {
+pub async fn serve_peer(receiver: ConnectedReceiver<Batch>, store: Rc<RefCell<Store>>, id: ShardId, nr_shards: usize) {
     while let Some(batch) = receiver.recv().await {
         let replies: Replies = {
             // Not held across an await: the borrow ends before the reply is sent.

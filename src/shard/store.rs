@@ -53,9 +53,7 @@ impl Store {
     /// The value of `key`, if present.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let hash = self.hasher.hash_one(key);
-        self.table
-            .find(hash, |record| record.key() == key)
-            .map(Record::value)
+        self.table.find(hash, |record| record.key() == key).map(Record::value)
     }
 
     /// Inserts or replaces; returns true when the key is new.
@@ -63,11 +61,10 @@ impl Store {
         let hash = self.hasher.hash_one(record.key());
         let hasher = &self.hasher;
         self.data_bytes += record.data_len();
-        match self.table.entry(
-            hash,
-            |r| r.key() == record.key(),
-            |r| hasher.hash_one(r.key()),
-        ) {
+        match self
+            .table
+            .entry(hash, |r| r.key() == record.key(), |r| hasher.hash_one(r.key()))
+        {
             Entry::Occupied(mut occupied) => {
                 let old = std::mem::replace(occupied.get_mut(), record);
                 self.data_bytes -= old.data_len();
@@ -144,10 +141,7 @@ mod tests {
         assert_eq!(store.get(b"k"), Some(&b"two"[..]));
         assert!(store.update(Record::new(b"k", b"three")));
         assert_eq!(store.get(b"k"), Some(&b"three"[..]));
-        assert!(
-            !store.update(Record::new(b"absent", b"x")),
-            "update never creates"
-        );
+        assert!(!store.update(Record::new(b"absent", b"x")), "update never creates");
         assert_eq!(store.get(b"absent"), None);
         assert!(store.delete(b"k"));
         assert!(!store.delete(b"k"), "delete is idempotent");
@@ -183,29 +177,11 @@ mod tests {
     fn apply_reports_each_outcome() {
         let mut store = Store::new();
         assert_eq!(store.apply(Op::Get(Box::from(&b"k"[..]))), Outcome::Missing);
-        assert_eq!(
-            store.apply(Op::Put(Record::new(b"k", b"v"))),
-            Outcome::Created
-        );
-        assert_eq!(
-            store.apply(Op::Put(Record::new(b"k", b"w"))),
-            Outcome::Replaced
-        );
-        assert_eq!(
-            store.apply(Op::Update(Record::new(b"k", b"x"))),
-            Outcome::Updated
-        );
-        assert_eq!(
-            store.apply(Op::Get(Box::from(&b"k"[..]))),
-            Outcome::Found(&b"x"[..])
-        );
-        assert_eq!(
-            store.apply(Op::Delete(Box::from(&b"k"[..]))),
-            Outcome::Deleted(true)
-        );
-        assert_eq!(
-            store.apply(Op::Update(Record::new(b"k", b"y"))),
-            Outcome::Missing
-        );
+        assert_eq!(store.apply(Op::Put(Record::new(b"k", b"v"))), Outcome::Created);
+        assert_eq!(store.apply(Op::Put(Record::new(b"k", b"w"))), Outcome::Replaced);
+        assert_eq!(store.apply(Op::Update(Record::new(b"k", b"x"))), Outcome::Updated);
+        assert_eq!(store.apply(Op::Get(Box::from(&b"k"[..]))), Outcome::Found(&b"x"[..]));
+        assert_eq!(store.apply(Op::Delete(Box::from(&b"k"[..]))), Outcome::Deleted(true));
+        assert_eq!(store.apply(Op::Update(Record::new(b"k", b"y"))), Outcome::Missing);
     }
 }

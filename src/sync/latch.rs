@@ -9,7 +9,17 @@
 //! Must never: reopen or close again (the count only falls, and saturates at zero); lose a
 //! wake-up; keep the waker of a wait that was dropped; hold its lock while waking a task.
 //!
-//! Not on a hot path: waiting goes through a mutex, and only [`Latch::is_open`] is lock-free.
+//! Not on a hot path: counting down and waiting go through one mutex; only [`Latch::is_open`] is
+//! lock-free.
+//!
+//! # Why a mutex holds the count
+//! The count and the waiters live under one lock, so a wait's "still closed? then register" and
+//! the opening count-down's "now open: take every waiter" can never interleave, which is what rules
+//! out a lost wake-up. A separate flag, stored once with Release by the opener, lets
+//! [`Latch::is_open`] answer without locking. Keeping the count out of the atomics also keeps
+//! every atomic access a single load or a single store: loom's search tracks only the last access
+//! to each atomic, and misses interleavings when a thread loads an atomic and then updates it (as
+//! a compare-and-swap loop does), so that shape would leave the models blind.
 //!
 //! Under `cfg(corekv_mutant = "...")` a few lines are deliberately weakened so that
 //! `loom-tests/mutants.sh` can show each loom model fails without them; no normal build sets it.
@@ -18,19 +28,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use super::shim::{AtomicUsize, Mutex, Ordering, lock};
+use super::shim::{AtomicBool, Mutex, Ordering, lock};
 
-/// Ordering of the decrement in [`Latch::count_down`]: Release, so that whoever sees the latch
-/// open with Acquire also sees everything every counting thread did before its count-down (each
-/// decrement is a read-modify-write, so it continues the release sequence of the ones before it).
-const COUNT_DOWN_ORDERING: Ordering = if cfg!(corekv_mutant = "latch_relaxed_count_down") {
+/// Ordering of the opener's store to `open`: Release, so that whoever sees the latch open with
+/// Acquire also sees everything every counting thread did before its count-down (each count-down
+/// passed through the lock, which the opener took after them).
+const OPEN_STORE_ORDERING: Ordering = if cfg!(corekv_mutant = "latch_relaxed_open") {
     Ordering::Relaxed
 } else {
     Ordering::Release
 };
 
-/// Ordering of the load in [`Latch::is_open`]: Acquire, pairing with [`COUNT_DOWN_ORDERING`].
-const OPEN_ORDERING: Ordering = if cfg!(corekv_mutant = "latch_relaxed_is_open") {
+/// Ordering of the load in [`Latch::is_open`]: Acquire, pairing with [`OPEN_STORE_ORDERING`].
+const OPEN_LOAD_ORDERING: Ordering = if cfg!(corekv_mutant = "latch_relaxed_is_open") {
     Ordering::Relaxed
 } else {
     Ordering::Acquire
@@ -39,30 +49,35 @@ const OPEN_ORDERING: Ordering = if cfg!(corekv_mutant = "latch_relaxed_is_open")
 /// Opens after a given number of [`count_down`](Latch::count_down)s, from any threads, and
 /// releases every [`wait`](Latch::wait) on every thread. Share it with the shim's `Arc`.
 pub struct Latch {
-    /// Count-downs still needed; the latch is open at zero. It only ever falls, and never below
-    /// zero, so "open" is final.
-    count: AtomicUsize,
-    /// The tasks waiting for the latch to open. Emptied, and never filled again, by the
-    /// count-down that opens it.
-    waiters: Mutex<Waiters>,
+    /// Whether the count has reached zero: written once, to `true`, by the count-down that opens
+    /// the latch while it holds the lock; read without the lock by [`Latch::is_open`].
+    open: AtomicBool,
+    /// The count and the waiting tasks, under one lock.
+    state: Mutex<State>,
 }
 
-/// The waiting tasks, each under the id its [`Wait`] removes it by if dropped while waiting.
-struct Waiters {
+/// What the latch's lock guards.
+struct State {
+    /// Count-downs still needed; the latch opens at zero. It only ever falls, and never below
+    /// zero, so "open" is final.
+    remaining: usize,
     /// The id the next registered wait gets; ids are never reused, so a stale id removes nothing.
     next_id: u64,
-    /// One entry per pending [`Wait`]: few (about one per shard), so a linear search is fine.
-    list: Vec<(u64, Waker)>,
+    /// One entry per pending [`Wait`], under the id it removes itself by if dropped. Few (about
+    /// one per shard), so a linear search is fine. Emptied, and never filled again, by the
+    /// count-down that opens the latch.
+    waiters: Vec<(u64, Waker)>,
 }
 
 impl Latch {
     /// A latch that opens after `count` count-downs; `Latch::new(0)` is open from the start.
     pub fn new(count: usize) -> Latch {
         Latch {
-            count: AtomicUsize::new(count),
-            waiters: Mutex::new(Waiters {
+            open: AtomicBool::new(count == 0),
+            state: Mutex::new(State {
+                remaining: count,
                 next_id: 0,
-                list: Vec::new(),
+                waiters: Vec::new(),
             }),
         }
     }
@@ -70,31 +85,40 @@ impl Latch {
     /// Counts down by one, from any thread. The count-down that reaches zero wakes every waiter;
     /// one on an open latch does nothing, so it is safe to count down more than `count` times.
     pub fn count_down(&self) {
-        let opened = if cfg!(corekv_mutant = "latch_wrapping_count_down") {
-            self.count.fetch_sub(1, COUNT_DOWN_ORDERING) == 1
-        } else {
-            // Failure ordering Relaxed: a failed update publishes nothing and reads nothing.
-            let update = self
-                .count
-                .fetch_update(COUNT_DOWN_ORDERING, Ordering::Relaxed, |count| {
-                    count.checked_sub(1)
-                });
-            update == Ok(1)
+        let woken = {
+            let mut state = lock(&self.state);
+            if cfg!(corekv_mutant = "latch_wrapping_count_down") {
+                state.remaining = state.remaining.wrapping_sub(1);
+            } else if state.remaining == 0 {
+                return;
+            } else {
+                state.remaining -= 1;
+            }
+            if state.remaining != 0 {
+                return;
+            }
+            self.open.store(true, OPEN_STORE_ORDERING);
+            if cfg!(corekv_mutant = "latch_wake_one") {
+                state.waiters.pop().into_iter().collect()
+            } else {
+                std::mem::take(&mut state.waiters)
+            }
         };
-        if opened {
-            self.wake_all();
+        // Wake outside the lock: waking a task of another executor queues work there.
+        for (_, waker) in woken {
+            waker.wake();
         }
     }
 
     /// Whether the latch has opened. When it returns `true`, everything each thread did before
     /// its count-down is visible to the caller.
     pub fn is_open(&self) -> bool {
-        self.count.load(OPEN_ORDERING) == 0
+        self.open.load(OPEN_LOAD_ORDERING)
     }
 
     /// Count-downs still needed before the latch opens; zero once open.
     pub fn remaining(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        lock(&self.state).remaining
     }
 
     /// A future that resolves once the latch is open. Any number may wait, on any threads; one
@@ -103,22 +127,6 @@ impl Latch {
         Wait {
             latch: self,
             id: None,
-        }
-    }
-
-    /// Wakes and forgets every waiter; called once, by the count-down that opened the latch.
-    fn wake_all(&self) {
-        // Taking the list under the lock orders this after every registration that checked the
-        // count under the lock before the count reached zero; a registration after it sees zero
-        // under the same lock and does not register. Wake outside the lock: waking may run
-        // arbitrary code, such as a foreign executor's queueing.
-        let woken: Vec<(u64, Waker)> = if cfg!(corekv_mutant = "latch_wake_one") {
-            lock(&self.waiters).list.pop().into_iter().collect()
-        } else {
-            std::mem::take(&mut lock(&self.waiters).list)
-        };
-        for (_, waker) in woken {
-            waker.wake();
         }
     }
 }
@@ -147,26 +155,24 @@ impl Future for Wait<'_> {
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         if this.latch.is_open() {
-            // The count-down that opened the latch empties the list, and so drops any entry of
-            // this wait's; there is nothing to remove.
+            // The count-down that opened the latch sets `open` and takes every waiter in one
+            // critical section, so an entry of this wait's is gone or about to be: nothing to
+            // remove.
             this.id = None;
             return Poll::Ready(());
         }
 
-        let mut waiters = lock(&this.latch.waiters);
-        // Check again under the lock: the count-down that opens the latch takes this lock to
-        // empty the list after the count reaches zero, so either it has not emptied the list yet
-        // and will wake the entry made below, or the count is already zero here.
-        if this.latch.is_open() && !cfg!(corekv_mutant = "latch_no_recheck") {
+        let mut state = lock(&this.latch.state);
+        // Check again under the lock: the count-down that opens the latch takes every waiter
+        // under this same lock, so either it has not run yet and will wake the entry made below,
+        // or the count is already zero here.
+        if state.remaining == 0 && !cfg!(corekv_mutant = "latch_no_recheck") {
             this.id = None;
             return Poll::Ready(());
         }
-        let entry = this.id.and_then(|id| {
-            waiters
-                .list
-                .iter_mut()
-                .find(|(entry_id, _)| *entry_id == id)
-        });
+        let entry = this
+            .id
+            .and_then(|id| state.waiters.iter_mut().find(|(entry_id, _)| *entry_id == id));
         match entry {
             // Clone only when the stored waker would wake another task: glommio counts a task's
             // waker clones in an `i16`.
@@ -177,9 +183,9 @@ impl Future for Wait<'_> {
             }
             None => {
                 let waker = context.waker().clone();
-                let id = waiters.next_id;
-                waiters.next_id += 1;
-                waiters.list.push((id, waker));
+                let id = state.next_id;
+                state.next_id += 1;
+                state.waiters.push((id, waker));
                 this.id = Some(id);
             }
         }
@@ -195,15 +201,11 @@ impl Drop for Wait<'_> {
         if let Some(id) = self.id
             && !cfg!(corekv_mutant = "latch_cancel_keeps_waker")
         {
-            let mut waiters = lock(&self.latch.waiters);
-            if let Some(index) = waiters
-                .list
-                .iter()
-                .position(|(entry_id, _)| *entry_id == id)
-            {
-                let (_, waker) = waiters.list.swap_remove(index);
+            let mut state = lock(&self.latch.state);
+            if let Some(index) = state.waiters.iter().position(|(entry_id, _)| *entry_id == id) {
+                let (_, waker) = state.waiters.swap_remove(index);
                 // Drop the waker after unlocking: dropping a foreign task's waker may queue work.
-                drop(waiters);
+                drop(state);
                 drop(waker);
             }
         }
@@ -321,13 +323,13 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&dropped), 3);
         drop(dropped_wait);
         assert_eq!(std::sync::Arc::strong_count(&dropped), 2);
-        assert_eq!(lock(&latch.waiters).list.len(), 1);
+        assert_eq!(lock(&latch.state).waiters.len(), 1);
 
         latch.count_down();
         assert_eq!(dropped.0.load(Ordering::SeqCst), 0);
         assert_eq!(kept.0.load(Ordering::SeqCst), 1);
         assert_eq!(poll_once(&mut kept_wait, &kept_waker), Poll::Ready(()));
-        assert!(lock(&latch.waiters).list.is_empty());
+        assert!(lock(&latch.state).waiters.is_empty());
     }
 
     // Goal: polling again with the same waker keeps one entry and no extra clone; with another
@@ -346,7 +348,7 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&first), 3);
         assert!(poll_once(&mut wait, &second_waker).is_pending());
         assert_eq!(std::sync::Arc::strong_count(&first), 2);
-        assert_eq!(lock(&latch.waiters).list.len(), 1);
+        assert_eq!(lock(&latch.state).waiters.len(), 1);
 
         latch.count_down();
         assert_eq!(first.0.load(Ordering::SeqCst), 0);

@@ -209,10 +209,7 @@ impl<T> Future for Receiver<T> {
                 let waker = unsafe { &mut *waker };
                 // Clone only when the stored waker would wake another task: glommio counts a
                 // task's waker clones in an `i16`.
-                if !waker
-                    .as_ref()
-                    .is_some_and(|stored| stored.will_wake(context.waker()))
-                {
+                if !waker.as_ref().is_some_and(|stored| stored.will_wake(context.waker())) {
                     *waker = Some(context.waker().clone());
                 }
             });
@@ -314,10 +311,7 @@ mod tests {
         let (sender, mut receiver) = channel();
         assert_eq!(sender.send("reply"), Ok(()));
         let mut context = Context::from_waker(Waker::noop());
-        assert_eq!(
-            Pin::new(&mut receiver).poll(&mut context),
-            Poll::Ready(Ok("reply"))
-        );
+        assert_eq!(Pin::new(&mut receiver).poll(&mut context), Poll::Ready(Ok("reply")));
     }
 
     // Goal: a sender dropped without sending resolves the receiver to Canceled, across threads.
@@ -338,10 +332,7 @@ mod tests {
         let (count, tracked) = drops();
         let (sender, receiver) = channel();
         drop(receiver);
-        let returned = sender
-            .send(tracked)
-            .err()
-            .expect("the receiver was dropped");
+        let returned = sender.send(tracked).err().expect("the receiver was dropped");
         assert_eq!(count.load(Ordering::SeqCst), 0);
         drop(returned);
         assert_eq!(count.load(Ordering::SeqCst), 1);
@@ -398,10 +389,7 @@ mod tests {
         sender.send(7).unwrap();
         assert_eq!(first.0.load(Ordering::SeqCst), 0);
         assert_eq!(second.0.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            Pin::new(&mut receiver).poll(&mut context),
-            Poll::Ready(Ok(7))
-        );
+        assert_eq!(Pin::new(&mut receiver).poll(&mut context), Poll::Ready(Ok(7)));
     }
 
     // Goal: a waiting receiver that is dropped frees its waker at once, and the send fails.

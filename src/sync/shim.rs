@@ -29,9 +29,7 @@ pub use std::sync::{Arc, Mutex, MutexGuard};
 /// before it changes the data. Carrying on therefore beats spreading one thread's panic to every
 /// other thread that shares the primitive.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `std::cell::UnsafeCell` behind loom's API, so that code written once runs under both.

@@ -58,11 +58,7 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
                     if let Some(tx) = addr_tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -76,10 +72,7 @@ impl Server {
             Ok(addr) => addr.parse().expect("listening address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "corekv did not start listening; log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("corekv did not start listening; log:\n{}", log.lock().unwrap());
             }
         };
         let server = Server { child, addr, log };
@@ -93,15 +86,9 @@ impl Server {
         while Instant::now() < deadline {
             if let Ok(mut conn) = TcpStream::connect(self.addr) {
                 conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                if conn
-                    .write_all(b"GET /v1/readiness HTTP/1.1\r\nHost: t\r\n\r\n")
-                    .is_ok()
-                {
-                    if let Ok(resp) = read_response(&mut BufReader::new(conn)) {
-                        if resp.status == 200 {
-                            return;
-                        }
-                    }
+                let asked = conn.write_all(b"GET /v1/readiness HTTP/1.1\r\nHost: t\r\n\r\n").is_ok();
+                if asked && read_response(&mut BufReader::new(conn)).is_ok_and(|resp| resp.status == 200) {
+                    return;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -130,11 +117,7 @@ impl Server {
     }
 
     /// Sends `signal` and waits (bounded) for the exit status.
-    pub fn signal_and_wait(
-        mut self,
-        signal: i32,
-        within: Duration,
-    ) -> Option<std::process::ExitStatus> {
+    pub fn signal_and_wait(mut self, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -167,28 +150,18 @@ impl Response {
     /// The first header of that (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON (panics with the body when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The `error` field of a JSON error body.
     pub fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .expect("an error field")
-            .to_string()
+        self.json()["error"].as_str().expect("an error field").to_string()
     }
 }
 
@@ -223,13 +196,7 @@ impl Conn {
     }
 
     /// Sends one request with a Content-Length body and reads its response.
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Response {
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         self.send(&encode_request(method, path, headers, body));
         if method == "HEAD" {
             self.read_head()
@@ -265,10 +232,7 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<Respo
     read_response_inner(reader, false)
 }
 
-fn read_response_inner(
-    reader: &mut BufReader<TcpStream>,
-    head_only: bool,
-) -> std::io::Result<Response> {
+fn read_response_inner(reader: &mut BufReader<TcpStream>, head_only: bool) -> std::io::Result<Response> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(std::io::Error::new(
@@ -299,20 +263,9 @@ fn read_response_inner(
         .find(|(n, _)| n == "content-length")
         .map(|(_, v)| v.parse().unwrap())
         .unwrap_or(0);
-    let mut body = vec![
-        0;
-        if head_only || status == 100 {
-            0
-        } else {
-            length
-        }
-    ];
+    let mut body = vec![0; if head_only || status == 100 { 0 } else { length }];
     reader.read_exact(&mut body)?;
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 /// True when the `curl` command is installed.
