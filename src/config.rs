@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::limits;
+pub use crate::shard::store::{Budget, Eviction};
 
 /// corekv: a thread-per-core, shared-nothing HTTP key-value server on io_uring.
 #[derive(Debug, Parser)]
@@ -94,6 +95,73 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, requests in flight get this long to finish, in ms.
     #[arg(long = "shutdown-grace-ms", default_value_t = limits::SHUTDOWN_GRACE_MS_DEFAULT)]
     pub shutdown_grace_ms: u64,
+
+    /// Most keys held in all (each shard enforces its share: limit / shards).
+    #[arg(long = "max-keys")]
+    pub keys_max: Option<u64>,
+
+    /// Most memory for keys, values and their bookkeeping, e.g. `64MiB`, `2GiB`, `1000000`
+    /// (each shard enforces its share).
+    #[arg(long = "max-memory", value_parser = parse_size)]
+    pub memory_bytes_max: Option<u64>,
+
+    /// When full: `reject` new keys with 507, or evict the least recently used (`lru`).
+    #[arg(long, value_enum, default_value_t = Eviction::Reject)]
+    pub eviction: Eviction,
+
+    /// Refuse every write with 405; reads work.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+
+    /// Load `<key> <value>` lines from this file before reporting ready.
+    #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
+    pub load: Option<std::path::PathBuf>,
+}
+
+impl ServeArgs {
+    /// Shard `id`'s share of the capacity limits: the totals split evenly, the remainder going
+    /// to the first shards, so the shares add up to exactly the totals.
+    pub fn budget_for(&self, id: usize, nr_shards: usize) -> Budget {
+        let share = |total: u64| {
+            let nr_shards = nr_shards as u64;
+            total / nr_shards + u64::from((id as u64) < total % nr_shards)
+        };
+        Budget {
+            keys_max: self.keys_max.map(share),
+            memory_bytes_max: self.memory_bytes_max.map(share),
+            eviction: self.eviction,
+        }
+    }
+}
+
+/// Parses a size: plain bytes, or a number with `KiB`/`MiB`/`GiB`/`TiB` (1024-based) or
+/// `KB`/`MB`/`GB`/`TB` (1000-based), case-insensitive.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 64MiB, 2GiB, 1000000)"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use KiB, MiB, GiB, TiB, KB, MB, GB or bytes)"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// A validated, de-duplicated list of CPU ids.
@@ -150,6 +218,32 @@ mod tests {
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("0-99999999").is_err());
         assert!(parse_cpu_list("1,,2").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000000"), Ok(1_000_000));
+        assert_eq!(parse_size("5 kb"), Ok(5_000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn budget_shares_add_up_to_the_totals() {
+        let cli = Cli::try_parse_from(["corekv", "serve", "--max-keys", "10", "--max-memory", "1KiB"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve did not parse as Serve")
+        };
+        let shares: Vec<Budget> = (0..3).map(|id| args.budget_for(id, 3)).collect();
+        assert_eq!(
+            shares.iter().map(|b| b.keys_max.unwrap()).collect::<Vec<_>>(),
+            [4, 3, 3]
+        );
+        assert_eq!(shares.iter().map(|b| b.memory_bytes_max.unwrap()).sum::<u64>(), 1024);
+        assert_eq!(shares[0].eviction, Eviction::Reject);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::shard::message::Limit;
+
 /// Why a request is answered with an error. Small and unboxed: it is built on the hot path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -34,6 +36,8 @@ pub enum Error {
     UriTooLong { size: usize, limit: usize },
     /// 431: the request head is too large or has too many headers.
     HeadersTooLarge { detail: &'static str },
+    /// 507: a write would create a key beyond the owning shard's share of a capacity limit.
+    InsufficientStorage(Limit),
     /// 503: the server cannot take this request now (connection limit, shutting down).
     Unavailable(&'static str),
     /// 505: not HTTP/1.0 or HTTP/1.1.
@@ -53,6 +57,7 @@ impl Error {
             Error::UriTooLong { .. } => 414,
             Error::HeadersTooLarge { .. } => 431,
             Error::Unavailable(_) => 503,
+            Error::InsufficientStorage(_) => 507,
             Error::VersionNotSupported => 505,
         }
     }
@@ -111,6 +116,16 @@ impl fmt::Display for Error {
             }
             Error::HeadersTooLarge { detail } => write!(f, "request headers too large: {detail}"),
             Error::Unavailable(why) => write!(f, "service unavailable: {why}"),
+            Error::InsufficientStorage(Limit::Keys(share)) => write!(
+                f,
+                "storage full: the key's shard holds its share of --max-keys ({share} keys); \
+                 delete keys, raise the limit or run with --eviction lru"
+            ),
+            Error::InsufficientStorage(Limit::Memory(share)) => write!(
+                f,
+                "storage full: the key's shard holds its share of --max-memory ({share} bytes); \
+                 delete keys, raise the limit or run with --eviction lru"
+            ),
             Error::VersionNotSupported => {
                 write!(f, "HTTP version not supported: use HTTP/1.1 or HTTP/1.0")
             }
@@ -152,6 +167,13 @@ mod tests {
             (Error::UriTooLong { size: 300, limit: 250 }, 414, "250"),
             (Error::HeadersTooLarge { detail: "too many" }, 431, "too many"),
             (Error::VersionNotSupported, 505, "HTTP/1.1"),
+            (Error::InsufficientStorage(Limit::Keys(7)), 507, "--max-keys (7 keys)"),
+            (
+                Error::InsufficientStorage(Limit::Memory(9)),
+                507,
+                "--max-memory (9 bytes)",
+            ),
+            (Error::ReadOnly, 405, "read-only"),
         ];
         for (error, status, needle) in cases {
             assert_eq!(error.status(), status, "{error:?}");

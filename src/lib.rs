@@ -22,10 +22,12 @@
 
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod load;
 pub mod logging;
 pub mod server;
 pub mod shard;

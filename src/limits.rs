@@ -52,6 +52,13 @@ pub const PIPELINE_REQUESTS_MAX: usize = 256;
 /// Response bytes buffered before a batch is flushed early (bounds memory for big GETs).
 pub const WRITE_BUFFER_FLUSH_BYTES: usize = 4 << 20;
 
+/// How often each shard reclaims expired keys without being asked, in ms (Redis: 10 Hz).
+pub const EXPIRY_TICK_MS: u64 = 100;
+/// Most expired keys reclaimed in one step; past it the shard yields to requests, then goes on.
+pub const EXPIRY_KEYS_PER_STEP_MAX: usize = 2_000;
+/// Longest TTL accepted, in ms (10 years): larger values are surely mistakes.
+pub const TTL_MS_MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
+
 /// Messages queued per shard-to-shard channel before senders wait.
 pub const CHANNEL_DEPTH_MESSAGES: usize = 1024;
 

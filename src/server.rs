@@ -19,12 +19,14 @@ use glommio::{LocalExecutorBuilder, Placement};
 use log::{debug, error, info, warn};
 
 use crate::config::{Design, ServeArgs};
-use crate::limits::{CHANNEL_DEPTH_MESSAGES, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD};
+use crate::limits::{
+    CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
+};
 use crate::shard::locked::LockedStore;
-use crate::shard::message::Batch;
+use crate::shard::message::{Batch, Op, Outcome, Replies, RequestsByClass, ShardStats};
 use crate::shard::router::{Router, serve_peer};
 use crate::shard::store::Store;
-use crate::shard::{Backend, ShardId};
+use crate::shard::{ShardId, StoreHandle};
 use crate::sync::latch::Latch;
 use crate::sync::shim;
 
@@ -53,14 +55,97 @@ pub struct ShardContext {
     /// The CPU the shard is pinned to.
     pub cpu: usize,
     pub args: ServeArgs,
-    pub backend: Backend,
+    /// Where this shard's local operations run.
+    pub store: StoreHandle,
+    /// The mesh: key operations to their owners (sharded design), stats to every shard (both).
+    pub router: Router,
     pub latches: Latches,
+    pub counters: Counters,
     /// Open connections, each with its socket so shutdown can end idle reads at once.
     connections: RefCell<HashMap<u64, RawFd>>,
     next_connection_id: Cell<u64>,
 }
 
+/// A shard's request counters. Plain cells: only the shard's own thread updates them; other
+/// shards read them by sending a `Stats` operation.
+#[derive(Default)]
+pub struct Counters {
+    requests: Cell<RequestsByClass>,
+    messages_sent: Cell<u64>,
+    messages_received: Cell<u64>,
+}
+
+impl Counters {
+    /// Counts one response by its status class.
+    pub fn count_response(&self, status: u16) {
+        let mut requests = self.requests.get();
+        match status / 100 {
+            1 => requests.informational += 1,
+            2 => requests.success += 1,
+            3 => requests.redirection += 1,
+            4 => requests.client_error += 1,
+            _ => requests.server_error += 1,
+        }
+        self.requests.set(requests);
+    }
+
+    /// Counts one batch sent to another shard.
+    pub fn count_message_sent(&self) {
+        self.messages_sent.set(self.messages_sent.get() + 1);
+    }
+}
+
 impl ShardContext {
+    /// The shard whose store holds `key`: its owner in the sharded design, this shard in the
+    /// locked one (every executor reaches the one store directly).
+    pub fn owner(&self, key: &[u8]) -> ShardId {
+        match self.args.design {
+            Design::Sharded => self.router.owner(key),
+            Design::Locked => self.id,
+        }
+    }
+
+    /// Executes an operation on this shard, handing its outcome to `f`.
+    pub fn apply_local<R>(&self, op: Op, f: impl FnOnce(Outcome<&[u8]>) -> R) -> R {
+        if let Op::Stats = op {
+            return f(Outcome::Stats(Box::new(self.stats())));
+        }
+        debug_assert_eq!(
+            self.owner(op.key()),
+            self.id,
+            "an operation ran on a shard that does not own its key"
+        );
+        self.store.apply(op, f)
+    }
+
+    /// Answers one batch from another shard.
+    fn answer_peer(&self, ops: Vec<Op>) -> Replies {
+        self.counters
+            .messages_received
+            .set(self.counters.messages_received.get() + 1);
+        ops.into_iter()
+            .map(|op| self.apply_local(op, |outcome| outcome.to_owned()))
+            .collect()
+    }
+
+    /// This shard's numbers. In the locked design the one store's numbers are reported by
+    /// shard 0 only, so that sums over shards stay right.
+    pub fn stats(&self) -> ShardStats {
+        let mut stats = ShardStats {
+            id: self.id,
+            cpu: self.cpu,
+            ..ShardStats::default()
+        };
+        if self.args.design == Design::Sharded || self.id == 0 {
+            self.store.fill_stats(&mut stats);
+        }
+        stats.requests = self.counters.requests.get();
+        stats.messages_sent = self.counters.messages_sent.get();
+        stats.messages_received = self.counters.messages_received.get();
+        stats.connections = self.open_connections() as u64;
+        stats
+    }
+
     /// Number of open connections on this shard.
     pub fn open_connections(&self) -> usize {
         self.connections.borrow().len()
@@ -156,7 +241,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         exited: shim::Arc::new(Latch::new(nr_shards)),
     };
     let mesh = MeshBuilder::<Batch, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
-    let locked = (args.design == Design::Locked).then(|| Arc::new(LockedStore::default()));
+    let locked = (args.design == Design::Locked).then(|| Arc::new(LockedStore::new(args.budget_for(0, 1))));
     let mut handles = Vec::with_capacity(nr_shards);
     for id in 0..nr_shards {
         let cpu = cpus[id % cpus.len()];
@@ -239,7 +324,8 @@ struct ShardSetup {
     locked: Option<Arc<LockedStore>>,
 }
 
-/// One shard's life: join the mesh, bind, serve until shutdown, drain, leave the mesh.
+/// One shard's life: bind, join the mesh, load its part of `--load`, serve until shutdown,
+/// drain, leave the mesh.
 async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let ShardSetup {
         id,
@@ -252,58 +338,66 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         locked,
     } = setup;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-
-    let mut peer_tasks = Vec::new();
-    let backend = match locked {
-        Some(store) => Backend::Locked(store),
-        None => {
-            let joined = future::or(async { Some(mesh.join().await) }, async {
-                latches.shutdown.wait().await;
-                None
-            })
-            .await;
-            let Some(Ok((senders, mut receivers))) = joined else {
-                return Err("stopped before every shard joined the mesh".into());
-            };
-            let store = Rc::new(RefCell::new(Store::new()));
-            for (_peer, receiver) in receivers.streams() {
-                peer_tasks.push(glommio::spawn_local(serve_peer(
-                    receiver,
-                    Rc::clone(&store),
-                    id,
-                    nr_shards,
-                )));
-            }
-            Backend::Sharded {
-                store,
-                router: Router::new(senders),
-            }
-        }
+    let joined = future::or(async { Some(mesh.join().await) }, async {
+        latches.shutdown.wait().await;
+        None
+    })
+    .await;
+    let Some(Ok((senders, mut receivers))) = joined else {
+        return Err("stopped before every shard joined the mesh".into());
+    };
+    let store = match locked {
+        Some(store) => StoreHandle::Locked(store),
+        None => StoreHandle::Owned(RefCell::new(Store::new(args.budget_for(id, nr_shards)))),
     };
     let shard = Rc::new(ShardContext {
         id,
         nr_shards,
         cpu,
         args,
-        backend,
+        store,
+        router: Router::new(senders),
         latches: latches.clone(),
+        counters: Counters::default(),
         connections: RefCell::new(HashMap::new()),
         next_connection_id: Cell::new(0),
     });
+    let peer_tasks: Vec<_> = receivers
+        .streams()
+        .into_iter()
+        .map(|(_peer, receiver)| {
+            let shard = Rc::clone(&shard);
+            glommio::spawn_local(serve_peer(receiver, move |ops| shard.answer_peer(ops)))
+        })
+        .collect();
+    if let Some(path) = shard.args.load.clone() {
+        crate::load::load_shard(&shard, &path).await?;
+    }
+    if shard.args.design == Design::Sharded || id == 0 {
+        glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
+    }
     latches.ready.count_down();
     debug!("shard {id} serving on CPU {cpu}");
 
     accept_until_shutdown(&listener, &shard).await;
     drop(listener);
     drain(&shard).await;
-    if let Backend::Sharded { router, .. } = &shard.backend {
-        router.close();
-    }
+    shard.router.close();
     for task in peer_tasks {
         task.await;
     }
     debug!("shard {id} stopped");
     Ok(())
+}
+
+/// Reclaims expired keys every `EXPIRY_TICK_MS`, in bounded steps so requests never wait long.
+async fn expire_forever(shard: Rc<ShardContext>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
+        while shard.store.expire(EXPIRY_KEYS_PER_STEP_MAX) == EXPIRY_KEYS_PER_STEP_MAX {
+            futures_lite::future::yield_now().await;
+        }
+    }
 }
 
 async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>) {

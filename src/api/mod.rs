@@ -5,6 +5,7 @@
 //! Owns URL and body semantics (keys, JSON, base64, status codes). It never performs I/O and
 //! never touches a store: operations are executed by the connection loop on their owners.
 
+pub mod admin;
 pub mod v1;
 
 use std::borrow::Cow;
@@ -30,6 +31,8 @@ pub enum Ops {
     None,
     One(Op),
     Many(Vec<Op>),
+    /// One `Op::Stats` to every shard, this one included, in shard order.
+    EveryShard,
 }
 
 /// How a request's outcomes become its response.
@@ -49,6 +52,8 @@ pub enum Render {
     Delete,
     /// Bulk update: the keys in order (as given), one `Update` op each.
     BulkUpdate { keys: Vec<String> },
+    /// `/v1/stats` (JSON) or `/metrics` (Prometheus text): one `Stats` outcome per shard.
+    Stats { prometheus: bool },
 }
 
 /// A planned request: operations to run on their owners, then how to answer.
@@ -95,7 +100,13 @@ pub fn json_body_limit(args: &ServeArgs) -> BodyLimit {
 /// Plans one request.
 pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
     let keep_alive = request.keep_alive;
-    let (ops, render) = match v1::route(&request, context) {
+    let routed = v1::route(&request, context).or_else(|| admin::route(&request));
+    let (ops, render) = match routed {
+        // Until every shard has loaded `--load`, no half-loaded data is served.
+        Some(Ok((Ops::One(_) | Ops::Many(_), _))) if !context.ready => (
+            Ops::None,
+            Render::Error(Error::Unavailable("not ready: still loading data (--load)")),
+        ),
         Some(Ok(planned)) => planned,
         Some(Err(error)) => (Ops::None, Render::Error(error)),
         None => (Ops::None, Render::Error(Error::RouteNotFound)),
@@ -107,54 +118,75 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
     }
 }
 
-/// Writes the response of a plan with no operations.
-pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) {
+/// Writes the response of a plan with no operations; returns its status.
+pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
     match render {
-        Render::Error(error) => response::error(out, error, keep_alive),
-        Render::Json(status, body) => response::json(out, *status, body, keep_alive),
+        Render::Error(error) => {
+            response::error(out, error, keep_alive);
+            error.status()
+        }
+        Render::Json(status, body) => {
+            response::json(out, *status, body, keep_alive);
+            *status
+        }
         // Plans with operations never reach here; answer safely rather than panic.
-        _ => response::error(out, &Error::Unavailable("internal: response without outcome"), false),
+        _ => internal_error(out, "response without outcome"),
     }
 }
 
-/// Writes the response of a single-operation plan from its outcome.
-pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, out: &mut Vec<u8>) {
+/// Answers a broken invariant with 503 (never a panic, never a 500 for a client's request).
+fn internal_error(out: &mut Vec<u8>, what: &'static str) -> u16 {
+    log::error!("internal error: {what}");
+    let error = Error::Unavailable("internal error");
+    response::error(out, &error, false);
+    error.status()
+}
+
+/// Writes the response of a single-operation plan from its outcome; returns its status.
+pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+    let json = |out: &mut Vec<u8>, status: u16, body: &[u8]| {
+        response::full(out, status, response::JSON, body, keep_alive, &[]);
+        status
+    };
     match (render, outcome) {
-        (Render::Value { head }, Outcome::Found(value)) => {
-            response::head(out, 200, response::OCTET_STREAM, value.len(), keep_alive, &[]);
+        (Render::Value { head }, Outcome::Found { value, ttl_ms }) => {
+            let mut digits = Vec::new();
+            let extra: &[(&str, &[u8])] = match ttl_ms {
+                Some(ttl_ms) => {
+                    response::push_decimal(&mut digits, ttl_ms);
+                    &[("X-TTL-Ms", &digits)]
+                }
+                None => &[],
+            };
+            response::head(out, 200, response::OCTET_STREAM, value.len(), keep_alive, extra);
             if !head {
                 out.extend_from_slice(value);
             }
+            200
         }
         (Render::Value { head: true }, Outcome::Missing) => {
             response::head(out, 404, response::JSON, 0, keep_alive, &[]);
+            404
         }
-        (Render::Write, Outcome::Created) => {
-            response::full(out, 201, response::JSON, br#"{"created":true}"#, keep_alive, &[])
-        }
-        (Render::Write, Outcome::Replaced) => {
-            response::full(out, 200, response::JSON, br#"{"created":false}"#, keep_alive, &[])
-        }
-        (Render::Update, Outcome::Updated) => {
-            response::full(out, 200, response::JSON, br#"{"updated":true}"#, keep_alive, &[])
-        }
-        (Render::Delete, Outcome::Deleted(true)) => {
-            response::full(out, 200, response::JSON, br#"{"deleted":true}"#, keep_alive, &[])
-        }
-        (Render::Delete, Outcome::Deleted(false)) => {
-            response::full(out, 200, response::JSON, br#"{"deleted":false}"#, keep_alive, &[])
-        }
-        (_, Outcome::Missing) => response::error(out, &Error::KeyNotFound, keep_alive),
-        _ => response::error(
-            out,
-            &Error::Unavailable("internal: outcome does not match the request"),
-            false,
-        ),
+        (Render::Write, Outcome::Created) => json(out, 201, br#"{"created":true}"#),
+        (Render::Write, Outcome::Replaced) => json(out, 200, br#"{"created":false}"#),
+        (Render::Update, Outcome::Updated) => json(out, 200, br#"{"updated":true}"#),
+        (Render::Delete, Outcome::Deleted(true)) => json(out, 200, br#"{"deleted":true}"#),
+        (Render::Delete, Outcome::Deleted(false)) => json(out, 200, br#"{"deleted":false}"#),
+        (_, Outcome::Missing) => render_error(out, &Error::KeyNotFound, keep_alive),
+        (_, Outcome::Rejected(limit)) => render_error(out, &Error::InsufficientStorage(limit), keep_alive),
+        _ => internal_error(out, "outcome does not match the request"),
     }
 }
 
+/// Writes an error response; returns its status.
+pub fn render_error(out: &mut Vec<u8>, error: &Error, keep_alive: bool) -> u16 {
+    response::error(out, error, keep_alive);
+    error.status()
+}
+
 /// Writes a bulk update's response: 200 when every key existed, 206 when some were missing.
-pub fn render_bulk(keys: &[String], updated: &[bool], keep_alive: bool, out: &mut Vec<u8>) {
+pub fn render_bulk(keys: &[String], updated: &[bool], keep_alive: bool, out: &mut Vec<u8>) -> u16 {
     let (mut done, mut missing) = (Vec::new(), Vec::new());
     for (key, &was_updated) in keys.iter().zip(updated) {
         if was_updated {
@@ -170,6 +202,7 @@ pub fn render_bulk(keys: &[String], updated: &[bool], keep_alive: bool, out: &mu
         &serde_json::json!({ "updated": done, "missing": missing }),
         keep_alive,
     );
+    status
 }
 
 /// Decodes `%XX` escapes (a `+` stays a `+`: this is a path, not a form).
@@ -208,6 +241,38 @@ pub fn check_key(key: &[u8], args: &ServeArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses writes in `--read-only` mode.
+pub fn check_writable(args: &ServeArgs) -> Result<(), Error> {
+    if args.read_only { Err(Error::ReadOnly) } else { Ok(()) }
+}
+
+/// The `ttl_ms` query parameter: `None` when absent; 400 unless a whole number of ms in range.
+pub fn ttl_from_query(query: &str) -> Result<Option<u64>, Error> {
+    let mut ttl = None;
+    for pair in query.split('&') {
+        if let Some(text) = pair.strip_prefix("ttl_ms=") {
+            ttl = Some(parse_ttl_ms(text)?);
+        }
+    }
+    Ok(ttl)
+}
+
+/// Parses a TTL in milliseconds: digits only, 1 to `TTL_MS_MAX`.
+pub fn parse_ttl_ms(text: &str) -> Result<u64, Error> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|ttl| (1..=crate::limits::TTL_MS_MAX).contains(ttl) && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            Error::BadRequest(
+                format!(
+                    "ttl_ms must be a whole number of milliseconds from 1 to {}",
+                    crate::limits::TTL_MS_MAX
+                )
+                .into(),
+            )
+        })
+}
+
 /// Checks a value's size against `--max-value-bytes`.
 pub fn check_value(value: &[u8], args: &ServeArgs) -> Result<(), Error> {
     let limit = u64::from(args.value_bytes_max);
@@ -233,6 +298,52 @@ mod tests {
         assert_eq!(&*percent_decode("%00%ff+").unwrap(), b"\x00\xff+");
         assert_eq!(percent_decode("a%2").unwrap_err().status(), 400);
         assert_eq!(percent_decode("a%zz").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn ttl_query_is_strict() {
+        assert_eq!(ttl_from_query(""), Ok(None));
+        assert_eq!(ttl_from_query("a=1&ttl_ms=250"), Ok(Some(250)));
+        for bad in [
+            "ttl_ms=",
+            "ttl_ms=0",
+            "ttl_ms=-5",
+            "ttl_ms=1.5",
+            "ttl_ms=+5",
+            "ttl_ms=99999999999999999999",
+        ] {
+            assert_eq!(ttl_from_query(bad).unwrap_err().status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn found_values_carry_their_ttl_header() {
+        let mut out = Vec::new();
+        let status = render_one(
+            &Render::Value { head: false },
+            Outcome::Found {
+                value: b"v",
+                ttl_ms: Some(42),
+            },
+            true,
+            &mut out,
+        );
+        assert_eq!(status, 200);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\r\nX-TTL-Ms: 42\r\n") && text.ends_with("\r\n\r\nv"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            render_one(
+                &Render::Write,
+                Outcome::Rejected(crate::shard::message::Limit::Keys(3)),
+                true,
+                &mut out
+            ),
+            507
+        );
     }
 
     #[test]

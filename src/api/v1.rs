@@ -6,7 +6,9 @@
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{Context, Ops, Render, check_key, check_value, json_body_limit, percent_decode};
+use super::{
+    Context, Ops, Render, check_key, check_value, check_writable, json_body_limit, percent_decode, ttl_from_query,
+};
 use crate::config::ServeArgs;
 use crate::error::Error;
 use crate::http::request::{BodyLimit, HeadInfo, Method, Request};
@@ -40,7 +42,7 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
     }
     Some(match head.path {
         "/v1/keys" => match method {
-            Method::Patch => bulk_update(&request.body, context.args),
+            Method::Patch => check_writable(context.args).and_then(|()| bulk_update(&request.body, context.args)),
             _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
         },
         "/v1/ping" => match method {
@@ -73,33 +75,41 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
     }
     let key = percent_decode(encoded)?;
     check_key(&key, args)?;
-    let body = &request.body;
-    Ok(match method {
-        Method::Get | Method::Head => (
+    if let Method::Get | Method::Head = method {
+        return Ok((
             Ops::One(Op::Get(Box::from(&*key))),
             Render::Value {
                 head: method == Method::Head,
             },
-        ),
-        Method::Put => {
-            check_value(body, args)?;
-            (Ops::One(Op::Put(Record::new(&key, body))), Render::Write)
-        }
-        Method::Post if request.head.json => {
-            let value = base64_value(body)?;
-            check_value(&value, args)?;
-            (Ops::One(Op::Put(Record::new(&key, &value))), Render::Write)
-        }
-        Method::Post => {
-            check_value(body, args)?;
-            (Ops::One(Op::Put(Record::new(&key, body))), Render::Write)
-        }
+        ));
+    }
+    check_writable(args)?;
+    let body = &request.body;
+    Ok(match method {
+        Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
         Method::Patch => {
             check_value(body, args)?;
             (Ops::One(Op::Update(Record::new(&key, body))), Render::Update)
         }
-        Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
-        Method::Other => unreachable!("handled above"),
+        // PUT, and POST (base64 JSON, or raw bytes like PUT).
+        _ => {
+            let ttl_ms = ttl_from_query(request.head.query)?;
+            let decoded;
+            let value: &[u8] = if method == Method::Post && request.head.json {
+                decoded = base64_value(body)?;
+                &decoded
+            } else {
+                body
+            };
+            check_value(value, args)?;
+            (
+                Ops::One(Op::Put {
+                    record: Record::new(&key, value),
+                    ttl_ms,
+                }),
+                Render::Write,
+            )
+        }
     })
 }
 
@@ -208,7 +218,7 @@ mod tests {
 
     #[test]
     fn json_post_decodes_base64_and_checks_the_decoded_size() {
-        let (Ops::One(Op::Put(record)), Render::Write) =
+        let (Ops::One(Op::Put { record, ttl_ms: None }), Render::Write) =
             run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGk="}"#).unwrap()
         else {
             panic!()

@@ -21,8 +21,8 @@ use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
 use crate::limits::{PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS};
 use crate::server::ShardContext;
-use crate::shard::message::{Op, Outcome, Replies};
-use crate::shard::{Backend, ShardId};
+use crate::shard::ShardId;
+use crate::shard::message::{Op, Outcome, Replies, ShardStats};
 
 /// A buffer larger than this is given back once it is empty (after a large body).
 const READ_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
@@ -266,7 +266,8 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 if let Some(phase) = phase {
                     self.output.clear();
-                    response::error(&mut self.output, &Error::RequestTimeout { phase, limit_ms }, false);
+                    let status = api::render_error(&mut self.output, &Error::RequestTimeout { phase, limit_ms }, false);
+                    self.shard.counters.count_response(status);
                     let _ = self.stream.write_all(&self.output).await;
                     debug!("closed a connection: request {phase} timed out");
                 }
@@ -284,7 +285,7 @@ impl Connection {
         let plans = std::mem::take(&mut self.plans);
         for plan in &plans {
             let keep_alive = !plan.closes();
-            match &plan.render {
+            let status = match &plan.render {
                 Render::Error(_) | Render::Json(..) => api::render_now(&plan.render, keep_alive, &mut self.output),
                 Render::BulkUpdate { keys } => {
                     let updated: Vec<bool> = slots
@@ -292,24 +293,35 @@ impl Connection {
                         .take(keys.len())
                         .map(|slot| self.with_outcome(&shard, slot, |outcome| matches!(outcome, Ok(Outcome::Updated))))
                         .collect();
-                    api::render_bulk(keys, &updated, keep_alive, &mut self.output);
+                    api::render_bulk(keys, &updated, keep_alive, &mut self.output)
+                }
+                Render::Stats { prometheus } => {
+                    let stats: Vec<ShardStats> = slots
+                        .by_ref()
+                        .take(shard.nr_shards)
+                        .filter_map(|slot| {
+                            self.with_outcome(&shard, slot, |outcome| match outcome {
+                                Ok(Outcome::Stats(stats)) => Some(*stats),
+                                _ => None,
+                            })
+                        })
+                        .collect();
+                    api::admin::render_stats(&stats, *prometheus, keep_alive, &mut self.output)
                 }
                 render => match slots.next() {
                     Some(slot) => {
                         let mut output = std::mem::take(&mut self.output);
-                        self.with_outcome(&shard, slot, |outcome| match outcome {
+                        let status = self.with_outcome(&shard, slot, |outcome| match outcome {
                             Ok(outcome) => api::render_one(render, outcome, keep_alive, &mut output),
-                            Err(error) => response::error(&mut output, &error, keep_alive),
+                            Err(error) => api::render_error(&mut output, &error, keep_alive),
                         });
                         self.output = output;
+                        status
                     }
-                    None => response::error(
-                        &mut self.output,
-                        &Error::Unavailable("internal: missing operation"),
-                        false,
-                    ),
+                    None => api::render_error(&mut self.output, &Error::Unavailable("internal error"), false),
                 },
-            }
+            };
+            shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
                 self.flush().await?;
             }
@@ -327,14 +339,8 @@ impl Connection {
     /// Moves every operation into a slot: local ones stay here, remote ones go to their owner
     /// in one batch per owner, whose replies are awaited before rendering.
     async fn dispatch(&mut self, shard: &ShardContext) {
-        let router = match &shard.backend {
-            Backend::Sharded { router, .. } => Some(router),
-            Backend::Locked(_) => None,
-        };
         for plan in &mut self.plans {
-            let ops = std::mem::replace(&mut plan.ops, Ops::None);
-            let mut place = |op: Op| {
-                let owner = router.map_or(shard.id, |router| router.owner(op.key()));
+            let mut place = |owner: ShardId, op: Op| {
                 if owner == shard.id {
                     Slot::Local(op)
                 } else {
@@ -346,23 +352,29 @@ impl Connection {
                     }
                 }
             };
-            match ops {
+            match std::mem::replace(&mut plan.ops, Ops::None) {
                 Ops::None => {}
-                Ops::One(op) => self.slots.push(place(op)),
+                Ops::One(op) => self.slots.push(place(shard.owner(op.key()), op)),
                 Ops::Many(ops) => {
                     for op in ops {
-                        let slot = place(op);
+                        let slot = place(shard.owner(op.key()), op);
+                        self.slots.push(slot);
+                    }
+                }
+                Ops::EveryShard => {
+                    for owner in 0..shard.nr_shards {
+                        let slot = place(owner, Op::Stats);
                         self.slots.push(slot);
                     }
                 }
             }
         }
-        let Some(router) = router else { return };
         let mut pending = Vec::new();
         for owner in 0..shard.nr_shards {
             if !self.outbound[owner].is_empty() {
                 let ops = std::mem::take(&mut self.outbound[owner]);
-                if let Ok(receiver) = router.send(owner, ops).await {
+                shard.counters.count_message_sent();
+                if let Ok(receiver) = shard.router.send(owner, ops).await {
                     pending.push((owner, receiver));
                 }
             }
@@ -372,7 +384,7 @@ impl Connection {
         }
     }
 
-    /// Hands the outcome of one slot to `f`: executed now on the local store (a found value is
+    /// Hands the outcome of one slot to `f`: executed now on this shard (a found value is
     /// borrowed in place), or read from its owner's reply.
     fn with_outcome<R>(
         &self,
@@ -381,13 +393,7 @@ impl Connection {
         f: impl FnOnce(Result<Outcome<&[u8]>, Error>) -> R,
     ) -> R {
         match slot {
-            Slot::Local(op) => match &shard.backend {
-                Backend::Sharded { store, .. } => {
-                    debug_assert_eq!(crate::shard::shard_for(op.key(), shard.nr_shards), shard.id);
-                    f(Ok(store.borrow_mut().apply(op)))
-                }
-                Backend::Locked(store) => store.apply(op, |outcome| f(Ok(outcome))),
-            },
+            Slot::Local(op) => shard.apply_local(op, |outcome| f(Ok(outcome))),
             Slot::Remote { owner, index } => {
                 match self.replies[owner].as_ref().and_then(|replies| replies.get(index)) {
                     Some(outcome) => f(Ok(outcome.map(|value| &**value))),

@@ -111,7 +111,9 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
                 detail: "more than 64 headers",
             });
         }
-        Err(httparse::Error::Version) => return Parsed::Invalid(Error::VersionNotSupported),
+        Err(httparse::Error::Version) if names_another_http_version(buf) => {
+            return Parsed::Invalid(Error::VersionNotSupported);
+        }
         Err(error) => {
             return Parsed::Invalid(Error::BadRequest(format!("malformed request: {error}").into()));
         }
@@ -229,6 +231,18 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
         },
         head_len + body.len(),
     )
+}
+
+/// True when the request line is well formed (`METHOD TARGET HTTP/x.y`) but names a version
+/// other than 1.x: that is a 505; any other version error is a malformed request (400).
+fn names_another_http_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    matches!(parts.as_slice(), [method, target, version]
+        if !method.is_empty() && !target.is_empty()
+            && version.len() == 8 && version.starts_with(b"HTTP/")
+            && version[5].is_ascii_digit() && version[6] == b'.' && version[7].is_ascii_digit())
 }
 
 /// For a buffer holding only a partial head: the error once it is too large to ever fit.

@@ -1,30 +1,62 @@
 //! The `--design locked` store: one [`Store`] behind one `RwLock`, read and written directly by
 //! every executor. It exists to be measured against the thread-per-core design.
 //!
-//! Owns that lock and nothing else. Reads take the shared lock, writes the exclusive one; no
-//! guard is ever held across an await.
+//! Owns that lock and the counters reads update under the shared lock. Reads take the shared
+//! lock (the exclusive one in LRU mode, where a read reorders the LRU list), writes the
+//! exclusive one; no guard is ever held across an await.
 
 use std::sync::RwLock;
 
-use super::message::{Op, Outcome};
-use super::store::Store;
+use super::message::{Op, Outcome, ShardStats};
+use super::store::{Budget, Eviction, Store};
+use crate::sync::shim::{AtomicUsize, Ordering};
 
 /// One map shared by all executors.
-#[derive(Default)]
 pub struct LockedStore {
     inner: RwLock<Store>,
+    /// Reads under the shared lock cannot count inside the store; they count here.
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+    /// True in LRU mode: every read takes the exclusive lock.
+    reads_reorder: bool,
+}
+
+impl Default for LockedStore {
+    fn default() -> Self {
+        LockedStore::new(Budget::UNLIMITED)
+    }
 }
 
 impl LockedStore {
+    /// An empty store with the whole budget.
+    pub fn new(budget: Budget) -> LockedStore {
+        LockedStore {
+            inner: RwLock::new(Store::new(budget)),
+            hits: AtomicUsize::new(0),
+            misses: AtomicUsize::new(0),
+            reads_reorder: budget.eviction == Eviction::Lru,
+        }
+    }
+
     /// Executes `op` under the lock and hands its outcome to `f` while the lock is held (so a
     /// found value is copied out once, straight into the response).
     pub fn apply<R>(&self, op: Op, f: impl FnOnce(Outcome<&[u8]>) -> R) -> R {
         // A poisoned lock means a panic mid-operation on another thread; the store's own
         // operations leave it consistent at every step, so keep serving.
         match op {
-            Op::Get(key) => {
+            Op::Get(key) if !self.reads_reorder => {
                 let store = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-                f(store.get(&key).map_or(Outcome::Missing, Outcome::Found))
+                let outcome = match store.peek(&key) {
+                    Some((value, ttl_ms)) => {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Found { value, ttl_ms }
+                    }
+                    None => {
+                        self.misses.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Missing
+                    }
+                };
+                f(outcome)
             }
             op => {
                 let mut store = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -33,9 +65,22 @@ impl LockedStore {
         }
     }
 
-    /// Runs `f` with shared access to the whole store (stats, tests).
-    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        f(&self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    /// Reclaims at most `keys_max` expired keys under the exclusive lock.
+    pub fn expire(&self, keys_max: usize) -> usize {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .expire(keys_max)
+    }
+
+    /// The store's numbers, with the reads counted outside it.
+    pub fn fill_stats(&self, stats: &mut ShardStats) {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .fill_stats(stats);
+        stats.hits += self.hits.load(Ordering::Relaxed) as u64;
+        stats.misses += self.misses.load(Ordering::Relaxed) as u64;
     }
 }
 
@@ -54,7 +99,13 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..1000u32 {
                         let key = format!("{t}:{i}");
-                        store.apply(Op::Put(Record::new(key.as_bytes(), b"v")), |_| ());
+                        store.apply(
+                            Op::Put {
+                                record: Record::new(key.as_bytes(), b"v"),
+                                ttl_ms: None,
+                            },
+                            |_| (),
+                        );
                     }
                 })
             })
@@ -62,10 +113,17 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        assert_eq!(store.read(Store::len), 4000);
         let found = store.apply(Op::Get(Box::from(&b"3:999"[..])), |outcome| {
-            outcome == Outcome::Found(&b"v"[..])
+            outcome
+                == Outcome::Found {
+                    value: &b"v"[..],
+                    ttl_ms: None,
+                }
         });
         assert!(found);
+        store.apply(Op::Get(Box::from(&b"nope"[..])), |_| ());
+        let mut stats = ShardStats::default();
+        store.fill_stats(&mut stats);
+        assert_eq!((stats.keys, stats.hits, stats.misses), (4000, 1, 1));
     }
 }

@@ -28,6 +28,19 @@ impl Record {
         }
     }
 
+    /// A record holding nothing (no allocation): the content of a free slab node.
+    pub fn empty() -> Record {
+        Record {
+            bytes: Box::default(),
+            key_len: 0,
+        }
+    }
+
+    /// Key and value bytes together, as allocated.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The key's bytes.
     pub fn key(&self) -> &[u8] {
         &self.bytes[..self.key_len as usize]
@@ -49,12 +62,14 @@ impl Record {
 pub enum Op {
     /// Read a value.
     Get(Box<[u8]>),
-    /// Create or replace.
-    Put(Record),
+    /// Create or replace; `ttl_ms` sets a time to live, `None` clears any.
+    Put { record: Record, ttl_ms: Option<u64> },
     /// Replace only if the key exists; never create.
     Update(Record),
     /// Remove if present.
     Delete(Box<[u8]>),
+    /// Report the shard's counters (sent to every shard; has no key).
+    Stats,
 }
 
 impl Op {
@@ -62,7 +77,8 @@ impl Op {
     pub fn key(&self) -> &[u8] {
         match self {
             Op::Get(key) | Op::Delete(key) => key,
-            Op::Put(record) | Op::Update(record) => record.key(),
+            Op::Put { record, .. } | Op::Update(record) => record.key(),
+            Op::Stats => b"",
         }
     }
 }
@@ -71,8 +87,8 @@ impl Op {
 /// `Box<[u8]>` when copied into a reply for another shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<V> {
-    /// `Get`: the value.
-    Found(V),
+    /// `Get`: the value, and its remaining time to live when it has one.
+    Found { value: V, ttl_ms: Option<u64> },
     /// `Get` or `Update` of a key that does not exist.
     Missing,
     /// `Put` made a new key.
@@ -83,6 +99,51 @@ pub enum Outcome<V> {
     Updated,
     /// `Delete`: whether a key was removed.
     Deleted(bool),
+    /// A write that would create a key beyond the shard's budget, in reject mode.
+    Rejected(Limit),
+    /// `Stats`: the shard's counters.
+    Stats(Box<ShardStats>),
+}
+
+/// The capacity limit a rejected write ran into: the shard's share, in keys or bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Keys(u64),
+    Memory(u64),
+}
+
+/// One shard's numbers, for `/v1/stats` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStats {
+    pub id: usize,
+    pub cpu: usize,
+    pub keys: u64,
+    pub memory_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expired: u64,
+    /// Responses sent by status class: `1xx` to `5xx`.
+    pub requests: RequestsByClass,
+    /// Batches this shard sent to other shards, and received from them.
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub connections: u64,
+}
+
+/// Response counts by status class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestsByClass {
+    #[serde(rename = "1xx")]
+    pub informational: u64,
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    #[serde(rename = "3xx")]
+    pub redirection: u64,
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
 }
 
 impl Outcome<&[u8]> {
@@ -96,12 +157,17 @@ impl<V> Outcome<V> {
     /// Maps the found value, keeping every other outcome.
     pub fn map<'a, W>(&'a self, f: impl FnOnce(&'a V) -> W) -> Outcome<W> {
         match self {
-            Outcome::Found(value) => Outcome::Found(f(value)),
+            Outcome::Found { value, ttl_ms } => Outcome::Found {
+                value: f(value),
+                ttl_ms: *ttl_ms,
+            },
             Outcome::Missing => Outcome::Missing,
             Outcome::Created => Outcome::Created,
             Outcome::Replaced => Outcome::Replaced,
             Outcome::Updated => Outcome::Updated,
             Outcome::Deleted(removed) => Outcome::Deleted(*removed),
+            Outcome::Rejected(limit) => Outcome::Rejected(*limit),
+            Outcome::Stats(stats) => Outcome::Stats(stats.clone()),
         }
     }
 }
@@ -135,8 +201,17 @@ mod tests {
 
     #[test]
     fn outcomes_copy_found_values_only() {
-        let found: Outcome<&[u8]> = Outcome::Found(b"v");
-        assert_eq!(found.to_owned(), Outcome::Found(Box::from(&b"v"[..])));
+        let found: Outcome<&[u8]> = Outcome::Found {
+            value: b"v",
+            ttl_ms: Some(5),
+        };
+        assert_eq!(
+            found.to_owned(),
+            Outcome::Found {
+                value: Box::from(&b"v"[..]),
+                ttl_ms: Some(5)
+            }
+        );
         assert_eq!(Outcome::<&[u8]>::Deleted(true).to_owned(), Outcome::Deleted(true));
     }
 }

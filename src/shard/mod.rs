@@ -12,21 +12,44 @@ pub mod router;
 pub mod store;
 
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// Index of a shard, `0..nr_shards`.
 pub type ShardId = usize;
 
-/// How a shard's connections reach the data (`--design`).
-pub enum Backend {
-    /// Thread-per-core: this shard's own store, and the router to every other owner.
-    Sharded {
-        store: Rc<RefCell<store::Store>>,
-        router: router::Router,
-    },
+/// The store a shard's connections execute local operations on (`--design`).
+pub enum StoreHandle {
+    /// Thread-per-core: this shard's own store, touched by this thread only.
+    Owned(RefCell<store::Store>),
     /// One locked store shared by every executor.
     Locked(Arc<locked::LockedStore>),
+}
+
+impl StoreHandle {
+    /// Executes a key operation here and hands its outcome to `f` (a found value is borrowed
+    /// in place, so it is copied once, by `f`). No borrow or lock outlives the call.
+    pub fn apply<R>(&self, op: message::Op, f: impl FnOnce(message::Outcome<&[u8]>) -> R) -> R {
+        match self {
+            StoreHandle::Owned(store) => f(store.borrow_mut().apply(op)),
+            StoreHandle::Locked(store) => store.apply(op, f),
+        }
+    }
+
+    /// Reclaims at most `keys_max` expired keys; returns how many.
+    pub fn expire(&self, keys_max: usize) -> usize {
+        match self {
+            StoreHandle::Owned(store) => store.borrow_mut().expire(keys_max),
+            StoreHandle::Locked(store) => store.expire(keys_max),
+        }
+    }
+
+    /// Fills the store's part of a shard's stats.
+    pub fn fill_stats(&self, stats: &mut message::ShardStats) {
+        match self {
+            StoreHandle::Owned(store) => store.borrow().fill_stats(stats),
+            StoreHandle::Locked(store) => store.fill_stats(stats),
+        }
+    }
 }
 
 /// A stable 64-bit hash of a key: FNV-1a over the bytes, then a murmur3 finaliser so that the

@@ -4,14 +4,10 @@
 //! that answers batches arriving from peers. It never executes a peer's operation anywhere but
 //! on the store of the shard it runs on, and never shares that store.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::message::{Batch, Op, Replies};
-use super::store::Store;
 use super::{ShardId, shard_for};
 use crate::sync::oneshot;
 
@@ -71,24 +67,10 @@ impl Router {
 }
 
 /// Answers the batches one peer sends, in order, until that peer closes its channel.
-pub async fn serve_peer(receiver: ConnectedReceiver<Batch>, store: Rc<RefCell<Store>>, id: ShardId, nr_shards: usize) {
+/// `execute` runs a batch's operations on this shard, in order, and returns their outcomes.
+pub async fn serve_peer(receiver: ConnectedReceiver<Batch>, mut execute: impl FnMut(Vec<Op>) -> Replies) {
     while let Some(batch) = receiver.recv().await {
-        let replies: Replies = {
-            // Not held across an await: the borrow ends before the reply is sent.
-            let mut store = store.borrow_mut();
-            batch
-                .ops
-                .into_iter()
-                .map(|op| {
-                    debug_assert_eq!(
-                        shard_for(op.key(), nr_shards),
-                        id,
-                        "a batch reached a shard that does not own its key"
-                    );
-                    store.apply(op).to_owned()
-                })
-                .collect()
-        };
+        let replies = execute(batch.ops);
         // The asking connection may have gone away (closed, timed out); its answer is dropped.
         let _ = batch.reply.send(replies);
     }

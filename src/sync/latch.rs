@@ -124,10 +124,7 @@ impl Latch {
     /// A future that resolves once the latch is open. Any number may wait, on any threads; one
     /// that is dropped before it resolves forgets its waker, so it is safe to race in `select`.
     pub fn wait(&self) -> Wait<'_> {
-        Wait {
-            latch: self,
-            id: None,
-        }
+        Wait { latch: self, id: None }
     }
 }
 
@@ -354,6 +351,13 @@ mod tests {
         assert_eq!(first.0.load(Ordering::SeqCst), 0);
         assert_eq!(second.0.load(Ordering::SeqCst), 1);
         assert_eq!(poll_once(&mut wait, &second_waker), Poll::Ready(()));
+    }
+
+    // Goal: one latch can be shared by every executor thread.
+    #[test]
+    fn latch_is_send_and_sync() {
+        fn assert_send_sync<S: Send + Sync>() {}
+        assert_send_sync::<Latch>();
     }
 
     // Goal: writes made before a count-down are visible to a thread that sees the latch open.

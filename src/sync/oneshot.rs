@@ -9,7 +9,7 @@
 //! (glommio 0.9 counts a task's waker clones in an `i16`).
 //!
 //! # Protocol
-//! The shared [`Inner`] holds a state byte and two cells. The sender only ever sets `COMPLETE`,
+//! The shared `Inner` holds a state byte and two cells. The sender only ever sets `COMPLETE`,
 //! the receiver only ever sets `CLOSED` and sets or clears `WAKER_SET`, and the byte says who owns
 //! each cell at any moment:
 //! - The value cell is the sender's until it sets `COMPLETE`. After that it is the receiver's,
@@ -91,6 +91,7 @@ pub struct Sender<T> {
 
 /// The receiving half: a future that resolves to the sent value, or to [`Canceled`] if the
 /// [`Sender`] was dropped without sending. Dropping it makes a later `send` hand the value back.
+/// Polling it again after it resolved is a programmer error, and panics.
 pub struct Receiver<T> {
     /// The shared slot; `None` once the future has completed, so that it releases the slot at
     /// once and a poll after completion is caught.
@@ -204,8 +205,8 @@ impl<T> Future for Receiver<T> {
             state = inner.state.fetch_and(!WAKER_SET, Ordering::AcqRel);
         }
         if state & COMPLETE == 0 {
-            // SAFETY: `WAKER_SET` is clear, so the waker cell is this receiver's.
             inner.waker.with_mut(|waker| {
+                // SAFETY: `WAKER_SET` is clear, so the waker cell is this receiver's alone.
                 let waker = unsafe { &mut *waker };
                 // Clone only when the stored waker would wake another task: glommio counts a
                 // task's waker clones in an `i16`.
@@ -236,6 +237,9 @@ impl<T> Drop for Receiver<T> {
         let Some(inner) = self.inner.take() else {
             return;
         };
+        // The cells need no ordering from this operation (the reasoning below rests on which
+        // bits were set, not on data they publish), but AcqRel keeps every transition of the state
+        // byte a synchronising one, at no cost worth saving on this cold path.
         let before = inner.state.fetch_or(CLOSED, Ordering::AcqRel);
         if before & (COMPLETE | WAKER_SET) != (COMPLETE | WAKER_SET) {
             // Free the waker now rather than when the sender lets go of the slot, which may be
@@ -332,7 +336,7 @@ mod tests {
         let (count, tracked) = drops();
         let (sender, receiver) = channel();
         drop(receiver);
-        let returned = sender.send(tracked).err().expect("the receiver was dropped");
+        let returned = sender.send(tracked).expect_err("the receiver was dropped");
         assert_eq!(count.load(Ordering::SeqCst), 0);
         drop(returned);
         assert_eq!(count.load(Ordering::SeqCst), 1);
@@ -359,7 +363,7 @@ mod tests {
     fn received_value_is_dropped_once() {
         let (count, tracked) = drops();
         let (sender, receiver) = channel();
-        sender.send(tracked).ok().expect("the receiver is alive");
+        assert!(sender.send(tracked).is_ok(), "the receiver is alive");
         let value = block_on(receiver).expect("the value was sent");
         assert_eq!(count.load(Ordering::SeqCst), 0);
         drop(value);

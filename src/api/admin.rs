@@ -1,0 +1,200 @@
+//! Operators' routes: `GET /v1/stats` (JSON) and `GET /metrics` (Prometheus text), both
+//! gathered from every shard by one `Stats` operation each.
+//!
+//! Owns these routes and the two formats. Like all of [`crate::api`], it never touches a store
+//! or a socket: the numbers arrive as outcomes.
+
+use std::fmt::Write;
+
+use super::{Ops, Render};
+use crate::error::Error;
+use crate::http::request::{Method, Request};
+use crate::http::response;
+use crate::shard::message::ShardStats;
+
+/// Plans an admin request; `None` when the path is not an admin route.
+pub fn route(request: &Request<'_>) -> Option<Result<(Ops, Render), Error>> {
+    let prometheus = match request.head.path {
+        "/v1/stats" => false,
+        "/metrics" => true,
+        _ => return None,
+    };
+    Some(match request.head.method {
+        Method::Get | Method::Head => Ok((Ops::EveryShard, Render::Stats { prometheus })),
+        _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+    })
+}
+
+/// Writes the stats response from every shard's numbers; returns its status.
+pub fn render_stats(shards: &[ShardStats], prometheus: bool, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+    if prometheus {
+        let text = prometheus_text(shards);
+        response::full(out, 200, "text/plain; version=0.0.4", text.as_bytes(), keep_alive, &[]);
+    } else {
+        let body = serde_json::json!({
+            "keys": shards.iter().map(|s| s.keys).sum::<u64>(),
+            "memory_bytes": shards.iter().map(|s| s.memory_bytes).sum::<u64>(),
+            "shards": shards,
+        });
+        response::json(out, 200, &body, keep_alive);
+    }
+    200
+}
+
+/// One metric: its name, help, type and how to read it from a shard.
+struct Metric {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    value: fn(&ShardStats) -> u64,
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "keys",
+        help: "Keys held.",
+        kind: "gauge",
+        value: |s| s.keys,
+    },
+    Metric {
+        name: "memory_bytes",
+        help: "Bytes accounted for keys, values and their bookkeeping.",
+        kind: "gauge",
+        value: |s| s.memory_bytes,
+    },
+    Metric {
+        name: "hits_total",
+        help: "Reads that found their key.",
+        kind: "counter",
+        value: |s| s.hits,
+    },
+    Metric {
+        name: "misses_total",
+        help: "Reads that did not find their key.",
+        kind: "counter",
+        value: |s| s.misses,
+    },
+    Metric {
+        name: "evictions_total",
+        help: "Keys evicted to stay within the capacity budget (LRU mode).",
+        kind: "counter",
+        value: |s| s.evictions,
+    },
+    Metric {
+        name: "expired_total",
+        help: "Keys removed because their TTL passed.",
+        kind: "counter",
+        value: |s| s.expired,
+    },
+    Metric {
+        name: "messages_sent_total",
+        help: "Batches sent to other shards.",
+        kind: "counter",
+        value: |s| s.messages_sent,
+    },
+    Metric {
+        name: "messages_received_total",
+        help: "Batches received from other shards.",
+        kind: "counter",
+        value: |s| s.messages_received,
+    },
+    Metric {
+        name: "connections",
+        help: "Open client connections.",
+        kind: "gauge",
+        value: |s| s.connections,
+    },
+];
+
+/// The Prometheus text exposition (format 0.0.4) of every shard's numbers.
+pub fn prometheus_text(shards: &[ShardStats]) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    for metric in METRICS {
+        let _ = writeln!(text, "# HELP corekv_{} {}", metric.name, metric.help);
+        let _ = writeln!(text, "# TYPE corekv_{} {}", metric.name, metric.kind);
+        for shard in shards {
+            let _ = writeln!(
+                text,
+                "corekv_{}{{shard=\"{}\"}} {}",
+                metric.name,
+                shard.id,
+                (metric.value)(shard)
+            );
+        }
+    }
+    let _ = writeln!(text, "# HELP corekv_responses_total Responses sent, by status class.");
+    let _ = writeln!(text, "# TYPE corekv_responses_total counter");
+    for shard in shards {
+        let r = &shard.requests;
+        for (class, count) in [
+            ("1xx", r.informational),
+            ("2xx", r.success),
+            ("3xx", r.redirection),
+            ("4xx", r.client_error),
+            ("5xx", r.server_error),
+        ] {
+            let _ = writeln!(
+                text,
+                "corekv_responses_total{{shard=\"{}\",class=\"{class}\"}} {count}",
+                shard.id
+            );
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_help_type_and_a_shard_label_for_every_sample() {
+        let shards = [
+            ShardStats {
+                id: 0,
+                keys: 3,
+                ..Default::default()
+            },
+            ShardStats {
+                id: 1,
+                hits: 9,
+                ..Default::default()
+            },
+        ];
+        let text = prometheus_text(&shards);
+        assert!(text.contains("# TYPE corekv_keys gauge\ncorekv_keys{shard=\"0\"} 3\ncorekv_keys{shard=\"1\"} 0\n"));
+        assert!(text.contains("corekv_hits_total{shard=\"1\"} 9\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(series.starts_with("corekv_") && series.contains("shard=\""), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn stats_json_sums_the_shards() {
+        let shards = [
+            ShardStats {
+                keys: 2,
+                memory_bytes: 10,
+                ..Default::default()
+            },
+            ShardStats {
+                keys: 5,
+                memory_bytes: 1,
+                ..Default::default()
+            },
+        ];
+        let mut out = Vec::new();
+        render_stats(&shards, false, true, &mut out);
+        let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            (json["keys"].as_u64(), json["memory_bytes"].as_u64()),
+            (Some(7), Some(11))
+        );
+        assert_eq!(json["shards"].as_array().unwrap().len(), 2);
+        assert!(json["shards"][0]["requests"]["2xx"].is_u64());
+    }
+}
