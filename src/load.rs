@@ -97,17 +97,16 @@ pub async fn load_shard(shard: &ShardContext, path: &Path) -> Result<(), String>
         filled += read;
         let at_end = read == 0;
         let mut start = 0;
-        while let Some(length) = buffer[start..filled]
-            .iter()
-            .position(|&b| b == b'\n')
-            .or(at_end.then_some(filled - start))
-        {
-            if at_end && length == 0 {
-                break;
-            }
+        loop {
+            let (length, consumed) = match buffer[start..filled].iter().position(|&b| b == b'\n') {
+                Some(length) => (length, length + 1),
+                // The last line of a file may lack its newline.
+                None if at_end && start < filled => (filled - start, filled - start),
+                None => break,
+            };
             line_number += 1;
             let line = &buffer[start..start + length];
-            start += length + 1;
+            start += consumed;
             let (key, value) = match parse_line(line, key_max, value_max) {
                 Ok(Line::Blank) => continue,
                 Ok(Line::Pair { key, value }) => (key, value),
@@ -133,11 +132,7 @@ pub async fn load_shard(shard: &ShardContext, path: &Path) -> Result<(), String>
                     "{name}:{line_number}: the store is full ({which}); raise the limit or use --eviction lru"
                 ));
             }
-            if at_end {
-                break;
-            }
         }
-        let start = start.min(filled);
         buffer.copy_within(start..filled, 0);
         filled -= start;
         if filled > line_bytes_max {

@@ -178,7 +178,8 @@ fn errors_have_the_right_status_and_a_json_body(design: &[&str]) {
         400,
         "JSON array",
     );
-    check(b"GET /nowhere HTTP/1.1\r\n\r\n", 404, "no such route");
+    check(b"GET /v1/nowhere HTTP/1.1\r\n\r\n", 404, "no such route");
+    check(b"GET /a/b/c HTTP/1.1\r\n\r\n", 404, "no such route");
     let not_allowed = check(b"PUT /v1/ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "GET");
     assert_eq!(not_allowed.header("allow"), Some("GET, HEAD"));
     let not_allowed = check(b"OPTIONS /v1/keys/k HTTP/1.1\r\n\r\n", 405, "allowed");
@@ -393,7 +394,15 @@ fn a_thousand_open_connections_are_all_served() {
 #[test]
 fn connections_over_the_limit_get_503() {
     let server = Server::start(&["--shards", "1", "--max-connections", "3"]);
-    let mut held: Vec<Conn> = (0..3).map(|_| server.connect()).collect();
+    // Connections closed by earlier probes are torn down asynchronously: poll on one kept-alive
+    // connection until it is the only one open, then hold it as the first of three.
+    let mut held = vec![server.connect()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while held[0].request("GET", "/v1/stats", &[], b"").json()["shards"][0]["connections"] != 1 {
+        assert!(Instant::now() < deadline, "probe connections never closed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    held.extend((0..2).map(|_| server.connect()));
     for conn in &mut held {
         assert_eq!(conn.request("GET", "/v1/ping", &[], b"").status, 200);
     }

@@ -6,6 +6,7 @@
 //! never touches a store: operations are executed by the connection loop on their owners.
 
 pub mod admin;
+pub mod compat;
 pub mod v1;
 
 use std::borrow::Cow;
@@ -46,12 +47,17 @@ pub enum Render {
     Value { head: bool },
     /// `PUT`/`POST`: 201 when created, 200 when replaced.
     Write,
+    /// A seed's write: this status whether created or replaced.
+    WriteWithStatus(u16),
+    /// Seed 000's `GET /get`: `{"value": "<text>"}`, or 404.
+    ValueJson,
     /// `PATCH` of one key: 200, or 404 when missing.
     Update,
     /// `DELETE`: 200 `{"deleted": bool}`.
     Delete,
-    /// Bulk update: the keys in order (as given), one `Update` op each.
-    BulkUpdate { keys: Vec<String> },
+    /// Bulk update: the keys in order (as given), one `Update` op each. `keys_only` answers
+    /// seed 000's plain list of updated keys instead of `{"updated": [...], "missing": [...]}`.
+    BulkUpdate { keys: Vec<String>, keys_only: bool },
     /// `/v1/stats` (JSON) or `/metrics` (Prometheus text): one `Stats` outcome per shard.
     Stats { prometheus: bool },
 }
@@ -100,7 +106,9 @@ pub fn json_body_limit(args: &ServeArgs) -> BodyLimit {
 /// Plans one request.
 pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
     let keep_alive = request.keep_alive;
-    let routed = v1::route(&request, context).or_else(|| admin::route(&request));
+    let routed = admin::route(&request)
+        .or_else(|| v1::route(&request, context))
+        .or_else(|| compat::route(&request, context.args));
     let (ops, render) = match routed {
         // Until every shard has loaded `--load`, no half-loaded data is served.
         Some(Ok((Ops::One(_) | Ops::Many(_), _))) if !context.ready => (
@@ -170,6 +178,13 @@ pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, ou
         }
         (Render::Write, Outcome::Created) => json(out, 201, br#"{"created":true}"#),
         (Render::Write, Outcome::Replaced) => json(out, 200, br#"{"created":false}"#),
+        (Render::WriteWithStatus(status), Outcome::Created) => json(out, *status, br#"{"created":true}"#),
+        (Render::WriteWithStatus(status), Outcome::Replaced) => json(out, *status, br#"{"created":false}"#),
+        (Render::ValueJson, Outcome::Found { value, .. }) => {
+            let body = serde_json::json!({ "value": String::from_utf8_lossy(value) });
+            response::json(out, 200, &body, keep_alive);
+            200
+        }
         (Render::Update, Outcome::Updated) => json(out, 200, br#"{"updated":true}"#),
         (Render::Delete, Outcome::Deleted(true)) => json(out, 200, br#"{"deleted":true}"#),
         (Render::Delete, Outcome::Deleted(false)) => json(out, 200, br#"{"deleted":false}"#),
@@ -186,7 +201,7 @@ pub fn render_error(out: &mut Vec<u8>, error: &Error, keep_alive: bool) -> u16 {
 }
 
 /// Writes a bulk update's response: 200 when every key existed, 206 when some were missing.
-pub fn render_bulk(keys: &[String], updated: &[bool], keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+pub fn render_bulk(keys: &[String], updated: &[bool], keys_only: bool, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
     let (mut done, mut missing) = (Vec::new(), Vec::new());
     for (key, &was_updated) in keys.iter().zip(updated) {
         if was_updated {
@@ -196,12 +211,12 @@ pub fn render_bulk(keys: &[String], updated: &[bool], keep_alive: bool, out: &mu
         }
     }
     let status = if missing.is_empty() { 200 } else { 206 };
-    response::json(
-        out,
-        status,
-        &serde_json::json!({ "updated": done, "missing": missing }),
-        keep_alive,
-    );
+    let body = if keys_only {
+        serde_json::json!(done)
+    } else {
+        serde_json::json!({ "updated": done, "missing": missing })
+    };
+    response::json(out, status, &body, keep_alive);
     status
 }
 
@@ -350,10 +365,10 @@ mod tests {
     fn bulk_status_is_206_when_any_key_is_missing() {
         let keys = vec!["a".to_string(), "b".to_string()];
         let mut out = Vec::new();
-        render_bulk(&keys, &[true, true], true, &mut out);
+        render_bulk(&keys, &[true, true], false, true, &mut out);
         assert!(out.starts_with(b"HTTP/1.1 200 "));
         let mut out = Vec::new();
-        render_bulk(&keys, &[true, false], true, &mut out);
+        render_bulk(&keys, &[true, false], false, true, &mut out);
         assert!(out.starts_with(b"HTTP/1.1 206 "));
         assert!(out.ends_with(br#"{"missing":["b"],"updated":["a"]}"#));
     }

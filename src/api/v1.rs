@@ -53,6 +53,8 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
             Method::Get | Method::Head => Ok((Ops::None, readiness(context))),
             _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
         },
+        // Everything under /v1/ belongs to this API, so a typo is a 404, never a seed's key.
+        path if path.starts_with("/v1/") => Err(Error::RouteNotFound),
         _ => return None,
     })
 }
@@ -161,7 +163,7 @@ fn bulk_update(body: &[u8], args: &ServeArgs) -> Result<(Ops, Render), Error> {
         .map(|item| Op::Update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
         .collect();
     let keys = items.into_iter().map(|item| item.key).collect();
-    Ok((Ops::Many(ops), Render::BulkUpdate { keys }))
+    Ok((Ops::Many(ops), Render::BulkUpdate { keys, keys_only: false }))
 }
 
 #[cfg(test)]
@@ -246,7 +248,7 @@ mod tests {
 
     #[test]
     fn bulk_update_becomes_update_ops_in_order() {
-        let (Ops::Many(ops), Render::BulkUpdate { keys }) = run(
+        let (Ops::Many(ops), Render::BulkUpdate { keys, .. }) = run(
             Method::Patch,
             "/v1/keys",
             false,

@@ -287,13 +287,13 @@ impl Connection {
             let keep_alive = !plan.closes();
             let status = match &plan.render {
                 Render::Error(_) | Render::Json(..) => api::render_now(&plan.render, keep_alive, &mut self.output),
-                Render::BulkUpdate { keys } => {
+                Render::BulkUpdate { keys, keys_only } => {
                     let updated: Vec<bool> = slots
                         .by_ref()
                         .take(keys.len())
                         .map(|slot| self.with_outcome(&shard, slot, |outcome| matches!(outcome, Ok(Outcome::Updated))))
                         .collect();
-                    api::render_bulk(keys, &updated, keep_alive, &mut self.output)
+                    api::render_bulk(keys, &updated, *keys_only, keep_alive, &mut self.output)
                 }
                 Render::Stats { prometheus } => {
                     let stats: Vec<ShardStats> = slots

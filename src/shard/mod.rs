@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub type ShardId = usize;
 
 /// The store a shard's connections execute local operations on (`--design`).
+// One per shard, built once and never moved: boxing the large variant would only add a hop.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreHandle {
     /// Thread-per-core: this shard's own store, touched by this thread only.
     Owned(RefCell<store::Store>),
