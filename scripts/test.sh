@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test corekv has, in the order a failure is cheapest to see: formatting, lints (all
+# targets, benches included), unit and integration tests (the real server over TCP), then the
+# loom models of the cross-thread primitives and their mutants (each mutant must be caught).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+(cd loom-tests && cargo fmt --all -- --check)
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --all-targets -- -D warnings
+
+step "unit and integration tests"
+cargo test
+
+step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=3})"
+(cd loom-tests && RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS="$LOOM_MAX_PREEMPTIONS" cargo test --release)
+
+step "loom mutants: every weakened primitive must fail its model"
+./loom-tests/mutants.sh
