@@ -89,6 +89,14 @@ fn head_reports_length_without_body(design: &[&str]) {
     assert_eq!((head.status, head.header("content-length")), (200, Some("5")));
     assert!(head.body.is_empty());
     assert_eq!(conn.request("HEAD", "/v1/keys/none", &[], b"").status, 404);
+    let ping = conn.request("HEAD", "/v1/ping", &[], b"");
+    assert_eq!(ping.status, 200);
+    assert_ne!(
+        ping.header("content-length"),
+        Some("0"),
+        "HEAD reports the GET's length"
+    );
+    assert_eq!(conn.request("HEAD", "/v1/stats", &[], b"").status, 200);
     assert_eq!(
         conn.request("GET", "/v1/keys/h", &[], b"").body,
         b"12345",

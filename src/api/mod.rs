@@ -68,6 +68,8 @@ pub struct Plan {
     pub ops: Ops,
     pub render: Render,
     pub keep_alive: bool,
+    /// A HEAD request: the response's body is dropped, whatever its route renders.
+    pub head: bool,
 }
 
 impl Plan {
@@ -77,6 +79,7 @@ impl Plan {
             ops: Ops::None,
             render: Render::Error(error),
             keep_alive,
+            head: false,
         }
     }
 
@@ -106,6 +109,7 @@ pub fn json_body_limit(args: &ServeArgs) -> BodyLimit {
 /// Plans one request.
 pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
     let keep_alive = request.keep_alive;
+    let head = request.head.method == crate::http::request::Method::Head;
     let routed = admin::route(&request)
         .or_else(|| v1::route(&request, context))
         .or_else(|| compat::route(&request, context.args));
@@ -123,6 +127,7 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         ops,
         render,
         keep_alive,
+        head,
     }
 }
 

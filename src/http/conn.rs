@@ -50,6 +50,14 @@ pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>) {
     }
 }
 
+/// Cuts the body off the response that starts at `start` (HEAD keeps the headers, including
+/// the Content-Length a GET would have had).
+fn drop_body(output: &mut Vec<u8>, start: usize) {
+    if let Some(end) = output[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        output.truncate(start + end + 4);
+    }
+}
+
 /// Where an operation runs: here, or at another owner (index into that owner's batch).
 enum Slot {
     Local(Op),
@@ -285,6 +293,7 @@ impl Connection {
         let plans = std::mem::take(&mut self.plans);
         for plan in &plans {
             let keep_alive = !plan.closes();
+            let response_start = self.output.len();
             let status = match &plan.render {
                 Render::Error(_) | Render::Json(..) => api::render_now(&plan.render, keep_alive, &mut self.output),
                 Render::BulkUpdate { keys, keys_only } => {
@@ -321,6 +330,9 @@ impl Connection {
                     None => api::render_error(&mut self.output, &Error::Unavailable("internal error"), false),
                 },
             };
+            if plan.head {
+                drop_body(&mut self.output, response_start);
+            }
             shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
                 self.flush().await?;
