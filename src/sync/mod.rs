@@ -6,8 +6,9 @@
 //!
 //! `loom-tests/` compiles this very file (`#[path = "../../src/sync/mod.rs"] pub mod sync;`), so
 //! its children must stay files beside it that reach each other as `super::...` and use nothing
-//! from the rest of the crate. Nothing here may import `std::sync` directly: a type that does not
-//! come from [`shim`] escapes the loom models.
+//! from the rest of the crate. No primitive here may take a shared type from `std::sync` directly
+//! (only [`shim`] and the unit tests do): a type that does not come from [`shim`] escapes the loom
+//! models.
 
 pub mod latch;
 pub mod oneshot;
