@@ -31,6 +31,7 @@ latch_no_recheck            | latch   | shutdown_seen_by_every_shard            
 latch_wake_one              | latch   | shutdown_seen_by_every_shard               | deadlock
 latch_wrapping_count_down   | latch   | count_never_goes_backwards_nor_underflows  | the count
 latch_cancel_keeps_waker    | latch   | dropped_wait_forgets_its_waker             | still held
+counter_load_store          | counter | counter_never_loses_an_increment_nor_goes_backwards | lost an increment
 '
 
 selected=("$@")

@@ -9,14 +9,14 @@ use std::sync::RwLock;
 
 use super::message::{Op, Outcome, ShardStats};
 use super::store::{Budget, Eviction, Store};
-use crate::sync::shim::{AtomicUsize, Ordering};
+use crate::sync::counter::Counter;
 
 /// One map shared by all executors.
 pub struct LockedStore {
     inner: RwLock<Store>,
     /// Reads under the shared lock cannot count inside the store; they count here.
-    hits: AtomicUsize,
-    misses: AtomicUsize,
+    hits: Counter,
+    misses: Counter,
     /// True in LRU mode: every read takes the exclusive lock.
     reads_reorder: bool,
 }
@@ -32,8 +32,8 @@ impl LockedStore {
     pub fn new(budget: Budget) -> LockedStore {
         LockedStore {
             inner: RwLock::new(Store::new(budget)),
-            hits: AtomicUsize::new(0),
-            misses: AtomicUsize::new(0),
+            hits: Counter::default(),
+            misses: Counter::default(),
             reads_reorder: budget.eviction == Eviction::Lru,
         }
     }
@@ -48,11 +48,11 @@ impl LockedStore {
                 let store = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let outcome = match store.peek(&key) {
                     Some((value, ttl_ms)) => {
-                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        self.hits.add(1);
                         Outcome::Found { value, ttl_ms }
                     }
                     None => {
-                        self.misses.fetch_add(1, Ordering::Relaxed);
+                        self.misses.add(1);
                         Outcome::Missing
                     }
                 };
@@ -79,8 +79,8 @@ impl LockedStore {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .fill_stats(stats);
-        stats.hits += self.hits.load(Ordering::Relaxed) as u64;
-        stats.misses += self.misses.load(Ordering::Relaxed) as u64;
+        stats.hits += self.hits.get() as u64;
+        stats.misses += self.misses.get() as u64;
     }
 }
 
