@@ -181,10 +181,17 @@ impl Connection {
     /// Returns what the buffer needs next and whether the connection closes after this batch.
     fn parse_batch(&mut self) -> (Need, bool) {
         let shard = &self.shard;
+        // Counting ready shards takes the latch's lock: only done while not ready.
+        let ready = shard.latches.ready.is_open();
+        let serving = if ready {
+            shard.nr_shards
+        } else {
+            shard.nr_shards - shard.latches.ready.remaining()
+        };
         let context = Context {
             args: &shard.args,
-            ready: shard.latches.ready.is_open(),
-            ready_shards: (shard.nr_shards - shard.latches.ready.remaining(), shard.nr_shards),
+            ready,
+            ready_shards: (serving, shard.nr_shards),
         };
         let mut consumed = 0;
         let mut need = Need::Head;
