@@ -29,14 +29,7 @@ def log(message):
 def stop_all():
     """Stops every server this process started: SIGTERM, then SIGKILL after 5 s."""
     while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(_started[-1])
 
 
 def install_cleanup():
@@ -64,6 +57,7 @@ def start(argv, log_path, cpu=None):
 
 
 def stop(proc):
+    """Stops one server: SIGTERM, then SIGKILL after 5 s."""
     if proc in _started:
         _started.remove(proc)
     if proc.poll() is None:
