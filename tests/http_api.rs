@@ -315,7 +315,29 @@ fn chunked_and_expect_continue_bodies_are_accepted(design: &[&str]) {
     assert_eq!(conn.read().status, 413);
 }
 
-// Goal: HTTP/1.0 is answered and closed; Connection: close is honoured.
+// Goal: an upload far over the limit gets its 413 while the client is still sending it, and
+// nothing is stored. (The server also drains input before closing so that, on real networks, an
+// RST cannot discard the response; loopback delivers at once, so that race cannot show here.)
+#[test]
+fn an_oversized_upload_still_reads_its_413() {
+    let server = Server::start(&["--max-value-bytes", "1000"]);
+    for _ in 0..5 {
+        let mut conn = server.connect();
+        let mut writer = conn.reader.get_ref().try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let _ = writer.write_all(b"PUT /v1/keys/big HTTP/1.1\r\nContent-Length: 3000000\r\n\r\n");
+            let _ = writer.write_all(&vec![b'x'; 3_000_000]);
+        });
+        let response = conn.read();
+        assert_eq!(response.status, 413);
+        assert!(response.error().contains("limit is 1000 bytes"));
+        sender.join().unwrap();
+    }
+    assert_eq!(server.request("GET", "/v1/keys/big", b"").status, 404);
+}
+
+// Goal: HTTP/1.0 is answered and closed (even when it asks for keep-alive); Connection: close
+// is honoured.
 #[test]
 fn http_1_0_and_connection_close_end_the_connection() {
     let server = Server::start(&[]);
@@ -323,6 +345,10 @@ fn http_1_0_and_connection_close_end_the_connection() {
     conn.send(b"GET /v1/ping HTTP/1.0\r\n\r\n");
     let response = conn.read();
     assert_eq!((response.status, response.header("connection")), (200, Some("close")));
+    assert!(conn.is_closed());
+    let mut conn = server.connect();
+    conn.send(b"GET /v1/ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(conn.read().header("connection"), Some("close"));
     assert!(conn.is_closed());
     let mut conn = server.connect();
     conn.send(b"GET /v1/ping HTTP/1.1\r\nConnection: close\r\n\r\n");

@@ -26,6 +26,10 @@ use crate::shard::message::{Op, Outcome, Replies, ShardStats};
 
 /// A buffer larger than this is given back once it is empty (after a large body).
 const READ_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
+/// After the last response of a closing connection, how long its further input is drained
+/// before the socket closes, in ms, and how much of it at most.
+const LINGER_MS: u64 = 500;
+const LINGER_DISCARD_BYTES_MAX: usize = 1 << 20;
 /// A write buffer larger than this is given back after it is flushed.
 const WRITE_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
 
@@ -283,8 +287,8 @@ impl Connection {
                     self.output.clear();
                     let status = api::render_error(&mut self.output, &Error::RequestTimeout { phase, limit_ms }, false);
                     self.shard.counters.count_response(status);
-                    let _ = self.stream.write_all(&self.output).await;
-                    debug!("closed a connection: request {phase} timed out");
+                    debug!("closing a connection: request {phase} timed out");
+                    let _ = self.finish().await;
                 }
                 Ok(false)
             }
@@ -436,9 +440,27 @@ impl Connection {
     }
 
     /// Ends the connection after its last response: flush, then close the write side.
+    ///
+    /// Then it reads and discards what the client still sends, briefly: closing a socket with
+    /// unread input makes the kernel send RST, which can destroy the response before the client
+    /// has read it (a 413 or 431 sent while the request's rest is still arriving).
     async fn finish(&mut self) -> io::Result<()> {
         self.flush().await?;
         let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
+        let mut discarded = 0;
+        while discarded < LINGER_DISCARD_BYTES_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || self.stream.set_read_timeout(Some(remaining)).is_err() {
+                break;
+            }
+            self.input.start = 0;
+            self.input.end = 0;
+            match self.stream.read(self.input.spare(None)).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => discarded += read,
+            }
+        }
         Ok(())
     }
 }

@@ -167,7 +167,9 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
     if chunked && content_length.is_some() {
         return Parsed::Invalid(Error::bad_request("both Content-Length and Transfer-Encoding"));
     }
-    let keep_alive = !close && (version == 1 || keep_alive_token);
+    // HTTP/1.0 always closes: its keep-alive would need `Connection: keep-alive` echoed on every
+    // response, for clients that are all but gone.
+    let keep_alive = !close && version == 1;
     let head = HeadInfo {
         method,
         path,
@@ -474,7 +476,7 @@ mod tests {
         assert!(keep(b"GET / HTTP/1.1\r\n\r\n"));
         assert!(!keep(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!keep(b"GET / HTTP/1.0\r\n\r\n"));
-        assert!(keep(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
     }
 
     #[test]
