@@ -134,7 +134,6 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
     let mut json = false;
     let mut expect_continue = false;
     let mut close = false;
-    let mut keep_alive_token = false;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -158,7 +157,6 @@ pub fn parse<'b>(buf: &'b [u8], body_limit: impl FnOnce(&HeadInfo<'b>) -> BodyLi
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue = header.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
