@@ -47,6 +47,9 @@ CONTENDERS = {
     "sharded": {"kind": "corekv", "design": "sharded", "shards": 1},
     "locked": {"kind": "corekv", "design": "locked", "shards": 1},
     "sharded-2on1": {"kind": "corekv", "design": "sharded", "shards": 2},
+    # An older build to compare an optimisation against in the same interleaved run:
+    # COREKV_BASELINE_BIN=path/to/old/corekv scripts/bench.sh --contenders sharded,baseline
+    "baseline": {"kind": "corekv", "design": "sharded", "shards": 1, "bin_env": "COREKV_BASELINE_BIN"},
     "nginx": {"kind": "nginx"},
     "redis": {"kind": "redis"},
 }
@@ -102,6 +105,8 @@ def parse_args():
 
 def available(contender):
     kind = CONTENDERS[contender]["kind"]
+    if contender == "baseline":
+        return bool(os.environ.get("COREKV_BASELINE_BIN"))
     if kind == "nginx":
         return shutil.which("nginx") is not None
     if kind == "redis":
@@ -121,7 +126,8 @@ def start_contender(contender, args, workdir):
     port = kvlib.free_port()
     log = os.path.join(workdir, f"{contender}.log")
     if spec["kind"] == "corekv":
-        proc = kvlib.start_corekv(port, spec["design"], spec["shards"], args.server_cpu, log)
+        bin_env = spec.get("bin_env", "COREKV_BIN")
+        proc = kvlib.start_corekv(port, spec["design"], spec["shards"], args.server_cpu, log, bin_env)
         kvlib.load(port, args.keys, args.value_bytes, "http")
     elif spec["kind"] == "nginx":
         proc = kvlib.start_nginx(port, args.server_cpu, os.path.join(workdir, "nginx"))

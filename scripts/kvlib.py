@@ -97,16 +97,17 @@ def wait_until(check, proc, what, timeout=20.0):
     raise RuntimeError(f"{what} was not ready after {timeout} s")
 
 
-def corekv_bin():
-    path = os.environ.get("COREKV_BIN") or os.path.join(ROOT, "target", "release", "corekv")
+def corekv_bin(env="COREKV_BIN"):
+    path = os.environ.get(env) or os.path.join(ROOT, "target", "release", "corekv")
     if not os.access(path, os.X_OK):
         raise SystemExit(f"no corekv binary at {path}: run `cargo build --release` or set COREKV_BIN")
     return path
 
 
-def start_corekv(port, design, shards, cpus, log_path):
-    """`corekv serve` on `cpus` (its executors pinned there, and its main thread via taskset)."""
-    argv = [corekv_bin(), "serve", "--addr", f"{HOST}:{port}", "--shards", str(shards),
+def start_corekv(port, design, shards, cpus, log_path, bin_env="COREKV_BIN"):
+    """`corekv serve` on `cpus` (its executors pinned there, and its main thread via taskset).
+    `bin_env` names the variable holding the binary (the baseline contender uses its own)."""
+    argv = [corekv_bin(bin_env), "serve", "--addr", f"{HOST}:{port}", "--shards", str(shards),
             "--cpus", str(cpus), "--design", design]
     proc = start(argv, log_path, cpu=cpus)
     wait_until(lambda: http_status(port, "/v1/readiness") == 200, proc, f"corekv {design}")

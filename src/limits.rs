@@ -36,6 +36,9 @@ pub const HEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Default time an idle keep-alive connection stays open, in ms.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// How often each shard checks connections' read deadlines, in ms: header, body and idle
+/// timeouts fire up to this much late, and reads need no timer of their own.
+pub const TIMEOUT_SWEEP_MS: u64 = 50;
 /// Time a client has to take a response off the socket before the connection is dropped, in ms.
 pub const WRITE_TIMEOUT_MS: u64 = 30_000;
 /// Default time for in-flight requests to finish after SIGTERM/SIGINT, in ms.

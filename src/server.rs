@@ -18,9 +18,11 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use log::{debug, error, info, warn};
 
+use crate::clock;
 use crate::config::{Design, ServeArgs};
 use crate::limits::{
     CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
+    TIMEOUT_SWEEP_MS,
 };
 use crate::shard::locked::LockedStore;
 use crate::shard::message::{Batch, Op, Outcome, Replies, RequestsByClass, ShardStats};
@@ -61,8 +63,12 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
-    /// Open connections, each with its socket so shutdown can end idle reads at once.
-    connections: RefCell<HashMap<u64, RawFd>>,
+    /// Open connections, each with its socket and read deadline: the sweeper and shutdown end
+    /// a connection's pending read with `shutdown(SHUT_RD)`.
+    connections: RefCell<HashMap<u64, Rc<ConnectionDeadline>>>,
+    /// [`clock::now_ms`] as of the sweeper's last tick: deadlines are set against it, so a
+    /// read costs no clock read and no timer (timeouts fire up to one tick late).
+    now_ms: Cell<u64>,
     next_connection_id: Cell<u64>,
 }
 
@@ -155,28 +161,81 @@ impl ShardContext {
     pub fn register_connection(self: &Rc<Self>, fd: RawFd) -> ConnectionGuard {
         let id = self.next_connection_id.get();
         self.next_connection_id.set(id + 1);
-        self.connections.borrow_mut().insert(id, fd);
+        let deadline = Rc::new(ConnectionDeadline {
+            fd,
+            at_ms: Cell::new(0),
+            passed: Cell::new(false),
+        });
+        self.connections.borrow_mut().insert(id, Rc::clone(&deadline));
         ConnectionGuard {
             shard: Rc::clone(self),
             id,
+            deadline,
         }
+    }
+
+    /// Milliseconds as of the sweeper's last tick (see `now_ms`).
+    pub fn coarse_now_ms(&self) -> u64 {
+        self.now_ms.get()
     }
 
     /// Ends every connection's pending read (`shutdown(SHUT_RD)`): idle keep-alive connections
     /// see end-of-file and close; a connection mid-batch finishes writing its responses first.
     fn stop_reading_all(&self) {
-        for fd in self.connections.borrow().values() {
-            // SAFETY: the fd belongs to a live connection (removed from the map before the
-            // socket is closed, by ConnectionGuard's drop), and shutdown does not free it.
-            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+        for deadline in self.connections.borrow().values() {
+            deadline.stop_reading();
+        }
+    }
+
+    /// One sweeper tick: refresh the coarse clock, and end the reads of connections whose
+    /// deadline has passed.
+    fn sweep_deadlines(&self) {
+        let now = clock::now_ms();
+        self.now_ms.set(now);
+        for deadline in self.connections.borrow().values() {
+            let at = deadline.at_ms.get();
+            if at != 0 && at <= now && !deadline.passed.get() {
+                deadline.passed.set(true);
+                deadline.stop_reading();
+            }
         }
     }
 }
 
-/// Keeps a connection registered with its shard while alive.
+/// A connection's read deadline, shared between the connection and its shard's sweeper.
+pub struct ConnectionDeadline {
+    fd: RawFd,
+    /// When the pending read must end, in coarse milliseconds; 0 while not reading.
+    at_ms: Cell<u64>,
+    /// Set by the sweeper when it ended the read for passing `at_ms`.
+    passed: Cell<bool>,
+}
+
+impl ConnectionDeadline {
+    fn stop_reading(&self) {
+        // SAFETY: the fd belongs to a live connection (its entry leaves the map before the
+        // socket is closed, by ConnectionGuard's drop), and shutdown does not free it.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+    }
+}
+
+/// Keeps a connection registered with its shard while alive, and sets its read deadline.
 pub struct ConnectionGuard {
     shard: Rc<ShardContext>,
     id: u64,
+    deadline: Rc<ConnectionDeadline>,
+}
+
+impl ConnectionGuard {
+    /// Arms the read deadline at `at_ms` (coarse milliseconds), or disarms it with 0.
+    pub fn set_read_deadline(&self, at_ms: u64) {
+        self.deadline.at_ms.set(at_ms);
+    }
+
+    /// True when the sweeper ended the last read because its deadline passed.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.passed.get()
+    }
 }
 
 impl Drop for ConnectionGuard {
@@ -360,6 +419,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         latches: latches.clone(),
         counters: Counters::default(),
         connections: RefCell::new(HashMap::new()),
+        now_ms: Cell::new(clock::now_ms()),
         next_connection_id: Cell::new(0),
     });
     let peer_tasks: Vec<_> = receivers
@@ -376,6 +436,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
     }
+    glommio::spawn_local(sweep_forever(Rc::clone(&shard))).detach();
     latches.ready.count_down();
     debug!("shard {id} serving on CPU {cpu}");
 
@@ -388,6 +449,14 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     debug!("shard {id} stopped");
     Ok(())
+}
+
+/// Ends reads past their deadline (header, body and idle timeouts) every `TIMEOUT_SWEEP_MS`.
+async fn sweep_forever(shard: Rc<ShardContext>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(TIMEOUT_SWEEP_MS)).await;
+        shard.sweep_deadlines();
+    }
 }
 
 /// Reclaims expired keys every `EXPIRY_TICK_MS`, in bounded steps so requests never wait long.

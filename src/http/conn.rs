@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
 use crate::limits::{PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS};
-use crate::server::ShardContext;
+use crate::server::{ConnectionGuard, ShardContext};
 use crate::shard::ShardId;
 use crate::shard::message::{Op, Outcome, Replies, ShardStats};
 
@@ -45,10 +45,10 @@ pub async fn refuse(mut stream: TcpStream, limit: usize) {
 
 /// Serves one accepted connection until it closes, errs or times out.
 pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>) {
-    let _registered = shard.register_connection(stream.as_raw_fd());
+    let registered = shard.register_connection(stream.as_raw_fd());
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
-    let mut connection = Connection::new(stream, shard);
+    let mut connection = Connection::new(stream, shard, registered);
     if let Err(e) = connection.run().await {
         debug!("connection ended: {e}");
     }
@@ -109,13 +109,13 @@ impl ReadBuffer {
     }
 }
 
-/// Per-request timing, reset whenever a request completes.
+/// Per-request timing in the shard's coarse milliseconds, reset whenever a request completes.
 #[derive(Default)]
 struct RequestClock {
     /// When the first byte of the current request arrived.
-    started: Option<Instant>,
+    started: Option<u64>,
     /// When its head was complete and its body began.
-    body_started: Option<Instant>,
+    body_started: Option<u64>,
     /// Whether `100 Continue` was sent for it.
     continue_sent: bool,
 }
@@ -123,6 +123,8 @@ struct RequestClock {
 struct Connection {
     stream: TcpStream,
     shard: Rc<ShardContext>,
+    /// The connection's entry in its shard's registry: its read deadline lives there.
+    registered: ConnectionGuard,
     input: ReadBuffer,
     output: Vec<u8>,
     clock: RequestClock,
@@ -134,11 +136,12 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, shard: Rc<ShardContext>) -> Connection {
+    fn new(stream: TcpStream, shard: Rc<ShardContext>, registered: ConnectionGuard) -> Connection {
         let nr_shards = shard.nr_shards;
         Connection {
             stream,
             shard,
+            registered,
             input: ReadBuffer {
                 data: vec![0; READ_CHUNK_BYTES],
                 start: 0,
@@ -163,7 +166,7 @@ impl Connection {
                     return self.finish().await;
                 }
                 if !self.input.filled().is_empty() {
-                    self.clock.started = Some(Instant::now());
+                    self.clock.started = Some(self.shard.coarse_now_ms());
                 }
                 continue;
             }
@@ -235,54 +238,41 @@ impl Connection {
 
     /// Reads more input under the deadline of the current phase. Returns false on a clean end
     /// (peer closed, idle timeout, shutdown); answers 408 when a started request times out.
+    ///
+    /// The deadline is enforced by the shard's sweeper (`server::sweep_forever`), which ends the
+    /// read with `shutdown(SHUT_RD)`: a read arms no timer and reads no clock.
     async fn read_more(&mut self, need: Need) -> io::Result<bool> {
         let args = &self.shard.args;
-        let now = Instant::now();
-        let (deadline, phase, limit_ms) = if self.input.filled().is_empty() {
-            (
-                now + Duration::from_millis(args.idle_timeout_ms),
-                None,
-                args.idle_timeout_ms,
-            )
+        let now = self.shard.coarse_now_ms();
+        let (deadline_ms, phase, limit_ms) = if self.input.filled().is_empty() {
+            (now + args.idle_timeout_ms, None, args.idle_timeout_ms)
         } else if let Need::Head = need {
             let started = *self.clock.started.get_or_insert(now);
             (
-                started + Duration::from_millis(args.header_timeout_ms),
+                started + args.header_timeout_ms,
                 Some("headers"),
                 args.header_timeout_ms,
             )
         } else {
             let started = *self.clock.body_started.get_or_insert(now);
-            (
-                started + Duration::from_millis(args.body_timeout_ms),
-                Some("body"),
-                args.body_timeout_ms,
-            )
+            (started + args.body_timeout_ms, Some("body"), args.body_timeout_ms)
         };
         let total_bytes = match need {
             Need::Body { total_bytes, .. } => total_bytes,
             Need::Head => None,
         };
-        let remaining = deadline.saturating_duration_since(now);
-        let read = if remaining.is_zero() {
-            Err(io::ErrorKind::TimedOut.into())
+        let read = if deadline_ms <= now {
+            Ok(0)
         } else {
-            self.stream
-                .set_read_timeout(Some(remaining))
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            self.registered.set_read_deadline(deadline_ms);
             let spare = self.input.spare(total_bytes);
-            self.stream.read(spare).await
+            let read = self.stream.read(spare).await;
+            self.registered.set_read_deadline(0);
+            read
         };
+        let timed_out = deadline_ms <= now || self.registered.deadline_passed();
         match read {
-            Ok(0) => Ok(false),
-            Ok(bytes) => {
-                if self.input.filled().is_empty() {
-                    self.clock.started = Some(Instant::now());
-                }
-                self.input.end += bytes;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            Ok(0) if timed_out => {
                 if let Some(phase) = phase {
                     self.output.clear();
                     let status = api::render_error(&mut self.output, &Error::RequestTimeout { phase, limit_ms }, false);
@@ -291,6 +281,14 @@ impl Connection {
                     let _ = self.finish().await;
                 }
                 Ok(false)
+            }
+            Ok(0) => Ok(false),
+            Ok(bytes) => {
+                if self.input.filled().is_empty() {
+                    self.clock.started = Some(self.shard.coarse_now_ms());
+                }
+                self.input.end += bytes;
+                Ok(true)
             }
             Err(e) => Err(e),
         }
