@@ -314,19 +314,28 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             mesh: mesh.clone(),
             locked: locked.clone(),
         };
-        let exit_latches = latches.clone();
+        // The guard lives in the closure glommio runs on the new thread, so it also drops (and
+        // the main thread learns of it) when glommio fails to build the executor before our
+        // future ever runs.
+        let exit = ExitGuard {
+            latches: latches.clone(),
+        };
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(io_memory)
-            .spawn(move || async move {
-                let _exit = ExitGuard { latches: exit_latches };
-                run_shard(setup).await
+            .spawn(move || {
+                let exit = exit;
+                async move {
+                    let _exit = exit;
+                    run_shard(setup).await
+                }
             });
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
                 latches.shutdown.count_down();
-                for _ in id..nr_shards {
+                // This shard's own count came from its guard, dropped with the closure.
+                for _ in id + 1..nr_shards {
                     latches.exited.count_down();
                 }
                 error!("could not start shard {id} on CPU {cpu}: {e}");
