@@ -16,11 +16,12 @@ fn block_io_uring(command: &mut Command) {
     // seccomp state and reads the filter, which lives on this stack frame until prctl returns.
     unsafe {
         command.pre_exec(|| {
-            const LOAD_SYSCALL_NR: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-            const JUMP_IF_EQUAL: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
-            const RETURN: u16 = 0x06; // BPF_RET | BPF_K
-            const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-            const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+            use libc::{
+                BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
+            };
+            const LOAD_SYSCALL_NR: u16 = (BPF_LD | BPF_W | BPF_ABS) as u16;
+            const JUMP_IF_EQUAL: u16 = (BPF_JMP | BPF_JEQ | BPF_K) as u16;
+            const RETURN: u16 = (BPF_RET | BPF_K) as u16;
             let filter = [
                 libc::sock_filter {
                     code: LOAD_SYSCALL_NR,
