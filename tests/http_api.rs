@@ -336,6 +336,53 @@ fn an_oversized_upload_still_reads_its_413() {
     assert_eq!(server.request("GET", "/v1/keys/big", b"").status, 404);
 }
 
+// Goal: connections spraying garbage, half-requests and hostile framing never harm a
+// well-behaved client on the same server, and the server never panics.
+#[test]
+fn hostile_connections_do_not_harm_others() {
+    let server = Server::start(&["--header-timeout-ms", "500"]);
+    let addr = server.addr;
+    let hostile: Vec<_> = (0..40u64)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let mut random = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                for _ in 0..20 {
+                    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    let payload: Vec<u8> = match random() % 4 {
+                        0 => (0..random() % 4096).map(|_| random() as u8).collect(),
+                        1 => b"PUT /v1/keys/x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec(),
+                        2 => b"POST /set HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n".to_vec(),
+                        _ => b"GET /v1/keys/half".to_vec(),
+                    };
+                    let _ = stream.write_all(&payload);
+                    if random() % 2 == 0 {
+                        drop(stream); // hang up mid-request
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut good = server.connect();
+    for i in 0..300 {
+        let key = format!("/v1/keys/good-{i}");
+        assert_eq!(good.request("PUT", &key, &[], b"fine").status, 201);
+        assert_eq!(good.request("GET", &key, &[], b"").body, b"fine");
+    }
+    for thread in hostile {
+        thread.join().unwrap();
+    }
+    assert_eq!(server.request("GET", "/v1/ping", b"").status, 200);
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
 // Goal: HTTP/1.0 is answered and closed (even when it asks for keep-alive); Connection: close
 // is honoured.
 #[test]

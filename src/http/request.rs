@@ -455,6 +455,64 @@ mod tests {
         assert_eq!(status(&many), 431);
     }
 
+    /// xorshift64*: a tiny deterministic generator, so a failing case can be replayed.
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics_and_never_overreads() {
+        let valid: &[&[u8]] = &[
+            b"PUT /v1/keys/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"GET /v1/keys/x%2Fy?ttl_ms=5 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for case in 0..50_000 {
+            let mut input = valid[case % valid.len()].to_vec();
+            match next_random(&mut state) % 3 {
+                // Flip, insert or delete a few bytes of a valid request.
+                0 => {
+                    for _ in 0..1 + next_random(&mut state) % 4 {
+                        let at = (next_random(&mut state) as usize) % input.len();
+                        let byte = next_random(&mut state) as u8;
+                        match next_random(&mut state) % 3 {
+                            0 => input[at] = byte,
+                            1 => input.insert(at, byte),
+                            _ => {
+                                input.remove(at);
+                            }
+                        }
+                        if input.is_empty() {
+                            input.push(byte);
+                        }
+                    }
+                }
+                // Truncate it.
+                1 => input.truncate((next_random(&mut state) as usize) % input.len()),
+                // Or pure noise, biased towards the bytes HTTP cares about.
+                _ => {
+                    let alphabet = b"GETPUSHD /:\r\n0123456789abcdefxyz%;-";
+                    let length = (next_random(&mut state) % 200) as usize;
+                    input = (0..length)
+                        .map(|_| alphabet[(next_random(&mut state) as usize) % alphabet.len()])
+                        .collect();
+                }
+            }
+            if let Parsed::Complete(_, used) = parse(&input, |_| LIMIT) {
+                assert!(
+                    used <= input.len(),
+                    "case {case}: consumed {used} of {} bytes",
+                    input.len()
+                );
+            }
+            let _ = head_overflow(&input);
+        }
+    }
+
     #[test]
     fn oversized_heads_are_refused_before_they_complete() {
         let long_line = vec![b'a'; HEADER_BYTES_MAX + 1];
