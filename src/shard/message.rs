@@ -4,26 +4,58 @@
 //! Owns the wire between shards and the one allocation layout of a key-value pair
 //! ([`Record`]). It never touches a store itself.
 
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::ptr::NonNull;
+
 use crate::sync::oneshot;
 
-/// A key and its value in one allocation: `key ++ value`, with the key's length alongside.
+/// A key and its value in one allocation: `key ++ value`, with both lengths alongside.
 ///
 /// Built once by the HTTP layer straight from the request's bytes, moved to the owning shard,
-/// and stored as it is: a write costs one allocation and one copy of the value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and stored as it is: a write costs one allocation and one copy of the value. A thin pointer
+/// and two `u32` lengths keep it at 16 bytes (a `Box<[u8]>` plus a key length would pad to 24),
+/// which is 8 bytes less per stored key; every record is far below 4 GiB
+/// (`limits::VALUE_BYTES_MAX_CEILING` and `KEY_BYTES_MAX_CEILING`).
 pub struct Record {
-    bytes: Box<[u8]>,
+    /// `len` initialised bytes from the global allocator (align 1), or dangling when `len == 0`.
+    pointer: NonNull<u8>,
+    len: u32,
     key_len: u32,
 }
 
+// SAFETY: a Record uniquely owns its bytes, like a Box<[u8]>; nothing in it is shared.
+unsafe impl Send for Record {}
+// SAFETY: shared access only reads the bytes, like &Box<[u8]>.
+unsafe impl Sync for Record {}
+
+const _: () = assert!(std::mem::size_of::<Record>() == 16);
+const _: () = assert!(
+    (crate::limits::VALUE_BYTES_MAX_CEILING as u64 + crate::limits::KEY_BYTES_MAX_CEILING as u64) < u32::MAX as u64,
+    "a record's length must fit in u32"
+);
+
 impl Record {
-    /// Builds a record from a key and a value (keys are bounded far below `u32::MAX`).
+    /// Builds a record from a key and a value (both bounded by the limits, so far below 4 GiB).
     pub fn new(key: &[u8], value: &[u8]) -> Record {
-        let mut bytes = Vec::with_capacity(key.len() + value.len());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
+        let len = key.len() + value.len();
+        assert!(len < u32::MAX as usize, "record over 4 GiB: the limits forbid it");
+        if len == 0 {
+            return Record::empty();
+        }
+        let layout = Layout::array::<u8>(len).expect("a length under 4 GiB is a valid layout");
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc(layout) };
+        let Some(pointer) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
+        // SAFETY: the allocation holds `len` bytes; the sources do not overlap it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(key.as_ptr(), pointer.as_ptr(), key.len());
+            std::ptr::copy_nonoverlapping(value.as_ptr(), pointer.as_ptr().add(key.len()), value.len());
+        }
         Record {
-            bytes: bytes.into_boxed_slice(),
+            pointer,
+            len: len as u32,
             key_len: key.len() as u32,
         }
     }
@@ -31,29 +63,72 @@ impl Record {
     /// A record holding nothing (no allocation): the content of a free slab node.
     pub fn empty() -> Record {
         Record {
-            bytes: Box::default(),
+            pointer: NonNull::dangling(),
+            len: 0,
             key_len: 0,
         }
     }
 
     /// Key and value bytes together, as allocated.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        // SAFETY: `pointer` holds `len` initialised bytes (or is dangling with len 0, which a
+        // slice allows), owned by self for as long as the borrow.
+        unsafe { std::slice::from_raw_parts(self.pointer.as_ptr(), self.len as usize) }
     }
 
     /// The key's bytes.
     pub fn key(&self) -> &[u8] {
-        &self.bytes[..self.key_len as usize]
+        &self.as_bytes()[..self.key_len as usize]
     }
 
     /// The value's bytes.
     pub fn value(&self) -> &[u8] {
-        &self.bytes[self.key_len as usize..]
+        &self.as_bytes()[self.key_len as usize..]
     }
 
     /// Bytes of key plus value (what the store accounts as data).
     pub fn data_len(&self) -> usize {
-        self.bytes.len()
+        self.len as usize
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: allocated in `new` with exactly this layout, and freed only here.
+            unsafe {
+                dealloc(
+                    self.pointer.as_ptr(),
+                    Layout::array::<u8>(self.len as usize).unwrap_unchecked(),
+                )
+            };
+        }
+    }
+}
+
+impl Clone for Record {
+    fn clone(&self) -> Record {
+        let mut copy = Record::new(self.as_bytes(), b"");
+        copy.key_len = self.key_len;
+        copy
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        self.key_len == other.key_len && self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Record {}
+
+impl std::fmt::Debug for Record {
+    // Never prints a value's bytes (values stay out of logs); the key and the value's length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("value_len", &self.value().len())
+            .finish()
     }
 }
 
@@ -188,6 +263,23 @@ pub struct Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_clone_compare_and_drop_their_own_bytes() {
+        let record = Record::new(b"key", &[7u8; 1000]);
+        let copy = record.clone();
+        assert_eq!(copy, record);
+        assert_ne!(
+            copy.as_bytes().as_ptr(),
+            record.as_bytes().as_ptr(),
+            "a clone owns its bytes"
+        );
+        drop(record);
+        assert_eq!(copy.value(), &[7u8; 1000][..]);
+        assert_eq!(Record::new(b"", b"").data_len(), 0);
+        assert_eq!(Record::empty(), Record::new(b"", b""));
+        assert!(!format!("{copy:?}").contains("7, 7"), "Debug never prints the value");
+    }
 
     #[test]
     fn record_splits_key_and_value() {

@@ -536,10 +536,10 @@ mod tests {
     }
 
     #[test]
-    fn a_node_costs_40_bytes() {
+    fn a_node_costs_32_bytes() {
         // Memory per key is a product decision (docs/BENCHMARKS.md): growing the node is a
         // deliberate change, not an accident.
-        assert_eq!(std::mem::size_of::<Node>(), 40);
+        assert_eq!(std::mem::size_of::<Node>(), 32);
     }
 
     #[test]
