@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -634,7 +634,6 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<OwnedFd>), Strin
     // SAFETY: the kernel filled a sockaddr_in/in6, both at least 4 bytes long.
     let port =
         u16::from_be(unsafe { (*(&bound as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port });
-    let _ = socket.as_raw_fd();
     Ok((SocketAddr::new(addr.ip(), port), Some(socket)))
 }
 

@@ -462,6 +462,15 @@ fn a_thousand_open_connections_are_all_served() {
     for conn in &mut conns {
         assert_eq!(conn.read().status, 201);
     }
+    let stats = server.request("GET", "/v1/stats", b"").json();
+    for shard in stats["shards"].as_array().unwrap() {
+        let open = shard["connections"].as_u64().unwrap();
+        assert!(
+            open >= 100,
+            "SO_REUSEPORT left shard {} with {open} of 1,000 connections",
+            shard["id"]
+        );
+    }
     for (i, conn) in conns.iter_mut().enumerate().rev() {
         let key = format!("/v1/keys/c{}", (i + 1) % 1000);
         assert_eq!(

@@ -205,10 +205,19 @@ impl Conn {
         }
     }
 
-    /// True when the server has closed the connection (reads EOF or reset within the timeout).
+    /// True when the server has closed the connection: end-of-file or a reset within
+    /// `IO_TIMEOUT`. A read that times out (the connection is still open) or returns data is
+    /// not a close.
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+        }
     }
 }
 
