@@ -11,26 +11,17 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use common::{KEYS_COUNT, VALUE_BYTES, key, on_two_shards, placements};
+use common::{KEYS_COUNT, VALUE_BYTES, key, on_two_shards, placements, serve_args};
 use corekv::api::{self, Context, Ops, Plan, Render};
-use corekv::config::{Cli, Command, ServeArgs};
+use corekv::config::ServeArgs;
 use corekv::http::request::{self, Parsed};
+use corekv::shard::dispatch::{Dispatcher, Outcomes};
 use corekv::shard::locked::LockedStore;
 use corekv::shard::message::{Op, Outcome, Record};
-use corekv::shard::shard_for;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Keys updated by one request.
 const BULK_KEYS: usize = 100;
-
-fn serve_args() -> ServeArgs {
-    // The default flags always parse.
-    match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
-        Command::Serve(args) => args,
-        _ => unreachable!("`serve` parses as Serve"),
-    }
-}
 
 /// The raw `PATCH /v1/keys` request updating 100 existing keys spread over the keyspace.
 fn bulk_request() -> Vec<u8> {
@@ -68,51 +59,32 @@ fn plan(raw: &[u8], args: &ServeArgs) -> (Vec<Op>, Vec<String>) {
     }
 }
 
-/// Where one operation's outcome comes from (as in the connection loop).
-enum Slot {
-    Local(Op),
-    Remote(usize),
-}
-
-/// `iters` bulk updates on shard 0 of two, the remote half batched to shard 1.
+/// `iters` bulk updates on shard 0 of two, dispatched as the connection loop does: the local
+/// half in place, the remote half batched to shard 1.
 fn sharded(cpus: [usize; 2], iters: u64) -> Duration {
-    on_two_shards(cpus, move |store, router| async move {
+    on_two_shards(cpus, move |shard| async move {
         let (raw, args) = (bulk_request(), serve_args());
         let mut out = Vec::with_capacity(8 << 10);
+        let mut dispatcher = Dispatcher::new(shard.nr_shards);
         let start = Instant::now();
         for _ in 0..iters {
             let (ops, keys) = plan(&raw, &args);
-            let mut remote = Vec::new();
-            let slots: Vec<Slot> = ops
-                .into_iter()
-                .map(|op| {
-                    if shard_for(op.key(), router.nr_shards()) == router.id() {
-                        Slot::Local(op)
-                    } else {
-                        remote.push(op);
-                        Slot::Remote(remote.len() - 1)
-                    }
-                })
-                .collect();
-            let reply = router.send(1, remote).await.expect("shard 1 is serving");
-            let replies = reply.await.expect("shard 1 answers every batch");
+            let count = dispatcher.push(&shard, Ops::Many(ops));
+            dispatcher.send(&shard).await;
             let updated: Vec<bool> = {
-                let mut store = store.borrow_mut();
-                slots
-                    .into_iter()
-                    .map(|slot| match slot {
-                        Slot::Local(op) => store.apply(op) == Outcome::Updated,
-                        Slot::Remote(index) => replies[index] == Outcome::Updated,
-                    })
+                let mut outcomes = dispatcher.outcomes(&shard);
+                (0..count)
+                    .map(|_| outcomes.next(|outcome| matches!(outcome, Ok(Outcome::Updated))))
                     .collect()
             };
+            dispatcher.clear();
             debug_assert!(updated.iter().all(|&u| u), "every key exists");
             out.clear();
             api::render_bulk(&keys, &updated, false, true, &mut out);
             black_box(out.len());
         }
         let elapsed = start.elapsed();
-        router.close();
+        shard.router.close();
         elapsed
     })
 }

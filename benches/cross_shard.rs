@@ -31,14 +31,13 @@ const IN_FLIGHT: usize = 64;
 /// `iters` round trips of `batch_ops` GETs each, from shard 0 to shard 1, issued by `in_flight`
 /// tasks at once (each awaiting its own reply, like connections do).
 fn round_trips(cpus: [usize; 2], batch_ops: usize, in_flight: usize, iters: u64) -> Duration {
-    on_two_shards(cpus, move |_store, router| async move {
+    on_two_shards(cpus, move |shard| async move {
         let keys = Rc::new(keys_owned_by(1));
-        let router = Rc::new(router);
         let per_task = iters.div_ceil(in_flight as u64);
         let start = Instant::now();
         let tasks: Vec<_> = (0..in_flight)
             .map(|task| {
-                let (keys, router) = (Rc::clone(&keys), Rc::clone(&router));
+                let (keys, shard) = (Rc::clone(&keys), Rc::clone(&shard));
                 glommio::spawn_local(async move {
                     let mut next = task * 131;
                     for _ in 0..per_task {
@@ -49,7 +48,7 @@ fn round_trips(cpus: [usize; 2], batch_ops: usize, in_flight: usize, iters: u64)
                             })
                             .collect();
                         // Shard 1 answers until shard 0 closes its channel, after every task.
-                        let reply = router.send(1, ops).await.expect("shard 1 is serving");
+                        let reply = shard.router.send(1, ops).await.expect("shard 1 is serving");
                         black_box(reply.await.expect("shard 1 answers every batch"));
                     }
                 })
@@ -62,7 +61,7 @@ fn round_trips(cpus: [usize; 2], batch_ops: usize, in_flight: usize, iters: u64)
         let elapsed = start
             .elapsed()
             .mul_f64(iters as f64 / (per_task * in_flight as u64) as f64);
-        router.close();
+        shard.router.close();
         elapsed
     })
 }

@@ -54,6 +54,11 @@ pub const READ_CHUNK_BYTES: usize = 16 << 10;
 pub const PIPELINE_REQUESTS_MAX: usize = 256;
 /// Response bytes buffered before a batch is flushed early (bounds memory for big GETs).
 pub const WRITE_BUFFER_FLUSH_BYTES: usize = 4 << 20;
+/// Bytes of found values one shard copies into one reply to another shard's connection; the
+/// operations after that point are handed back unexecuted and sent again once the connection
+/// has written what it has (backpressure). The first operation of a batch always runs, so one
+/// reply holds at most this plus one value.
+pub const PEER_REPLY_VALUE_BYTES_MAX: usize = 1 << 20;
 
 /// How often each shard reclaims expired keys without being asked, in ms (Redis: 10 Hz).
 pub const EXPIRY_TICK_MS: u64 = 100;
@@ -83,4 +88,8 @@ const _: () = assert!(
     "a base64 POST of the largest default value must fit in the default JSON body limit"
 );
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
+const _: () = assert!(
+    PEER_REPLY_VALUE_BYTES_MAX <= WRITE_BUFFER_FLUSH_BYTES,
+    "a peer's reply fits in what a connection buffers before it writes"
+);
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use crate::config::Design;
-use crate::server::ShardContext;
+use crate::config::ServeArgs;
+use crate::shard::StoreHandle;
 use crate::shard::message::{Limit, Op, Outcome, Record};
 
 /// Bytes read from the file at a time.
@@ -71,94 +71,131 @@ pub fn parse_line(line: &[u8], key_bytes_max: usize, value_bytes_max: usize) -> 
     Ok(Line::Pair { key, value })
 }
 
-/// Loads this shard's keys from `path`. Returns an error naming `FILE:LINE` for a bad line.
-pub async fn load_shard(shard: &ShardContext, path: &Path) -> Result<(), String> {
-    if shard.args.design == Design::Locked && shard.id != 0 {
-        return Ok(()); // one store: shard 0 loads it all
-    }
-    let name = path.display();
-    let mut file = std::fs::File::open(path).map_err(|e| format!("--load {name}: {e}"))?;
-    let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let key_max = shard.args.key_bytes_max as usize;
-    let value_max = shard.args.value_bytes_max as usize;
-    let line_bytes_max = key_max + value_max + SEPARATOR_BYTES_MAX;
-    let mut progress = (shard.id == 0).then(|| Progress::new(total_bytes));
+/// Loads a shard's part of a `--load` file.
+pub struct Loader {
+    key_bytes_max: usize,
+    value_bytes_max: usize,
+    /// Whether this shard reports progress (one shard does, for the whole process).
+    reports_progress: bool,
+}
 
-    let mut buffer = vec![0u8; LOAD_CHUNK_BYTES + line_bytes_max];
-    let mut filled = 0; // bytes of `buffer` holding unparsed input
-    let mut line_number = 0u64;
-    let mut bytes_read = 0u64;
-    let mut mine = 0u64;
-    loop {
-        let read = file
-            .read(&mut buffer[filled..])
-            .map_err(|e| format!("--load {name}: {e}"))?;
-        bytes_read += read as u64;
-        filled += read;
-        let at_end = read == 0;
+/// Where reading the file stands.
+struct Position {
+    line_number: u64,
+    bytes_read: u64,
+}
+
+impl Loader {
+    /// A loader with the flags' key and value limits.
+    pub fn new(args: &ServeArgs, reports_progress: bool) -> Loader {
+        Loader {
+            key_bytes_max: args.key_bytes_max as usize,
+            value_bytes_max: args.value_bytes_max as usize,
+            reports_progress,
+        }
+    }
+
+    /// Puts every key of `path` that `owns` accepts into `store`. Returns an error naming
+    /// `FILE:LINE` for a bad line or a full store.
+    pub async fn load(&self, store: &StoreHandle, owns: impl Fn(&[u8]) -> bool, path: &Path) -> Result<(), String> {
+        let name = path.display();
+        let mut file = std::fs::File::open(path).map_err(|e| format!("--load {name}: {e}"))?;
+        let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let line_bytes_max = self.key_bytes_max + self.value_bytes_max + SEPARATOR_BYTES_MAX;
+        let mut progress = self.reports_progress.then(|| Progress::new(total_bytes));
+        let mut buffer = vec![0u8; LOAD_CHUNK_BYTES + line_bytes_max];
+        let mut filled = 0; // bytes of `buffer` holding unparsed input
+        let mut at = Position {
+            line_number: 0,
+            bytes_read: 0,
+        };
+        loop {
+            let read = file
+                .read(&mut buffer[filled..])
+                .map_err(|e| format!("--load {name}: {e}"))?;
+            at.bytes_read += read as u64;
+            filled += read;
+            let at_end = read == 0;
+            let used = self
+                .insert_lines(store, &owns, &buffer[..filled], at_end, &mut at)
+                .map_err(|why| format!("{name}:{why}"))?;
+            buffer.copy_within(used..filled, 0);
+            filled -= used;
+            if filled > line_bytes_max {
+                return Err(format!(
+                    "{name}:{}: line longer than {line_bytes_max} bytes",
+                    at.line_number + 1
+                ));
+            }
+            if let Some(progress) = &mut progress {
+                progress.update(at.bytes_read, at.line_number, at_end);
+            }
+            if at_end {
+                break;
+            }
+            // Let connections (readiness, stats) and peers' batches run between chunks.
+            glommio::yield_if_needed().await;
+        }
+        if let Some(progress) = progress {
+            progress.finish(&name.to_string(), at.bytes_read, at.line_number);
+        }
+        Ok(())
+    }
+
+    /// Inserts the complete lines at the start of `input` (all of it `at_end`); returns the
+    /// bytes used, or `LINE: what is wrong`.
+    fn insert_lines(
+        &self,
+        store: &StoreHandle,
+        owns: &impl Fn(&[u8]) -> bool,
+        input: &[u8],
+        at_end: bool,
+        at: &mut Position,
+    ) -> Result<usize, String> {
         let mut start = 0;
         loop {
-            let (length, consumed) = match buffer[start..filled].iter().position(|&b| b == b'\n') {
+            let (length, consumed) = match input[start..].iter().position(|&b| b == b'\n') {
                 Some(length) => (length, length + 1),
                 // The last line of a file may lack its newline.
-                None if at_end && start < filled => (filled - start, filled - start),
-                None => break,
+                None if at_end && start < input.len() => (input.len() - start, input.len() - start),
+                None => return Ok(start),
             };
-            line_number += 1;
-            let line = &buffer[start..start + length];
+            at.line_number += 1;
+            let line = &input[start..start + length];
             start += consumed;
-            let (key, value) = match parse_line(line, key_max, value_max) {
+            let (key, value) = match parse_line(line, self.key_bytes_max, self.value_bytes_max) {
                 Ok(Line::Blank) => continue,
                 Ok(Line::Pair { key, value }) => (key, value),
-                Err(why) => return Err(format!("{name}:{line_number}: {why}")),
+                Err(why) => return Err(format!("{}: {why}", at.line_number)),
             };
-            if shard.owner(key) != shard.id {
+            if !owns(key) {
                 continue;
             }
-            mine += 1;
             let op = Op::Put {
                 record: Record::new(key, value),
                 ttl_ms: None,
             };
-            if let Some(limit) = shard.apply_local(op, |outcome| match outcome {
+            let rejected = store.apply(op, |outcome| match outcome {
                 Outcome::Rejected(limit) => Some(limit),
                 _ => None,
-            }) {
+            });
+            if let Some(limit) = rejected {
                 let which = match limit {
                     Limit::Keys(_) => "--max-keys",
                     Limit::Memory(_) => "--max-memory",
                 };
                 return Err(format!(
-                    "{name}:{line_number}: the store is full ({which}); raise the limit or use --eviction lru"
+                    "{}: the store is full ({which}); raise the limit or use --eviction lru",
+                    at.line_number
                 ));
             }
         }
-        buffer.copy_within(start..filled, 0);
-        filled -= start;
-        if filled > line_bytes_max {
-            return Err(format!(
-                "{name}:{}: line longer than {line_bytes_max} bytes",
-                line_number + 1
-            ));
-        }
-        if let Some(progress) = &mut progress {
-            progress.update(bytes_read, line_number, at_end);
-        }
-        if at_end {
-            break;
-        }
-        // Let connections (readiness, stats) and peers' batches run between chunks.
-        glommio::yield_if_needed().await;
     }
-    if let Some(progress) = progress {
-        progress.finish(&name.to_string(), bytes_read, line_number);
-    }
-    log::debug!("shard {} loaded {mine} keys from {name}", shard.id);
-    Ok(())
 }
 
-/// Shard 0's progress report: a redrawn line on a terminal, log lines otherwise.
-struct Progress {
+/// One shard's progress report for the process: a redrawn line on a terminal, log lines
+/// otherwise.
+pub struct Progress {
     started: Instant,
     last: Instant,
     total_bytes: u64,
@@ -166,7 +203,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total_bytes: u64) -> Progress {
+    pub fn new(total_bytes: u64) -> Progress {
         let now = Instant::now();
         Progress {
             started: now,
@@ -176,7 +213,7 @@ impl Progress {
         }
     }
 
-    fn update(&mut self, bytes: u64, lines: u64, force: bool) {
+    pub fn update(&mut self, bytes: u64, lines: u64, force: bool) {
         let interval = if self.terminal {
             PROGRESS_TERMINAL_INTERVAL
         } else {
@@ -206,7 +243,7 @@ impl Progress {
         }
     }
 
-    fn finish(self, name: &str, bytes: u64, lines: u64) {
+    pub fn finish(self, name: &str, bytes: u64, lines: u64) {
         if self.terminal {
             let _ = writeln!(std::io::stderr().lock());
         }

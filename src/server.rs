@@ -4,8 +4,7 @@
 //! Owns threads, CPUs and signals. It never parses HTTP and never touches a store's contents;
 //! each shard's work is in [`run_shard`], which hands connections to [`crate::http::conn`].
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -18,19 +17,17 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use log::{debug, error, info, warn};
 
-use crate::clock;
 use crate::config::{Design, ServeArgs};
+use crate::http::registry::Registry;
 use crate::limits::{
     CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
-    TIMEOUT_SWEEP_MS,
 };
+use crate::shard::context::{Counters, Latches, ShardContext};
 use crate::shard::locked::LockedStore;
-use crate::shard::message::{Batch, Op, Outcome, Replies, RequestsByClass, ShardStats};
+use crate::shard::message::ShardMessage;
 use crate::shard::router::{Router, serve_peer};
 use crate::shard::store::Store;
 use crate::shard::{ShardId, StoreHandle};
-use crate::sync::latch::Latch;
-use crate::sync::shim;
 
 /// How often a draining shard checks whether its connections have finished.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -38,211 +35,6 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
 const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Pause after an accept error that is about resources (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
-
-/// Latches every shard shares with the main thread.
-#[derive(Clone)]
-pub struct Latches {
-    /// Opens when every shard is serving.
-    pub ready: shim::Arc<Latch>,
-    /// Opens on SIGTERM/SIGINT or when a shard fails: stop accepting, finish, exit.
-    pub shutdown: shim::Arc<Latch>,
-    /// Opens when every shard's thread has finished.
-    pub exited: shim::Arc<Latch>,
-}
-
-/// Everything one shard's tasks share. Lives on that shard's thread only (`Rc`).
-pub struct ShardContext {
-    pub id: ShardId,
-    pub nr_shards: usize,
-    /// The CPU the shard is pinned to.
-    pub cpu: usize,
-    pub args: ServeArgs,
-    /// Where this shard's local operations run.
-    pub store: StoreHandle,
-    /// The mesh: key operations to their owners (sharded design), stats to every shard (both).
-    pub router: Router,
-    pub latches: Latches,
-    pub counters: Counters,
-    /// Open connections, each with its socket and read deadline: the sweeper and shutdown end
-    /// a connection's pending read with `shutdown(SHUT_RD)`.
-    connections: RefCell<HashMap<u64, Rc<ConnectionDeadline>>>,
-    /// [`clock::now_ms`] as of the sweeper's last tick: deadlines are set against it, so a
-    /// read costs no clock read and no timer (timeouts fire up to one tick late).
-    now_ms: Cell<u64>,
-    next_connection_id: Cell<u64>,
-}
-
-/// A shard's request counters. Plain cells: only the shard's own thread updates them; other
-/// shards read them by sending a `Stats` operation.
-#[derive(Default)]
-pub struct Counters {
-    requests: Cell<RequestsByClass>,
-    messages_sent: Cell<u64>,
-    messages_received: Cell<u64>,
-}
-
-impl Counters {
-    /// Counts one response by its status class.
-    pub fn count_response(&self, status: u16) {
-        let mut requests = self.requests.get();
-        match status / 100 {
-            1 => requests.informational += 1,
-            2 => requests.success += 1,
-            3 => requests.redirection += 1,
-            4 => requests.client_error += 1,
-            _ => requests.server_error += 1,
-        }
-        self.requests.set(requests);
-    }
-
-    /// Counts one batch sent to another shard.
-    pub fn count_message_sent(&self) {
-        self.messages_sent.set(self.messages_sent.get() + 1);
-    }
-}
-
-impl ShardContext {
-    /// The shard whose store holds `key`: its owner in the sharded design, this shard in the
-    /// locked one (every executor reaches the one store directly).
-    pub fn owner(&self, key: &[u8]) -> ShardId {
-        match self.args.design {
-            Design::Sharded => self.router.owner(key),
-            Design::Locked => self.id,
-        }
-    }
-
-    /// Executes an operation on this shard, handing its outcome to `f`.
-    pub fn apply_local<R>(&self, op: Op, f: impl FnOnce(Outcome<&[u8]>) -> R) -> R {
-        if let Op::Stats = op {
-            return f(Outcome::Stats(Box::new(self.stats())));
-        }
-        debug_assert_eq!(
-            self.owner(op.key()),
-            self.id,
-            "an operation ran on a shard that does not own its key"
-        );
-        self.store.apply(op, f)
-    }
-
-    /// Answers one batch from another shard.
-    fn answer_peer(&self, ops: Vec<Op>) -> Replies {
-        self.counters
-            .messages_received
-            .set(self.counters.messages_received.get() + 1);
-        ops.into_iter()
-            .map(|op| self.apply_local(op, |outcome| outcome.to_owned()))
-            .collect()
-    }
-
-    /// This shard's numbers. In the locked design the one store's numbers are reported by
-    /// shard 0 only, so that sums over shards stay right.
-    pub fn stats(&self) -> ShardStats {
-        let mut stats = ShardStats {
-            id: self.id,
-            cpu: self.cpu,
-            ..ShardStats::default()
-        };
-        if self.args.design == Design::Sharded || self.id == 0 {
-            self.store.fill_stats(&mut stats);
-        }
-        stats.requests = self.counters.requests.get();
-        stats.messages_sent = self.counters.messages_sent.get();
-        stats.messages_received = self.counters.messages_received.get();
-        stats.connections = self.open_connections() as u64;
-        stats
-    }
-
-    /// Number of open connections on this shard.
-    pub fn open_connections(&self) -> usize {
-        self.connections.borrow().len()
-    }
-
-    /// Registers a connection; it is forgotten when the returned guard drops.
-    pub fn register_connection(self: &Rc<Self>, fd: RawFd) -> ConnectionGuard {
-        let id = self.next_connection_id.get();
-        self.next_connection_id.set(id + 1);
-        let deadline = Rc::new(ConnectionDeadline {
-            fd,
-            at_ms: Cell::new(0),
-            passed: Cell::new(false),
-        });
-        self.connections.borrow_mut().insert(id, Rc::clone(&deadline));
-        ConnectionGuard {
-            shard: Rc::clone(self),
-            id,
-            deadline,
-        }
-    }
-
-    /// Milliseconds as of the sweeper's last tick (see `now_ms`).
-    pub fn coarse_now_ms(&self) -> u64 {
-        self.now_ms.get()
-    }
-
-    /// Ends every connection's pending read (`shutdown(SHUT_RD)`): idle keep-alive connections
-    /// see end-of-file and close; a connection mid-batch finishes writing its responses first.
-    fn stop_reading_all(&self) {
-        for deadline in self.connections.borrow().values() {
-            deadline.stop_reading();
-        }
-    }
-
-    /// One sweeper tick: refresh the coarse clock, and end the reads of connections whose
-    /// deadline has passed.
-    fn sweep_deadlines(&self) {
-        let now = clock::now_ms();
-        self.now_ms.set(now);
-        for deadline in self.connections.borrow().values() {
-            let at = deadline.at_ms.get();
-            if at != 0 && at <= now && !deadline.passed.get() {
-                deadline.passed.set(true);
-                deadline.stop_reading();
-            }
-        }
-    }
-}
-
-/// A connection's read deadline, shared between the connection and its shard's sweeper.
-pub struct ConnectionDeadline {
-    fd: RawFd,
-    /// When the pending read must end, in coarse milliseconds; 0 while not reading.
-    at_ms: Cell<u64>,
-    /// Set by the sweeper when it ended the read for passing `at_ms`.
-    passed: Cell<bool>,
-}
-
-impl ConnectionDeadline {
-    fn stop_reading(&self) {
-        // SAFETY: the fd belongs to a live connection (its entry leaves the map before the
-        // socket is closed, by ConnectionGuard's drop), and shutdown does not free it.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
-    }
-}
-
-/// Keeps a connection registered with its shard while alive, and sets its read deadline.
-pub struct ConnectionGuard {
-    shard: Rc<ShardContext>,
-    id: u64,
-    deadline: Rc<ConnectionDeadline>,
-}
-
-impl ConnectionGuard {
-    /// Arms the read deadline at `at_ms` (coarse milliseconds), or disarms it with 0.
-    pub fn set_read_deadline(&self, at_ms: u64) {
-        self.deadline.at_ms.set(at_ms);
-    }
-
-    /// True when the sweeper ended the last read because its deadline passed.
-    pub fn deadline_passed(&self) -> bool {
-        self.deadline.passed.get()
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.shard.connections.borrow_mut().remove(&self.id);
-    }
-}
 
 /// Counts a shard's thread as exited, and stops the others, however it ends (even by panic).
 struct ExitGuard {
@@ -294,12 +86,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let (addr, reservation) = reserve_port(args.addr)?;
     block_shutdown_signals();
 
-    let latches = Latches {
-        ready: shim::Arc::new(Latch::new(nr_shards)),
-        shutdown: shim::Arc::new(Latch::new(1)),
-        exited: shim::Arc::new(Latch::new(nr_shards)),
-    };
-    let mesh = MeshBuilder::<Batch, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
+    let latches = Latches::new(nr_shards);
+    let mesh = MeshBuilder::<ShardMessage, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
     let locked = (args.design == Design::Locked).then(|| Arc::new(LockedStore::new(args.budget_for(0, 1))));
     let mut handles = Vec::with_capacity(nr_shards);
     for id in 0..nr_shards {
@@ -388,7 +176,7 @@ struct ShardSetup {
     addr: SocketAddr,
     args: ServeArgs,
     latches: Latches,
-    mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
     locked: Option<Arc<LockedStore>>,
 }
 
@@ -427,45 +215,38 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         router: Router::new(senders),
         latches: latches.clone(),
         counters: Counters::default(),
-        connections: RefCell::new(HashMap::new()),
-        now_ms: Cell::new(clock::now_ms()),
-        next_connection_id: Cell::new(0),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
         .into_iter()
         .map(|(_peer, receiver)| {
             let shard = Rc::clone(&shard);
-            glommio::spawn_local(serve_peer(receiver, move |ops| shard.answer_peer(ops)))
+            glommio::spawn_local(async move { serve_peer(receiver, &shard).await })
         })
         .collect();
-    if let Some(path) = shard.args.load.clone() {
-        crate::load::load_shard(&shard, &path).await?;
+    if let Some(path) = shard.args.load.clone()
+        && (shard.args.design == Design::Sharded || id == 0)
+    {
+        let loader = crate::load::Loader::new(&shard.args, id == 0);
+        loader.load(&shard.store, |key| shard.owner(key) == id, &path).await?;
     }
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
     }
-    glommio::spawn_local(sweep_forever(Rc::clone(&shard))).detach();
+    let registry = Rc::new(Registry::default());
+    glommio::spawn_local(Rc::clone(&registry).sweep_forever()).detach();
     latches.ready.count_down();
     debug!("shard {id} serving on CPU {cpu}");
 
-    accept_until_shutdown(&listener, &shard).await;
+    accept_until_shutdown(&listener, &shard, &registry).await;
     drop(listener);
-    drain(&shard).await;
+    drain(&shard, &registry).await;
     shard.router.close();
     for task in peer_tasks {
         task.await;
     }
     debug!("shard {id} stopped");
     Ok(())
-}
-
-/// Ends reads past their deadline (header, body and idle timeouts) every `TIMEOUT_SWEEP_MS`.
-async fn sweep_forever(shard: Rc<ShardContext>) {
-    loop {
-        glommio::timer::sleep(Duration::from_millis(TIMEOUT_SWEEP_MS)).await;
-        shard.sweep_deadlines();
-    }
 }
 
 /// Reclaims expired keys every `EXPIRY_TICK_MS`, in bounded steps so requests never wait long.
@@ -478,7 +259,7 @@ async fn expire_forever(shard: Rc<ShardContext>) {
     }
 }
 
-async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>) {
+async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>, registry: &Rc<Registry>) {
     let limit = shard.args.connections_per_shard_max as usize;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -489,10 +270,11 @@ async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>)
         match accepted {
             None => return,
             Some(Ok(stream)) => {
-                if shard.open_connections() >= limit {
+                if registry.len() >= limit {
                     glommio::spawn_local(crate::http::conn::refuse(stream, limit)).detach();
                 } else {
-                    glommio::spawn_local(crate::http::conn::serve(stream, Rc::clone(shard))).detach();
+                    let serve = crate::http::conn::serve(stream, Rc::clone(shard), Rc::clone(registry));
+                    glommio::spawn_local(serve).detach();
                 }
             }
             Some(Err(e)) => {
@@ -503,16 +285,19 @@ async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>)
     }
 }
 
-/// Lets connections finish what they have read, for at most `--shutdown-grace-ms`.
-async fn drain(shard: &Rc<ShardContext>) {
-    shard.stop_reading_all();
+/// Lets connections finish the requests they have begun, for at most `--shutdown-grace-ms`:
+/// idle ones close at once; one whose request head has arrived reads its body, answers with
+/// `Connection: close`, and closes.
+async fn drain(shard: &ShardContext, registry: &Registry) {
+    registry.stop_reading_idle();
     let deadline = Instant::now() + Duration::from_millis(shard.args.shutdown_grace_ms);
-    while shard.open_connections() > 0 && Instant::now() < deadline {
+    while !registry.is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL_INTERVAL).await;
-        // Connections accepted just before the listener closed were not yet registered.
-        shard.stop_reading_all();
+        // Connections that finished a request since, or were accepted just before the
+        // listener closed.
+        registry.stop_reading_idle();
     }
-    let left = shard.open_connections();
+    let left = registry.len();
     if left > 0 {
         warn!(
             "shard {}: {left} connections still open after the grace period; closing them",

@@ -1,27 +1,26 @@
 //! Two glommio executors joined by a channel mesh, as `corekv serve --shards 2` joins them:
-//! each owns a [`Store`] and answers the other's batches with [`serve_peer`]. Shard 0 runs the
-//! measured client; the time it reports is taken inside it, so starting and stopping the
-//! executors is not measured.
+//! each is a real [`ShardContext`] owning a preloaded store, and answers the other's messages
+//! with the server's own [`serve_peer`]. Shard 0 runs the measured client; the time it reports
+//! is taken inside it, so starting and stopping the executors is not measured.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use corekv::shard::message::{Batch, Record};
+use clap::Parser;
+use corekv::config::{Cli, Command, ServeArgs};
+use corekv::limits::{CHANNEL_DEPTH_MESSAGES, IO_MEMORY_BYTES_PER_SHARD};
+use corekv::shard::context::{Counters, Latches, ShardContext};
+use corekv::shard::message::{Record, ShardMessage};
 use corekv::shard::router::{Router, serve_peer};
 use corekv::shard::store::Store;
-use corekv::shard::{ShardId, shard_for};
+use corekv::shard::{ShardId, StoreHandle, shard_for};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
 /// Shards in the mesh.
 pub const NR_SHARDS: usize = 2;
-/// Messages queued per channel (the server's `CHANNEL_DEPTH_MESSAGES`).
-const CHANNEL_DEPTH_MESSAGES: usize = 1024;
-/// io_uring buffer memory per executor: two executors' three rings each must fit an 8 MiB
-/// RLIMIT_MEMLOCK.
-const IO_MEMORY_BYTES: usize = 1 << 20;
 /// Keys in the preloaded keyspace, and the bytes of every value.
 pub const KEYS_COUNT: usize = 10_000;
 pub const VALUE_BYTES: usize = 64;
@@ -58,45 +57,57 @@ pub fn placements() -> Vec<(&'static str, [usize; 2])> {
     placements
 }
 
+/// `corekv serve`'s default flags.
+pub fn serve_args() -> ServeArgs {
+    // The default flags always parse.
+    match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
+        Command::Serve(args) => args,
+        _ => unreachable!("`serve` parses as Serve"),
+    }
+}
+
 /// Starts two shards on `cpus`, each with its preloaded store serving the other, and runs
-/// `client(store, router)` on shard 0. Returns the duration the client reports.
+/// `client(shard)` on shard 0. Returns the duration the client reports.
 pub fn on_two_shards<F, Fut>(cpus: [usize; 2], client: F) -> Duration
 where
-    F: FnOnce(Rc<RefCell<Store>>, Router) -> Fut + Clone + Send + 'static,
+    F: FnOnce(Rc<ShardContext>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Duration>,
 {
-    let mesh = MeshBuilder::<Batch, _>::full(NR_SHARDS, CHANNEL_DEPTH_MESSAGES);
+    let mesh = MeshBuilder::<ShardMessage, _>::full(NR_SHARDS, CHANNEL_DEPTH_MESSAGES);
     let handles: Vec<_> = cpus
         .iter()
         .map(|&cpu| {
             let (mesh, client) = (mesh.clone(), client.clone());
             LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .io_memory(IO_MEMORY_BYTES)
+                .io_memory(IO_MEMORY_BYTES_PER_SHARD)
                 .spawn(move || async move {
                     // Both executors join the same mesh; joining cannot fail while both live.
                     let (senders, mut receivers) = mesh.join().await.unwrap();
                     // Peer ids follow executor ids, not spawn order: the role follows the id.
                     let id = senders.peer_id();
-                    let store = Rc::new(RefCell::new(preloaded_store(id)));
+                    let shard = Rc::new(ShardContext {
+                        id,
+                        nr_shards: NR_SHARDS,
+                        cpu,
+                        args: serve_args(),
+                        store: StoreHandle::Owned(RefCell::new(preloaded_store(id))),
+                        router: Router::new(senders),
+                        latches: Latches::new(NR_SHARDS),
+                        counters: Counters::default(),
+                    });
                     let peers: Vec<_> = receivers
                         .streams()
                         .into_iter()
                         .map(|(_, receiver)| {
-                            let store = Rc::clone(&store);
-                            // As the server answers a peer: each op on the local store, its
-                            // outcome copied for the trip back.
-                            glommio::spawn_local(serve_peer(receiver, move |ops| {
-                                let mut store = store.borrow_mut();
-                                ops.into_iter().map(|op| store.apply(op).to_owned()).collect()
-                            }))
+                            let shard = Rc::clone(&shard);
+                            glommio::spawn_local(async move { serve_peer(receiver, &shard).await })
                         })
                         .collect();
-                    let router = Router::new(senders);
                     let elapsed = if id == 0 {
-                        Some(client(Rc::clone(&store), router).await)
+                        Some(client(Rc::clone(&shard)).await)
                     } else {
                         // Shard 1 only answers: closing its senders ends shard 0's server.
-                        router.close();
+                        shard.router.close();
                         None
                     };
                     for peer in peers {

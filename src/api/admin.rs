@@ -20,7 +20,7 @@ pub fn route(request: &Request<'_>) -> Option<Result<(Ops, Render), Error>> {
         _ => return None,
     };
     Some(match request.head.method {
-        Method::Get | Method::Head => Ok((Ops::EveryShard, Render::Stats { prometheus })),
+        Method::Get | Method::Head => Ok((Ops::Stats, Render::Stats { prometheus })),
         _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
     })
 }

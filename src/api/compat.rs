@@ -125,7 +125,7 @@ fn is_write(ops: &Ops) -> bool {
     match ops {
         Ops::One(op) => !matches!(op, Op::Get(_)),
         Ops::Many(_) => true,
-        Ops::None | Ops::EveryShard => false,
+        Ops::None | Ops::Stats => false,
     }
 }
 

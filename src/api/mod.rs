@@ -1,9 +1,9 @@
 //! What each route means. [`plan`] turns a parsed request into store operations plus a
-//! [`Render`] that says how their outcomes become a response; the `render_*` functions write
-//! that response.
+//! [`Render`] that says how their outcomes become a response; [`Plan::render`] writes that
+//! response from the outcomes.
 //!
 //! Owns URL and body semantics (keys, JSON, base64, status codes). It never performs I/O and
-//! never touches a store: operations are executed by the connection loop on their owners.
+//! never touches a store: operations run on their owners through [`crate::shard::dispatch`].
 
 pub mod admin;
 pub mod compat;
@@ -15,7 +15,9 @@ use crate::config::ServeArgs;
 use crate::error::Error;
 use crate::http::request::{BodyLimit, HeadInfo, Request};
 use crate::http::response;
-use crate::shard::message::{Op, Outcome};
+pub use crate::shard::dispatch::Ops;
+use crate::shard::dispatch::Outcomes;
+use crate::shard::message::Outcome;
 
 /// What a route needs to know about the server to plan a request.
 pub struct Context<'a> {
@@ -24,16 +26,6 @@ pub struct Context<'a> {
     pub ready: bool,
     /// Shards serving so far and in all, for the readiness message.
     pub ready_shards: (usize, usize),
-}
-
-/// The store operations of one request.
-#[derive(Debug)]
-pub enum Ops {
-    None,
-    One(Op),
-    Many(Vec<Op>),
-    /// One `Op::Stats` to every shard, this one included, in shard order.
-    EveryShard,
 }
 
 /// How a request's outcomes become its response.
@@ -58,7 +50,7 @@ pub enum Render {
     /// Bulk update: the keys in order (as given), one `Update` op each. `keys_only` answers
     /// seed 000's plain list of updated keys instead of `{"updated": [...], "missing": [...]}`.
     BulkUpdate { keys: Vec<String>, keys_only: bool },
-    /// `/v1/stats` (JSON) or `/metrics` (Prometheus text): one `Stats` outcome per shard.
+    /// `/v1/stats` (JSON) or `/metrics` (Prometheus text), from every shard's numbers.
     Stats { prometheus: bool },
 }
 
@@ -86,6 +78,45 @@ impl Plan {
     /// True when the connection closes after this response.
     pub fn closes(&self) -> bool {
         !self.keep_alive || matches!(&self.render, Render::Error(error) if error.closes_connection())
+    }
+
+    /// Writes this request's response from the outcomes of its operations, read in the order
+    /// [`plan`] listed them; returns its status. `keep_alive: false` answers `Connection: close`.
+    pub fn render(&self, outcomes: &mut impl Outcomes, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+        let start = out.len();
+        let status = match &self.render {
+            Render::Error(_) | Render::Json(..) => render_now(&self.render, keep_alive, out),
+            Render::BulkUpdate { keys, keys_only } => {
+                let updated: Result<Vec<bool>, Error> = keys
+                    .iter()
+                    .map(|_| outcomes.next(|outcome| outcome.map(|outcome| matches!(outcome, Outcome::Updated))))
+                    .collect();
+                match updated {
+                    Ok(updated) => render_bulk(keys, &updated, *keys_only, keep_alive, out),
+                    Err(error) => render_error(out, &error, keep_alive),
+                }
+            }
+            Render::Stats { prometheus } => match outcomes.stats() {
+                Ok(stats) => admin::render_stats(&stats, *prometheus, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            },
+            render => outcomes.next(|outcome| match outcome {
+                Ok(outcome) => render_one(render, outcome, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            }),
+        };
+        if self.head {
+            drop_body(out, start);
+        }
+        status
+    }
+}
+
+/// Cuts the body off the response that starts at `start` (HEAD keeps the headers, including
+/// the Content-Length a GET would have had).
+fn drop_body(output: &mut Vec<u8>, start: usize) {
+    if let Some(end) = output[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        output.truncate(start + end + 4);
     }
 }
 

@@ -1,10 +1,13 @@
-//! One connection's life: read, parse every complete request in the buffer, dispatch their
-//! operations (local ones in place, remote ones batched one message per owner), then answer the
-//! whole batch in request order with one write.
+//! One connection's life: read, parse every complete request in the buffer into plans, hand
+//! their operations to the [`Dispatcher`], then render every response in request order and
+//! write the batch at once.
 //!
-//! Owns the socket, its buffers and its deadlines. It never keeps a borrow of the local store
-//! across an await, and never sends more than one batch per owner per read, so a task awaits at
-//! most `nr_shards - 1` replies at once (glommio counts waker clones in an `i16`).
+//! Owns the socket, its buffers and its deadlines. Where an operation runs, and how replies
+//! from other shards are bounded, is the dispatcher's business; what a route means is
+//! [`crate::api`]'s. Every buffer here is bounded: the read buffer grows only as bytes arrive
+//! (at most about twice what has arrived, never from a declared length), the write buffer is
+//! flushed past `WRITE_BUFFER_FLUSH_BYTES`, and at most `PIPELINE_REQUESTS_MAX` requests are
+//! parsed per batch.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -15,14 +18,14 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::debug;
 
-use crate::api::{self, Context, Ops, Plan, Render};
+use crate::api::{self, Context, Plan};
 use crate::error::Error;
+use crate::http::registry::{Registration, Registry};
 use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
 use crate::limits::{PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS};
-use crate::server::{ConnectionGuard, ShardContext};
-use crate::shard::ShardId;
-use crate::shard::message::{Op, Outcome, Replies, ShardStats};
+use crate::shard::context::ShardContext;
+use crate::shard::dispatch::Dispatcher;
 
 /// A buffer larger than this is given back once it is empty (after a large body).
 const READ_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
@@ -44,28 +47,14 @@ pub async fn refuse(mut stream: TcpStream, limit: usize) {
 }
 
 /// Serves one accepted connection until it closes, errs or times out.
-pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>) {
-    let registered = shard.register_connection(stream.as_raw_fd());
+pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, registry: Rc<Registry>) {
+    let registered = registry.register(stream.as_raw_fd(), &shard);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
     let mut connection = Connection::new(stream, shard, registered);
     if let Err(e) = connection.run().await {
         debug!("connection ended: {e}");
     }
-}
-
-/// Cuts the body off the response that starts at `start` (HEAD keeps the headers, including
-/// the Content-Length a GET would have had).
-fn drop_body(output: &mut Vec<u8>, start: usize) {
-    if let Some(end) = output[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-        output.truncate(start + end + 4);
-    }
-}
-
-/// Where an operation runs: here, or at another owner (index into that owner's batch).
-enum Slot {
-    Local(Op),
-    Remote { owner: ShardId, index: usize },
 }
 
 /// The read side's bytes: `data[start..end]` is unparsed input.
@@ -91,19 +80,23 @@ impl ReadBuffer {
         }
     }
 
-    /// Free space to read into, enough for a request of `total_bytes` when that is known.
+    /// Free space to read into. The buffer grows only as bytes arrive: by at most what it
+    /// already holds (doubling), and by no more than the rest of a request whose total size
+    /// (`total_bytes`, head plus declared body) is known. A declared length alone never
+    /// reserves memory.
     fn spare(&mut self, total_bytes: Option<usize>) -> &mut [u8] {
-        let wanted = total_bytes
-            .unwrap_or(0)
-            .max(self.end - self.start + READ_CHUNK_BYTES / 2);
-        if self.data.len() - self.start < wanted || self.data.len() - self.end < READ_CHUNK_BYTES / 4 {
+        const FREE_MIN: usize = READ_CHUNK_BYTES / 4;
+        if self.data.len() - self.end < FREE_MIN && self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.data.len() < wanted || self.data.len() - self.end < READ_CHUNK_BYTES / 4 {
-                let size = wanted.max(self.end + READ_CHUNK_BYTES);
-                self.data.resize(size, 0);
+        }
+        if self.data.len() - self.end < FREE_MIN {
+            let mut step = self.end.max(READ_CHUNK_BYTES);
+            if let Some(rest) = total_bytes.and_then(|total| total.checked_sub(self.end)) {
+                step = step.min(rest.max(FREE_MIN));
             }
+            self.data.resize(self.end + step, 0);
         }
         &mut self.data[self.end..]
     }
@@ -124,19 +117,19 @@ struct Connection {
     stream: TcpStream,
     shard: Rc<ShardContext>,
     /// The connection's entry in its shard's registry: its read deadline lives there.
-    registered: ConnectionGuard,
+    registered: Registration,
     input: ReadBuffer,
     output: Vec<u8>,
     clock: RequestClock,
     // Reused across batches so a steady connection allocates nothing for bookkeeping.
     plans: Vec<Plan>,
-    slots: Vec<Slot>,
-    outbound: Vec<Vec<Op>>,
-    replies: Vec<Option<Replies>>,
+    /// How many outcomes each plan reads, in plan order.
+    outcome_counts: Vec<usize>,
+    dispatcher: Dispatcher,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, shard: Rc<ShardContext>, registered: ConnectionGuard) -> Connection {
+    fn new(stream: TcpStream, shard: Rc<ShardContext>, registered: Registration) -> Connection {
         let nr_shards = shard.nr_shards;
         Connection {
             stream,
@@ -150,9 +143,8 @@ impl Connection {
             output: Vec::with_capacity(READ_CHUNK_BYTES),
             clock: RequestClock::default(),
             plans: Vec::new(),
-            slots: Vec::new(),
-            outbound: (0..nr_shards).map(|_| Vec::new()).collect(),
-            replies: (0..nr_shards).map(|_| None).collect(),
+            outcome_counts: Vec::new(),
+            dispatcher: Dispatcher::new(nr_shards),
         }
     }
 
@@ -161,12 +153,14 @@ impl Connection {
             let (need, closing) = self.parse_batch();
             if !self.plans.is_empty() {
                 self.clock = RequestClock::default();
-                self.answer_batch().await?;
-                if closing || self.shard.latches.shutdown.is_open() {
+                // Once shutdown has begun, this batch is the connection's last.
+                let closing = closing || self.registered.stopping();
+                self.answer_batch(closing).await?;
+                if closing {
                     return self.finish().await;
                 }
                 if !self.input.filled().is_empty() {
-                    self.clock.started = Some(self.shard.coarse_now_ms());
+                    self.clock.started = Some(self.registered.coarse_now_ms());
                 }
                 continue;
             }
@@ -239,23 +233,28 @@ impl Connection {
     /// Reads more input under the deadline of the current phase. Returns false on a clean end
     /// (peer closed, idle timeout, shutdown); answers 408 when a started request times out.
     ///
-    /// The deadline is enforced by the shard's sweeper (`server::sweep_forever`), which ends the
-    /// read with `shutdown(SHUT_RD)`: a read arms no timer and reads no clock.
+    /// The deadline is enforced by the shard's sweeper ([`Registry::sweep_forever`]), which
+    /// ends the read with `shutdown(SHUT_RD)`: a read arms no timer and reads no clock.
     async fn read_more(&mut self, need: Need) -> io::Result<bool> {
         let args = &self.shard.args;
-        let now = self.shard.coarse_now_ms();
+        let now = self.registered.coarse_now_ms();
+        self.registered.set_mid_request(matches!(need, Need::Body { .. }));
         let (deadline_ms, phase, limit_ms) = if self.input.filled().is_empty() {
-            (now + args.idle_timeout_ms, None, args.idle_timeout_ms)
+            (now.saturating_add(args.idle_timeout_ms), None, args.idle_timeout_ms)
         } else if let Need::Head = need {
             let started = *self.clock.started.get_or_insert(now);
             (
-                started + args.header_timeout_ms,
+                started.saturating_add(args.header_timeout_ms),
                 Some("headers"),
                 args.header_timeout_ms,
             )
         } else {
             let started = *self.clock.body_started.get_or_insert(now);
-            (started + args.body_timeout_ms, Some("body"), args.body_timeout_ms)
+            (
+                started.saturating_add(args.body_timeout_ms),
+                Some("body"),
+                args.body_timeout_ms,
+            )
         };
         let total_bytes = match need {
             Need::Body { total_bytes, .. } => total_bytes,
@@ -285,7 +284,7 @@ impl Connection {
             Ok(0) => Ok(false),
             Ok(bytes) => {
                 if self.input.filled().is_empty() {
-                    self.clock.started = Some(self.shard.coarse_now_ms());
+                    self.clock.started = Some(self.registered.coarse_now_ms());
                 }
                 self.input.end += bytes;
                 Ok(true)
@@ -295,53 +294,26 @@ impl Connection {
     }
 
     /// Runs the batch's operations on their owners and writes every response, in order.
-    async fn answer_batch(&mut self) -> io::Result<()> {
+    /// `closing`: the batch's last response says `Connection: close`.
+    async fn answer_batch(&mut self, closing: bool) -> io::Result<()> {
         let shard = Rc::clone(&self.shard);
-        self.dispatch(&shard).await;
-        let mut slots = std::mem::take(&mut self.slots).into_iter();
+        for plan in &mut self.plans {
+            let ops = std::mem::replace(&mut plan.ops, api::Ops::None);
+            self.outcome_counts.push(self.dispatcher.push(&shard, ops));
+        }
+        self.dispatcher.send(&shard).await;
         let plans = std::mem::take(&mut self.plans);
-        for plan in &plans {
-            let keep_alive = !plan.closes();
-            let response_start = self.output.len();
-            let status = match &plan.render {
-                Render::Error(_) | Render::Json(..) => api::render_now(&plan.render, keep_alive, &mut self.output),
-                Render::BulkUpdate { keys, keys_only } => {
-                    let updated: Vec<bool> = slots
-                        .by_ref()
-                        .take(keys.len())
-                        .map(|slot| self.with_outcome(&shard, slot, |outcome| matches!(outcome, Ok(Outcome::Updated))))
-                        .collect();
-                    api::render_bulk(keys, &updated, *keys_only, keep_alive, &mut self.output)
-                }
-                Render::Stats { prometheus } => {
-                    let stats: Vec<ShardStats> = slots
-                        .by_ref()
-                        .take(shard.nr_shards)
-                        .filter_map(|slot| {
-                            self.with_outcome(&shard, slot, |outcome| match outcome {
-                                Ok(Outcome::Stats(stats)) => Some(*stats),
-                                _ => None,
-                            })
-                        })
-                        .collect();
-                    api::admin::render_stats(&stats, *prometheus, keep_alive, &mut self.output)
-                }
-                render => match slots.next() {
-                    Some(slot) => {
-                        let mut output = std::mem::take(&mut self.output);
-                        let status = self.with_outcome(&shard, slot, |outcome| match outcome {
-                            Ok(outcome) => api::render_one(render, outcome, keep_alive, &mut output),
-                            Err(error) => api::render_error(&mut output, &error, keep_alive),
-                        });
-                        self.output = output;
-                        status
-                    }
-                    None => api::render_error(&mut self.output, &Error::Unavailable("internal error"), false),
-                },
-            };
-            if plan.head {
-                drop_body(&mut self.output, response_start);
+        let counts = std::mem::take(&mut self.outcome_counts);
+        let last = plans.len() - 1;
+        for (at, (plan, &count)) in plans.iter().zip(&counts).enumerate() {
+            // An owner's reply reached its byte budget: write what is rendered, then fetch the
+            // rest (the client's reading speed now paces this connection).
+            while self.dispatcher.must_resume(count) {
+                self.flush().await?;
+                self.dispatcher.resume(&shard).await;
             }
+            let keep_alive = !(plan.closes() || closing && at == last);
+            let status = plan.render(&mut self.dispatcher.outcomes(&shard), keep_alive, &mut self.output);
             shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
                 self.flush().await?;
@@ -349,81 +321,10 @@ impl Connection {
         }
         self.plans = plans;
         self.plans.clear();
-        self.slots = slots.collect();
-        self.slots.clear();
-        for reply in &mut self.replies {
-            *reply = None;
-        }
+        self.outcome_counts = counts;
+        self.outcome_counts.clear();
+        self.dispatcher.clear();
         self.flush().await
-    }
-
-    /// Moves every operation into a slot: local ones stay here, remote ones go to their owner
-    /// in one batch per owner, whose replies are awaited before rendering.
-    async fn dispatch(&mut self, shard: &ShardContext) {
-        for plan in &mut self.plans {
-            let mut place = |owner: ShardId, op: Op| {
-                if owner == shard.id {
-                    Slot::Local(op)
-                } else {
-                    let batch = &mut self.outbound[owner];
-                    batch.push(op);
-                    Slot::Remote {
-                        owner,
-                        index: batch.len() - 1,
-                    }
-                }
-            };
-            match std::mem::replace(&mut plan.ops, Ops::None) {
-                Ops::None => {}
-                Ops::One(op) => self.slots.push(place(shard.owner(op.key()), op)),
-                Ops::Many(ops) => {
-                    for op in ops {
-                        let slot = place(shard.owner(op.key()), op);
-                        self.slots.push(slot);
-                    }
-                }
-                Ops::EveryShard => {
-                    for owner in 0..shard.nr_shards {
-                        let slot = place(owner, Op::Stats);
-                        self.slots.push(slot);
-                    }
-                }
-            }
-        }
-        let mut pending = Vec::new();
-        for owner in 0..shard.nr_shards {
-            if !self.outbound[owner].is_empty() {
-                let ops = std::mem::take(&mut self.outbound[owner]);
-                shard.counters.count_message_sent();
-                if let Ok(receiver) = shard.router.send(owner, ops).await {
-                    pending.push((owner, receiver));
-                }
-            }
-        }
-        for (owner, receiver) in pending {
-            self.replies[owner] = receiver.await.ok();
-        }
-    }
-
-    /// Hands the outcome of one slot to `f`: executed now on this shard (a found value is
-    /// borrowed in place), or read from its owner's reply.
-    fn with_outcome<R>(
-        &self,
-        shard: &ShardContext,
-        slot: Slot,
-        f: impl FnOnce(Result<Outcome<&[u8]>, Error>) -> R,
-    ) -> R {
-        match slot {
-            Slot::Local(op) => shard.apply_local(op, |outcome| f(Ok(outcome))),
-            Slot::Remote { owner, index } => {
-                match self.replies[owner].as_ref().and_then(|replies| replies.get(index)) {
-                    Some(outcome) => f(Ok(outcome.map(|value| &**value))),
-                    None => f(Err(Error::Unavailable(
-                        "the shard owning this key did not answer (shutting down)",
-                    ))),
-                }
-            }
-        }
     }
 
     async fn flush(&mut self) -> io::Result<()> {

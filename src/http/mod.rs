@@ -1,10 +1,13 @@
 //! HTTP/1.1 on top of `httparse`: parsing requests out of a read buffer ([`request`]),
-//! encoding responses into a write buffer ([`response`]), and the per-connection loop that
-//! reads, batches, dispatches and writes ([`conn`]).
+//! encoding responses into a write buffer ([`response`]), the per-connection loop that reads,
+//! hands requests to the dispatcher and writes ([`conn`]), and each shard's registry of open
+//! connections with their deadlines ([`registry`]).
 //!
 //! Owns bytes on the wire and connection state. It never interprets a route (that is
-//! [`crate::api`]) and never touches a store directly (that goes through [`crate::shard`]).
+//! [`crate::api`]) and never decides where an operation runs (that is
+//! [`crate::shard::dispatch`]).
 
 pub mod conn;
+pub mod registry;
 pub mod request;
 pub mod response;

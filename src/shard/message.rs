@@ -143,8 +143,6 @@ pub enum Op {
     Update(Record),
     /// Remove if present.
     Delete(Box<[u8]>),
-    /// Report the shard's counters (sent to every shard; has no key).
-    Stats,
 }
 
 impl Op {
@@ -153,7 +151,6 @@ impl Op {
         match self {
             Op::Get(key) | Op::Delete(key) => key,
             Op::Put { record, .. } | Op::Update(record) => record.key(),
-            Op::Stats => b"",
         }
     }
 }
@@ -176,8 +173,6 @@ pub enum Outcome<V> {
     Deleted(bool),
     /// A write that would create a key beyond the shard's budget, in reject mode.
     Rejected(Limit),
-    /// `Stats`: the shard's counters.
-    Stats(Box<ShardStats>),
 }
 
 /// The capacity limit a rejected write ran into: the shard's share, in keys or bytes.
@@ -242,13 +237,18 @@ impl<V> Outcome<V> {
             Outcome::Updated => Outcome::Updated,
             Outcome::Deleted(removed) => Outcome::Deleted(*removed),
             Outcome::Rejected(limit) => Outcome::Rejected(*limit),
-            Outcome::Stats(stats) => Outcome::Stats(stats.clone()),
         }
     }
 }
 
-/// Outcomes of a batch, in the order of its operations.
-pub type Replies = Vec<Outcome<Box<[u8]>>>;
+/// An owner's answer to a [`Batch`]: one outcome per operation it ran, in order, and the
+/// operations it handed back unexecuted because the reply reached its byte budget
+/// ([`crate::limits::PEER_REPLY_VALUE_BYTES_MAX`]). `deferred` is always a suffix of the batch.
+#[derive(Debug, Default)]
+pub struct PeerReply {
+    pub outcomes: Vec<Outcome<Box<[u8]>>>,
+    pub deferred: Vec<Op>,
+}
 
 /// Operations for one owner, gathered from one read of one connection (or one bulk update),
 /// with the slot the owner answers in.
@@ -256,8 +256,17 @@ pub type Replies = Vec<Outcome<Box<[u8]>>>;
 pub struct Batch {
     /// Executed in order, so a pipelined PUT then GET of one key reads its own write.
     pub ops: Vec<Op>,
-    /// The owner sends one outcome per op, in order.
-    pub reply: oneshot::Sender<Replies>,
+    /// The owner answers once, with an outcome per executed op, in order.
+    pub reply: oneshot::Sender<PeerReply>,
+}
+
+/// Everything that travels the mesh between shards.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// Key operations for the receiving shard, which owns their keys.
+    Batch(Batch),
+    /// A request for the receiving shard's numbers.
+    Stats(oneshot::Sender<ShardStats>),
 }
 
 #[cfg(test)]

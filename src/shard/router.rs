@@ -1,13 +1,14 @@
 //! Routes operations to the shard that owns their key, over glommio's channel mesh.
 //!
 //! Owns the sending half of the mesh (one bounded channel to every other shard) and the task
-//! that answers batches arriving from peers. It never executes a peer's operation anywhere but
+//! that answers messages arriving from peers. It never executes a peer's operation anywhere but
 //! on the store of the shard it runs on, and never shares that store.
 
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
-use super::message::{Batch, Op, Replies};
+use super::context::ShardContext;
+use super::message::{Batch, Op, PeerReply, ShardMessage, ShardStats};
 use super::{ShardId, shard_for};
 use crate::sync::oneshot;
 
@@ -15,7 +16,7 @@ use crate::sync::oneshot;
 pub struct Router {
     id: ShardId,
     nr_shards: usize,
-    senders: Senders<Batch>,
+    senders: Senders<ShardMessage>,
 }
 
 /// The owner did not answer: its channel is closed (it is shutting down or has failed).
@@ -24,7 +25,7 @@ pub struct OwnerGone;
 
 impl Router {
     /// Wraps this shard's senders from the joined mesh.
-    pub fn new(senders: Senders<Batch>) -> Router {
+    pub fn new(senders: Senders<ShardMessage>) -> Router {
         Router {
             id: senders.peer_id(),
             nr_shards: senders.nr_consumers(),
@@ -47,16 +48,25 @@ impl Router {
         shard_for(key, self.nr_shards)
     }
 
-    /// Sends `ops` to `owner` as one batch; the returned receiver yields one outcome per op.
+    /// Sends `ops` to `owner` as one batch; the returned receiver yields its [`PeerReply`].
     /// Waits (without blocking the shard) while the owner's channel is full.
-    pub async fn send(&self, owner: ShardId, ops: Vec<Op>) -> Result<oneshot::Receiver<Replies>, OwnerGone> {
+    pub async fn send(&self, owner: ShardId, ops: Vec<Op>) -> Result<oneshot::Receiver<PeerReply>, OwnerGone> {
         debug_assert_ne!(owner, self.id, "local operations never travel the mesh");
         let (reply, receiver) = oneshot::channel();
-        self.senders
-            .send_to(owner, Batch { ops, reply })
-            .await
-            .map_err(|_| OwnerGone)?;
+        self.deliver(owner, ShardMessage::Batch(Batch { ops, reply })).await?;
         Ok(receiver)
+    }
+
+    /// Asks `peer` for its numbers.
+    pub async fn ask_stats(&self, peer: ShardId) -> Result<oneshot::Receiver<ShardStats>, OwnerGone> {
+        debug_assert_ne!(peer, self.id, "a shard reads its own stats directly");
+        let (reply, receiver) = oneshot::channel();
+        self.deliver(peer, ShardMessage::Stats(reply)).await?;
+        Ok(receiver)
+    }
+
+    async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
+        self.senders.send_to(peer, message).await.map_err(|_| OwnerGone)
     }
 
     /// Closes every channel this shard sends on: each peer's serving task for this shard ends
@@ -66,12 +76,17 @@ impl Router {
     }
 }
 
-/// Answers the batches one peer sends, in order, until that peer closes its channel.
-/// `execute` runs a batch's operations on this shard, in order, and returns their outcomes.
-pub async fn serve_peer(receiver: ConnectedReceiver<Batch>, mut execute: impl FnMut(Vec<Op>) -> Replies) {
-    while let Some(batch) = receiver.recv().await {
-        let replies = execute(batch.ops);
+/// Answers the messages one peer sends, in order, until that peer closes its channel.
+pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &ShardContext) {
+    while let Some(message) = receiver.recv().await {
         // The asking connection may have gone away (closed, timed out); its answer is dropped.
-        let _ = batch.reply.send(replies);
+        match message {
+            ShardMessage::Batch(batch) => {
+                let _ = batch.reply.send(shard.answer_peer(batch.ops));
+            }
+            ShardMessage::Stats(reply) => {
+                let _ = reply.send(shard.answer_stats());
+            }
+        }
     }
 }

@@ -277,7 +277,6 @@ impl Store {
             Op::Put { record, ttl_ms } => self.put(record, ttl_ms),
             Op::Update(record) => self.update(record),
             Op::Delete(key) => Outcome::Deleted(self.delete(&key)),
-            Op::Stats => Outcome::Missing,
         }
     }
 
