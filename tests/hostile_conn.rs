@@ -151,7 +151,10 @@ fn shutdown_lets_an_upload_in_flight_finish() {
     let server = Server::start(&["--shutdown-grace-ms", "5000"]);
     let body = vec![b'u'; 200_000];
     let mut uploader = Conn::new(server.addr);
-    let head = format!("PUT /v1/keys/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "PUT /v1/keys/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     uploader.send(head.as_bytes());
     uploader.send(&body[..50_000]);
     let mut idle = Conn::new(server.addr);
@@ -181,14 +184,24 @@ fn a_large_body_then_small_requests_on_one_connection() {
     assert_eq!(conn.request("PUT", "/v1/keys/big", &[], &big).status, 201);
     for i in 0..50 {
         let value = format!("v{i}");
-        assert!(conn.request("PUT", &format!("/v1/keys/k{i}"), &[], value.as_bytes()).status < 300);
+        assert!(
+            conn.request("PUT", &format!("/v1/keys/k{i}"), &[], value.as_bytes())
+                .status
+                < 300
+        );
     }
     let mut raw = Vec::new();
-    conn.reader.get_mut().write_all(&encode_request("GET", "/v1/keys/big", &[], b"")).unwrap();
+    conn.reader
+        .get_mut()
+        .write_all(&encode_request("GET", "/v1/keys/big", &[], b""))
+        .unwrap();
     let response = conn.read();
     raw.extend_from_slice(&response.body);
     assert!(raw == big);
     let mut byte = [0u8; 1];
-    conn.reader.get_mut().set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    conn.reader
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     assert!(conn.reader.read(&mut byte).is_err(), "nothing more was sent");
 }

@@ -1,23 +1,20 @@
-//! Two glommio executors joined by a channel mesh, as `corekv serve --shards 2` joins them:
-//! each is a real [`ShardContext`] owning a preloaded store, and answers the other's messages
-//! with the server's own [`serve_peer`]. Shard 0 runs the measured client; the time it reports
-//! is taken inside it, so starting and stopping the executors is not measured.
+//! Two glommio executors joined by a channel mesh, as `corekv serve --shards 2` joins them
+//! (`corekv::shard::harness`): each is a real `ShardContext` owning a preloaded store, and
+//! answers the other's messages with the server's own `serve_peer`. Shard 0 runs the measured
+//! client; the time it reports is taken inside it, so starting and stopping the executors is
+//! not measured.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
 use corekv::config::{Cli, Command, ServeArgs};
-use corekv::limits::{CHANNEL_DEPTH_MESSAGES, IO_MEMORY_BYTES_PER_SHARD};
-use corekv::shard::context::{Counters, Latches, ShardContext};
-use corekv::shard::message::{Record, ShardMessage};
-use corekv::shard::router::{Router, serve_peer};
+use corekv::shard::context::ShardContext;
+use corekv::shard::harness::{Layout, on_shards};
+use corekv::shard::message::Record;
 use corekv::shard::store::Store;
-use corekv::shard::{ShardId, StoreHandle, shard_for};
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{LocalExecutorBuilder, Placement};
+use corekv::shard::{ShardId, shard_for};
 
 /// Shards in the mesh.
 pub const NR_SHARDS: usize = 2;
@@ -73,55 +70,10 @@ where
     F: FnOnce(Rc<ShardContext>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Duration>,
 {
-    let mesh = MeshBuilder::<ShardMessage, _>::full(NR_SHARDS, CHANNEL_DEPTH_MESSAGES);
-    let handles: Vec<_> = cpus
-        .iter()
-        .map(|&cpu| {
-            let (mesh, client) = (mesh.clone(), client.clone());
-            LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .io_memory(IO_MEMORY_BYTES_PER_SHARD)
-                .spawn(move || async move {
-                    // Both executors join the same mesh; joining cannot fail while both live.
-                    let (senders, mut receivers) = mesh.join().await.unwrap();
-                    // Peer ids follow executor ids, not spawn order: the role follows the id.
-                    let id = senders.peer_id();
-                    let shard = Rc::new(ShardContext {
-                        id,
-                        nr_shards: NR_SHARDS,
-                        cpu,
-                        args: serve_args(),
-                        store: StoreHandle::Owned(RefCell::new(preloaded_store(id))),
-                        router: Router::new(senders),
-                        latches: Latches::new(NR_SHARDS),
-                        counters: Counters::default(),
-                    });
-                    let peers: Vec<_> = receivers
-                        .streams()
-                        .into_iter()
-                        .map(|(_, receiver)| {
-                            let shard = Rc::clone(&shard);
-                            glommio::spawn_local(async move { serve_peer(receiver, &shard).await })
-                        })
-                        .collect();
-                    let elapsed = if id == 0 {
-                        Some(client(Rc::clone(&shard)).await)
-                    } else {
-                        // Shard 1 only answers: closing its senders ends shard 0's server.
-                        shard.router.close();
-                        None
-                    };
-                    for peer in peers {
-                        peer.await;
-                    }
-                    elapsed
-                })
-                // Starting an executor fails only when the machine cannot run glommio at all.
-                .expect("cannot start a glommio executor (io_uring, RLIMIT_MEMLOCK?)")
-        })
-        .collect();
-    handles
-        .into_iter()
-        .filter_map(|handle| handle.join().expect("a shard of the bench failed"))
-        .next()
-        .expect("shard 0 reports its time")
+    let layout = Layout {
+        cpus: cpus.to_vec(),
+        args: serve_args(),
+        gone: Vec::new(),
+    };
+    on_shards(layout, preloaded_store, client)
 }

@@ -287,3 +287,195 @@ impl Outcomes for Reader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command, ServeArgs};
+    use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
+    use crate::shard::harness::{Layout, on_shards};
+    use crate::shard::message::Record;
+    use crate::shard::shard_for;
+    use crate::shard::store::Store;
+
+    fn args() -> ServeArgs {
+        match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
+            Command::Serve(args) => args,
+            _ => unreachable!("`serve` parses as Serve"),
+        }
+    }
+
+    fn layout(nr_shards: usize, gone: Vec<ShardId>) -> Layout {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Layout {
+            cpus: (0..nr_shards).map(|id| id % cpus).collect(),
+            args: args(),
+            gone,
+        }
+    }
+
+    /// A key that shard `owner` of `nr_shards` owns.
+    fn key_on(owner: ShardId, nr_shards: usize, tag: &str) -> Vec<u8> {
+        (0..)
+            .map(|i| format!("{tag}{i}").into_bytes())
+            .find(|key| shard_for(key, nr_shards) == owner)
+            .unwrap()
+    }
+
+    /// Reads `count` outcomes as owned values, resuming whenever the dispatcher asks.
+    async fn read_all(
+        dispatcher: &mut Dispatcher,
+        shard: &ShardContext,
+        count: usize,
+    ) -> Vec<Result<Outcome<Vec<u8>>, Error>> {
+        let mut outcomes = Vec::new();
+        for _ in 0..count {
+            while dispatcher.must_resume(1) {
+                dispatcher.resume(shard).await;
+            }
+            outcomes.push(
+                dispatcher
+                    .outcomes(shard)
+                    .next(|outcome| outcome.map(|o| o.map(|v| v.to_vec()))),
+            );
+        }
+        dispatcher.clear();
+        outcomes
+    }
+
+    // Goal: operations on three shards come back in the order they were pushed, each having
+    // seen the writes pushed before it.
+    #[test]
+    fn outcomes_come_back_in_push_order_across_owners() {
+        let got = on_shards(
+            layout(3, vec![]),
+            |_| Store::default(),
+            |shard| async move {
+                let mut dispatcher = Dispatcher::new(shard.nr_shards);
+                let keys: Vec<Vec<u8>> = (0..3).map(|owner| key_on(owner, 3, "k")).collect();
+                let mut pushed = 0;
+                for (i, key) in keys.iter().enumerate() {
+                    let record = Record::new(key, format!("v{i}").as_bytes());
+                    pushed += dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                    pushed += dispatcher.push(&shard, Ops::One(Op::Get(key.clone().into())));
+                }
+                pushed += dispatcher.push(
+                    &shard,
+                    Ops::Many(keys.iter().map(|k| Op::Delete(k.clone().into())).collect()),
+                );
+                dispatcher.send(&shard).await;
+                read_all(&mut dispatcher, &shard, pushed).await
+            },
+        );
+        let mut expected = Vec::new();
+        for i in 0..3 {
+            expected.push(Ok(Outcome::Created));
+            expected.push(Ok(Outcome::Found {
+                value: format!("v{i}").into_bytes(),
+                ttl_ms: None,
+            }));
+        }
+        expected.extend((0..3).map(|_| Ok(Outcome::Deleted(true))));
+        assert_eq!(got, expected);
+    }
+
+    // Goal: past the reply budget an owner hands operations back, and resuming runs them in
+    // order: every value is right and a write after the cut is seen by the read after it.
+    #[test]
+    fn a_reply_over_budget_is_resumed_in_order() {
+        const VALUE_BYTES: usize = 300 << 10;
+        let remote = key_on(1, 2, "big");
+        let preload = remote.clone();
+        let got = on_shards(
+            layout(2, vec![]),
+            move |id| {
+                let mut store = Store::default();
+                if id == 1 {
+                    store.put(Record::new(&preload, &vec![b'a'; VALUE_BYTES]), None);
+                }
+                store
+            },
+            move |shard| async move {
+                let mut dispatcher = Dispatcher::new(shard.nr_shards);
+                let mut pushed = 0;
+                let gets = 2 * PEER_REPLY_VALUE_BYTES_MAX / VALUE_BYTES + 2;
+                for _ in 0..gets {
+                    pushed += dispatcher.push(&shard, Ops::One(Op::Get(remote.clone().into())));
+                }
+                let record = Record::new(&remote, b"small");
+                pushed += dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                pushed += dispatcher.push(&shard, Ops::One(Op::Get(remote.clone().into())));
+                dispatcher.send(&shard).await;
+                assert!(dispatcher.must_resume(pushed), "the first reply stopped at the budget");
+                read_all(&mut dispatcher, &shard, pushed).await
+            },
+        );
+        let (values, rest) = got.split_at(got.len() - 2);
+        for outcome in values {
+            assert_eq!(
+                outcome,
+                &Ok(Outcome::Found {
+                    value: vec![b'a'; VALUE_BYTES],
+                    ttl_ms: None
+                })
+            );
+        }
+        assert_eq!(
+            rest,
+            &[
+                Ok(Outcome::Replaced),
+                Ok(Outcome::Found {
+                    value: b"small".to_vec(),
+                    ttl_ms: None
+                })
+            ]
+        );
+    }
+
+    // Goal: stats come from every shard in shard order; an owner that is gone answers 503
+    // instead of a wrong outcome.
+    #[test]
+    fn stats_cover_every_shard_and_a_gone_owner_is_unavailable() {
+        let stats = on_shards(
+            layout(3, vec![]),
+            |_| Store::default(),
+            |shard| async move {
+                let mut dispatcher = Dispatcher::new(shard.nr_shards);
+                assert_eq!(dispatcher.push(&shard, Ops::Stats), 1);
+                dispatcher.send(&shard).await;
+                let stats = dispatcher.outcomes(&shard).stats();
+                dispatcher.clear();
+                stats
+            },
+        );
+        let ids: Vec<usize> = stats.unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+
+        let got = on_shards(
+            layout(2, vec![1]),
+            |_| Store::default(),
+            |shard| async move {
+                let mut dispatcher = Dispatcher::new(shard.nr_shards);
+                let remote = key_on(1, 2, "gone");
+                let local = key_on(0, 2, "here");
+                let mut pushed = dispatcher.push(&shard, Ops::One(Op::Get(remote.into())));
+                pushed += dispatcher.push(&shard, Ops::One(Op::Get(local.into())));
+                pushed += dispatcher.push(&shard, Ops::Stats);
+                dispatcher.send(&shard).await;
+                let mut reader = dispatcher.outcomes(&shard);
+                let outcomes: Vec<_> = (0..pushed - 1)
+                    .map(|_| reader.next(|outcome| outcome.map(|o| o.map(|v| v.to_vec()))))
+                    .collect();
+                let stats = reader.stats().map(|_| ());
+                drop(reader);
+                dispatcher.clear();
+                (outcomes, stats)
+            },
+        );
+        assert_eq!(got.0[0], Err(Error::Unavailable(GONE)));
+        assert_eq!(got.0[1], Ok(Outcome::Missing));
+        assert!(matches!(got.1, Err(Error::Unavailable(_))));
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod context;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod harness;
 pub mod locked;
 pub mod message;
 pub mod router;
