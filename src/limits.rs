@@ -48,6 +48,16 @@ pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
 pub const HEADER_BYTES_MAX: usize = 16 << 10;
 /// Most headers in one request; past it the answer is 431.
 pub const HEADERS_COUNT_MAX: usize = 64;
+/// Longest chunk-size line of a chunked request body (hex size, extensions and CRLF), in bytes;
+/// past it the answer is 400 and the connection closes. Extensions carry nothing corekv uses.
+pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
+/// Most chunks one chunked request body may have; past it the answer is 400 and the connection
+/// closes. (Every byte of a chunked body, framing included, also counts toward its route's body
+/// limit, so this bounds only the per-chunk work of tiny chunks.)
+pub const CHUNKS_PER_BODY_MAX: usize = 4096;
+/// Largest trailer section after a chunked request body's last chunk, in bytes; past it the
+/// answer is 431 and the connection closes.
+pub const CHUNK_TRAILER_BYTES_MAX: usize = HEADER_BYTES_MAX;
 /// Bytes asked of the socket per read when the buffer has no better size in mind.
 pub const READ_CHUNK_BYTES: usize = 16 << 10;
 /// Most pipelined requests answered as one batch (one write); the rest wait for the next batch.
@@ -83,4 +93,8 @@ const _: () = assert!(
     "a base64 POST of the largest default value must fit in the default JSON body limit"
 );
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
+const _: () = assert!(
+    CHUNK_LINE_BYTES_MAX < READ_CHUNK_BYTES,
+    "a chunk-size line fits in one read"
+);
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);

@@ -128,6 +128,9 @@ struct Connection {
     input: ReadBuffer,
     output: Vec<u8>,
     clock: RequestClock,
+    /// How far parsing got with the partial request at the start of `input` (reset by
+    /// `request::parse` when a request completes), so each read's parse scans only new bytes.
+    framing: request::BodyProgress,
     // Reused across batches so a steady connection allocates nothing for bookkeeping.
     plans: Vec<Plan>,
     slots: Vec<Slot>,
@@ -149,6 +152,7 @@ impl Connection {
             },
             output: Vec::with_capacity(READ_CHUNK_BYTES),
             clock: RequestClock::default(),
+            framing: request::BodyProgress::default(),
             plans: Vec::new(),
             slots: Vec::new(),
             outbound: (0..nr_shards).map(|_| Vec::new()).collect(),
@@ -208,7 +212,7 @@ impl Connection {
             if filled.is_empty() {
                 break;
             }
-            match request::parse(filled, |head| api::body_limit(head, &shard.args)) {
+            match request::parse(filled, &mut self.framing, |head| api::body_limit(head, &shard.args)) {
                 Parsed::Complete(request, used) => {
                     consumed += used;
                     let plan = api::plan(request, &context);
