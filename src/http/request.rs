@@ -257,11 +257,7 @@ fn start_request<'b>(
 type Body<'b> = (Cow<'b, [u8]>, usize);
 
 /// The body after a complete head; `None` until all of it is there.
-fn body_of<'b>(
-    buf: &'b [u8],
-    framing: HeadFraming,
-    chunks: &mut ChunkScan,
-) -> Result<Option<Body<'b>>, Error> {
+fn body_of<'b>(buf: &'b [u8], framing: HeadFraming, chunks: &mut ChunkScan) -> Result<Option<Body<'b>>, Error> {
     let rest = &buf[framing.head_len..];
     match framing.framing {
         Framing::Length(length) => {
