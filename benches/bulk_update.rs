@@ -46,7 +46,9 @@ fn plan(raw: &[u8], args: &ServeArgs) -> (Vec<Op>, Vec<String>) {
         ready: true,
         ready_shards: (1, 1),
     };
-    let Parsed::Complete(parsed, _) = request::parse(raw, |head| api::body_limit(head, args)) else {
+    let Parsed::Complete(parsed, _) = request::parse(raw, &mut request::BodyProgress::default(), |head| {
+        api::body_limit(head, args)
+    }) else {
         panic!("the bench's request is complete and valid")
     };
     match api::plan(parsed, &context) {

@@ -56,8 +56,9 @@ fn parse_all(buf: &[u8], args: &ServeArgs, plan: bool) -> usize {
     };
     let mut consumed = 0;
     let mut count = 0;
+    let mut progress = request::BodyProgress::default();
     while consumed < buf.len() {
-        match request::parse(&buf[consumed..], |head| api::body_limit(head, args)) {
+        match request::parse(&buf[consumed..], &mut progress, |head| api::body_limit(head, args)) {
             Parsed::Complete(parsed, used) => {
                 consumed += used;
                 count += 1;

@@ -19,8 +19,9 @@ pub enum Error {
     RouteNotFound,
     /// 405: the route exists but not for this method; `allow` lists the ones it takes.
     MethodNotAllowed { allow: &'static str },
-    /// 405: the server runs with `--read-only`.
-    ReadOnly,
+    /// 405: the server runs with `--read-only`; `allow` lists the methods the route still takes
+    /// (its reads, or none).
+    ReadOnly { allow: &'static str },
     /// 408: the client did not send the request in time.
     RequestTimeout { phase: &'static str, limit_ms: u64 },
     /// 411: a method that needs a body came with neither Content-Length nor chunked encoding.
@@ -32,8 +33,16 @@ pub enum Error {
         limit: u64,
         flag: &'static str,
     },
-    /// 414: the key (or the whole request line) is longer than a limit.
+    /// 414: the key is longer than `--max-key-bytes`.
     UriTooLong { size: usize, limit: usize },
+    /// 414: the request line alone is longer than the request head limit.
+    RequestLineTooLong { limit: usize },
+    /// 413: a body came with a request that takes none; `what` names those requests.
+    BodyNotAllowed { what: &'static str },
+    /// 413: a bulk update has more items than its limit.
+    TooManyItems { count: usize, limit: usize },
+    /// 501: the request uses a feature the server does not implement (a transfer coding).
+    NotImplemented(&'static str),
     /// 431: the request head is too large or has too many headers.
     HeadersTooLarge { detail: &'static str },
     /// 507: a write would create a key beyond the owning shard's share of a capacity limit.
@@ -50,12 +59,13 @@ impl Error {
         match self {
             Error::BadRequest(_) => 400,
             Error::KeyNotFound | Error::RouteNotFound => 404,
-            Error::MethodNotAllowed { .. } | Error::ReadOnly => 405,
+            Error::MethodNotAllowed { .. } | Error::ReadOnly { .. } => 405,
             Error::RequestTimeout { .. } => 408,
             Error::LengthRequired => 411,
-            Error::PayloadTooLarge { .. } => 413,
-            Error::UriTooLong { .. } => 414,
+            Error::PayloadTooLarge { .. } | Error::BodyNotAllowed { .. } | Error::TooManyItems { .. } => 413,
+            Error::UriTooLong { .. } | Error::RequestLineTooLong { .. } => 414,
             Error::HeadersTooLarge { .. } => 431,
+            Error::NotImplemented(_) => 501,
             Error::Unavailable(_) => 503,
             Error::InsufficientStorage(_) => 507,
             Error::VersionNotSupported => 505,
@@ -71,7 +81,10 @@ impl Error {
                 | Error::RequestTimeout { .. }
                 | Error::LengthRequired
                 | Error::PayloadTooLarge { .. }
+                | Error::BodyNotAllowed { .. }
                 | Error::UriTooLong { .. }
+                | Error::RequestLineTooLong { .. }
+                | Error::NotImplemented(_)
                 | Error::HeadersTooLarge { .. }
                 | Error::Unavailable(_)
                 | Error::VersionNotSupported
@@ -93,7 +106,7 @@ impl fmt::Display for Error {
             Error::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed here; allowed: {allow}")
             }
-            Error::ReadOnly => write!(f, "the server is read-only (--read-only): writes are refused"),
+            Error::ReadOnly { .. } => write!(f, "the server is read-only (--read-only): writes are refused"),
             Error::RequestTimeout { phase, limit_ms } => {
                 write!(f, "request {phase} not received within {limit_ms} ms")
             }
@@ -114,6 +127,17 @@ impl fmt::Display for Error {
             Error::UriTooLong { size, limit } => {
                 write!(f, "key is {size} bytes; the limit is {limit} bytes (--max-key-bytes)")
             }
+            Error::RequestLineTooLong { limit } => write!(
+                f,
+                "request line is longer than {limit} bytes (the request head limit): use a shorter path or query"
+            ),
+            Error::BodyNotAllowed { what } => {
+                write!(f, "{what} take no body: send the request without one")
+            }
+            Error::TooManyItems { count, limit } => {
+                write!(f, "bulk update has {count} items; the limit is {limit} items")
+            }
+            Error::NotImplemented(what) => write!(f, "not implemented: {what}"),
             Error::HeadersTooLarge { detail } => write!(f, "request headers too large: {detail}"),
             Error::Unavailable(why) => write!(f, "service unavailable: {why}"),
             Error::InsufficientStorage(Limit::Keys(share)) => write!(
@@ -173,7 +197,23 @@ mod tests {
                 507,
                 "--max-memory (9 bytes)",
             ),
-            (Error::ReadOnly, 405, "read-only"),
+            (Error::ReadOnly { allow: "GET, HEAD" }, 405, "read-only"),
+            (
+                Error::RequestLineTooLong { limit: 16384 },
+                414,
+                "request line is longer than 16384 bytes",
+            ),
+            (
+                Error::BodyNotAllowed { what: "GET requests" },
+                413,
+                "GET requests take no body",
+            ),
+            (
+                Error::TooManyItems { count: 11, limit: 10 },
+                413,
+                "11 items; the limit is 10 items",
+            ),
+            (Error::NotImplemented("transfer coding gzip"), 501, "gzip"),
         ];
         for (error, status, needle) in cases {
             assert_eq!(error.status(), status, "{error:?}");
@@ -181,5 +221,17 @@ mod tests {
         }
         assert!(Error::LengthRequired.closes_connection());
         assert!(!Error::KeyNotFound.closes_connection());
+        assert!(
+            Error::NotImplemented("x").closes_connection(),
+            "the body cannot be framed"
+        );
+        assert!(
+            Error::BodyNotAllowed { what: "x" }.closes_connection(),
+            "the body is unread"
+        );
+        assert!(
+            !Error::TooManyItems { count: 2, limit: 1 }.closes_connection(),
+            "the body was read"
+        );
     }
 }

@@ -48,6 +48,21 @@ pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
 pub const HEADER_BYTES_MAX: usize = 16 << 10;
 /// Most headers in one request; past it the answer is 431.
 pub const HEADERS_COUNT_MAX: usize = 64;
+/// Longest chunk-size line of a chunked request body (hex size, extensions and CRLF), in bytes;
+/// past it the answer is 400 and the connection closes. Extensions carry nothing corekv uses.
+pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
+/// Bytes of chunked framing (size lines, extensions, CRLFs, trailers) a chunked body may carry
+/// on top of its route's limit on data: every framing byte counts toward limit + this, so a
+/// value of exactly `--max-value-bytes` can still be uploaded chunked (curl -T sends 64 KiB
+/// chunks: about 8 bytes of framing each), while framing can never grow without bound.
+pub const CHUNK_FRAMING_BYTES_MAX: u64 = 64 << 10;
+/// Most chunks one chunked request body may have; past it the answer is 400 and the connection
+/// closes. (Every byte of a chunked body, framing included, also counts toward its route's body
+/// limit, so this bounds only the per-chunk work of tiny chunks.)
+pub const CHUNKS_PER_BODY_MAX: usize = 4096;
+/// Largest trailer section after a chunked request body's last chunk, in bytes; past it the
+/// answer is 431 and the connection closes.
+pub const CHUNK_TRAILER_BYTES_MAX: usize = HEADER_BYTES_MAX;
 /// Bytes asked of the socket per read when the buffer has no better size in mind.
 pub const READ_CHUNK_BYTES: usize = 16 << 10;
 /// Most pipelined requests answered as one batch (one write); the rest wait for the next batch.
@@ -91,5 +106,9 @@ const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
 const _: () = assert!(
     PEER_REPLY_VALUE_BYTES_MAX <= WRITE_BUFFER_FLUSH_BYTES,
     "a peer's reply fits in what a connection buffers before it writes"
+);
+const _: () = assert!(
+    CHUNK_LINE_BYTES_MAX < READ_CHUNK_BYTES,
+    "a chunk-size line fits in one read"
 );
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);

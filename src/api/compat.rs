@@ -11,6 +11,7 @@
 
 use serde::Deserialize;
 
+use super::v1::{path_key, plan_bulk_update, plan_get};
 use super::{Ops, Render, check_key, check_value, check_writable, parse_ttl_ms, percent_decode};
 use crate::config::ServeArgs;
 use crate::error::Error;
@@ -40,15 +41,7 @@ pub fn route(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
                 let record = item_record(&item, args)?;
                 Ok((Ops::One(Op::Update(record)), Render::Update))
             }),
-            "/updateBulk" => only(method, Method::Patch, "PATCH", || {
-                let items = super::v1::parse_bulk(body, args)?;
-                let ops = items
-                    .iter()
-                    .map(|i| Op::Update(Record::new(i.key.as_bytes(), i.value.as_bytes())))
-                    .collect();
-                let keys = items.into_iter().map(|i| i.key).collect();
-                Ok((Ops::Many(ops), Render::BulkUpdate { keys, keys_only: true }))
-            }),
+            "/updateBulk" => only(method, Method::Patch, "PATCH", || plan_bulk_update(body, args, true)),
             "/delete" => only(method, Method::Delete, "DELETE", || {
                 let key = query_key(query)?;
                 check_key(&key, args)?;
@@ -56,23 +49,15 @@ pub fn route(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
             }),
             _ => {
                 if let Some(encoded) = path.strip_prefix("/keys/") {
-                    return Some(only_read(method, || {
-                        let key = percent_decode(encoded)?;
-                        check_key(&key, args)?;
-                        Ok((
-                            Ops::One(Op::Get(Box::from(&*key))),
-                            Render::Value {
-                                head: method == Method::Head,
-                            },
-                        ))
-                    }));
+                    return Some(only_read(method, || Ok(plan_get(&path_key(encoded, args)?, method))));
                 }
                 return catch_all(request, args);
             }
         }
         .and_then(|planned| {
             if is_write(&planned.0) {
-                check_writable(args).map(|()| planned)
+                // These routes each take one write method and nothing else.
+                check_writable(args, "").map(|()| planned)
             } else {
                 Ok(planned)
             }
@@ -93,24 +78,20 @@ fn catch_all(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
     }
     let method = request.head.method;
     Some((|| {
-        let key = percent_decode(encoded)?;
-        check_key(&key, args)?;
+        let key = path_key(encoded, args)?;
+        // `/{key}` still reads in `--read-only` mode; `/{key}/{ttl_ms}` only ever writes.
+        let read_only_allow = if ttl.is_none() { "GET, HEAD" } else { "" };
         match (method, ttl) {
             (Method::Post, ttl) => {
-                check_writable(args)?;
+                check_writable(args, read_only_allow)?;
                 let ttl_ms = ttl.map(parse_ttl_ms).transpose()?;
                 check_value(&request.body, args)?;
                 let record = Record::new(&key, &request.body);
                 Ok((Ops::One(Op::Put { record, ttl_ms }), Render::WriteWithStatus(200)))
             }
-            (Method::Get | Method::Head, None) => Ok((
-                Ops::One(Op::Get(Box::from(&*key))),
-                Render::Value {
-                    head: method == Method::Head,
-                },
-            )),
+            (Method::Get | Method::Head, None) => Ok(plan_get(&key, method)),
             (Method::Delete, None) => {
-                check_writable(args)?;
+                check_writable(args, read_only_allow)?;
                 Ok((Ops::One(Op::Delete(Box::from(&*key))), Render::Delete))
             }
             (_, None) => Err(Error::MethodNotAllowed {
@@ -269,16 +250,17 @@ mod tests {
 
     #[test]
     fn read_only_refuses_every_write_route() {
-        for (method, target, body) in [
-            (Method::Post, "/set", &br#"{"key":"k","value":"v"}"#[..]),
-            (Method::Patch, "/update", br#"{"key":"k","value":"v"}"#),
-            (Method::Patch, "/updateBulk", b"[]"),
-            (Method::Delete, "/delete?key=k", b""),
-            (Method::Post, "/k", b"v"),
-            (Method::Delete, "/k", b""),
+        for (method, target, body, still_allowed) in [
+            (Method::Post, "/set", &br#"{"key":"k","value":"v"}"#[..], ""),
+            (Method::Patch, "/update", br#"{"key":"k","value":"v"}"#, ""),
+            (Method::Patch, "/updateBulk", b"[]", ""),
+            (Method::Delete, "/delete?key=k", b"", ""),
+            (Method::Post, "/k", b"v", "GET, HEAD"),
+            (Method::Post, "/k/10", b"v", ""),
+            (Method::Delete, "/k", b"", "GET, HEAD"),
         ] {
             let error = plan(method, target, body, &["--read-only"]).unwrap().unwrap_err();
-            assert_eq!(error, Error::ReadOnly, "{target}");
+            assert_eq!(error, Error::ReadOnly { allow: still_allowed }, "{target}");
         }
         assert!(plan(Method::Get, "/keys/k", b"", &["--read-only"]).unwrap().is_ok());
     }

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use crate::config::ServeArgs;
 use crate::error::Error;
-use crate::http::request::{BodyLimit, HeadInfo, Request};
+use crate::http::request::{BodyLimit, HeadInfo, Method, Request};
 use crate::http::response;
 pub use crate::shard::dispatch::Ops;
 use crate::shard::dispatch::Outcomes;
@@ -120,8 +120,15 @@ fn drop_body(output: &mut Vec<u8>, start: usize) {
     }
 }
 
+/// No route reads a GET, HEAD or DELETE request's body, so none may come: it is refused at head
+/// time (413, and the connection closes) instead of being read and dropped.
+const NO_BODY: BodyLimit = BodyLimit::none("GET, HEAD and DELETE requests");
+
 /// The body limit of the route a head is for (checked before the body is read).
 pub fn body_limit(head: &HeadInfo<'_>, args: &ServeArgs) -> BodyLimit {
+    if let Method::Get | Method::Head | Method::Delete = head.method {
+        return NO_BODY;
+    }
     if let Some(limit) = v1::body_limit(head, args) {
         return limit;
     }
@@ -140,7 +147,7 @@ pub fn json_body_limit(args: &ServeArgs) -> BodyLimit {
 /// Plans one request.
 pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
     let keep_alive = request.keep_alive;
-    let head = request.head.method == crate::http::request::Method::Head;
+    let head = request.head.method == Method::Head;
     let routed = admin::route(&request)
         .or_else(|| v1::route(&request, context))
         .or_else(|| compat::route(&request, context.args));
@@ -207,10 +214,6 @@ pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, ou
                 out.extend_from_slice(value);
             }
             200
-        }
-        (Render::Value { head: true }, Outcome::Missing) => {
-            response::head(out, 404, response::JSON, 0, keep_alive, &[]);
-            404
         }
         (Render::Write, Outcome::Created) => json(out, 201, br#"{"created":true}"#),
         (Render::Write, Outcome::Replaced) => json(out, 200, br#"{"created":false}"#),
@@ -292,9 +295,14 @@ pub fn check_key(key: &[u8], args: &ServeArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses writes in `--read-only` mode.
-pub fn check_writable(args: &ServeArgs) -> Result<(), Error> {
-    if args.read_only { Err(Error::ReadOnly) } else { Ok(()) }
+/// Refuses writes in `--read-only` mode; `allow` lists the methods the route still takes then
+/// (its reads, or none), for the 405's `Allow` header.
+pub fn check_writable(args: &ServeArgs, allow: &'static str) -> Result<(), Error> {
+    if args.read_only {
+        Err(Error::ReadOnly { allow })
+    } else {
+        Ok(())
+    }
 }
 
 /// The `ttl_ms` query parameter: `None` when absent; 400 unless a whole number of ms in range.
@@ -394,6 +402,69 @@ mod tests {
                 &mut out
             ),
             507
+        );
+    }
+
+    #[test]
+    fn head_of_a_missing_key_announces_the_length_get_sends() {
+        let length = |head: bool| {
+            let mut out = Vec::new();
+            assert_eq!(
+                render_one(&Render::Value { head }, Outcome::Missing, true, &mut out),
+                404
+            );
+            let text = String::from_utf8(out).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("Content-Length: "))
+                .unwrap()
+                .to_string();
+            (line, text)
+        };
+        let ((get, get_text), (head, _)) = (length(false), length(true));
+        assert_eq!(get, head, "{get_text}");
+        assert_ne!(get, "Content-Length: 0", "GET of a missing key has a JSON error body");
+    }
+
+    #[test]
+    fn get_head_and_delete_take_no_body_on_any_route() {
+        use clap::Parser;
+        let crate::config::Command::Serve(args) = crate::config::Cli::parse_from(["corekv", "serve"]).command else {
+            unreachable!("`serve` parses to Command::Serve")
+        };
+        let limit = |method, path| {
+            body_limit(
+                &HeadInfo {
+                    method,
+                    path,
+                    query: "",
+                    json: false,
+                },
+                &args,
+            )
+        };
+        for path in [
+            "/v1/keys/k",
+            "/v1/ping",
+            "/v1/stats",
+            "/metrics",
+            "/v1/readiness",
+            "/get",
+            "/k",
+            "/nope",
+        ] {
+            for method in [Method::Get, Method::Head, Method::Delete] {
+                assert!(!limit(method, path).takes_body(), "{method:?} {path}");
+            }
+        }
+        assert_eq!(limit(Method::Put, "/v1/keys/k").bytes, u64::from(args.value_bytes_max));
+        assert_eq!(
+            limit(Method::Patch, "/v1/keys").bytes,
+            u64::from(args.json_body_bytes_max)
+        );
+        assert!(
+            limit(Method::Post, "/metrics").takes_body(),
+            "answered 405, not refused unread"
         );
     }
 

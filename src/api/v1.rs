@@ -1,6 +1,7 @@
 //! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update), `/v1/ping`, `/v1/readiness`.
 //!
-//! Owns these routes' meaning and their errors. Like all of [`crate::api`], it never touches a
+//! Owns these routes' meaning and their errors, and the planning the seeds' routes share with
+//! them ([`plan_get`], [`plan_bulk_update`]). Like all of [`crate::api`], it never touches a
 //! store or a socket.
 
 use base64::Engine;
@@ -17,8 +18,11 @@ use crate::shard::message::{Op, Record};
 
 const KEY_PREFIX: &str = "/v1/keys/";
 const KEY_METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE";
+/// What a key route still takes in `--read-only` mode.
+const READ_METHODS: &str = "GET, HEAD";
 
-/// The body limit of a v1 route, or `None` when the path is not one of them.
+/// The body limit of a v1 key route, or `None` when the path is not one of them (GET, HEAD and
+/// DELETE, which take no body, are decided before: see [`super::body_limit`]).
 pub fn body_limit(head: &HeadInfo<'_>, args: &ServeArgs) -> Option<BodyLimit> {
     if !head.path.starts_with(KEY_PREFIX) {
         return None;
@@ -42,16 +46,18 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
     }
     Some(match head.path {
         "/v1/keys" => match method {
-            Method::Patch => check_writable(context.args).and_then(|()| bulk_update(&request.body, context.args)),
+            Method::Patch => {
+                check_writable(context.args, "").and_then(|()| plan_bulk_update(&request.body, context.args, false))
+            }
             _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
         },
         "/v1/ping" => match method {
             Method::Get | Method::Head => Ok((Ops::None, Render::Json(200, serde_json::json!({ "status": "ok" })))),
-            _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+            _ => Err(Error::MethodNotAllowed { allow: READ_METHODS }),
         },
         "/v1/readiness" => match method {
             Method::Get | Method::Head => Ok((Ops::None, readiness(context))),
-            _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+            _ => Err(Error::MethodNotAllowed { allow: READ_METHODS }),
         },
         // Everything under /v1/ belongs to this API, so a typo is a 404, never a seed's key.
         path if path.starts_with("/v1/") => Err(Error::RouteNotFound),
@@ -75,17 +81,11 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
     if method == Method::Other {
         return Err(Error::MethodNotAllowed { allow: KEY_METHODS });
     }
-    let key = percent_decode(encoded)?;
-    check_key(&key, args)?;
+    let key = path_key(encoded, args)?;
     if let Method::Get | Method::Head = method {
-        return Ok((
-            Ops::One(Op::Get(Box::from(&*key))),
-            Render::Value {
-                head: method == Method::Head,
-            },
-        ));
+        return Ok(plan_get(&key, method));
     }
-    check_writable(args)?;
+    check_writable(args, READ_METHODS)?;
     let body = &request.body;
     Ok(match method {
         Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
@@ -142,11 +142,9 @@ pub fn parse_bulk(body: &[u8], args: &ServeArgs) -> Result<Vec<BulkItem>, Error>
         Error::BadRequest(format!("body must be a JSON array of {{\"key\": ..., \"value\": ...}}: {e}").into())
     })?;
     if items.len() > BULK_ITEMS_MAX {
-        return Err(Error::PayloadTooLarge {
-            what: "bulk update (items)",
-            size: items.len() as u64,
-            limit: BULK_ITEMS_MAX as u64,
-            flag: "a fixed limit",
+        return Err(Error::TooManyItems {
+            count: items.len(),
+            limit: BULK_ITEMS_MAX,
         });
     }
     for item in &items {
@@ -156,14 +154,34 @@ pub fn parse_bulk(body: &[u8], args: &ServeArgs) -> Result<Vec<BulkItem>, Error>
     Ok(items)
 }
 
-fn bulk_update(body: &[u8], args: &ServeArgs) -> Result<(Ops, Render), Error> {
+/// A key from a path segment: percent-decoded, then checked against the key limits.
+pub(super) fn path_key<'a>(encoded: &'a str, args: &ServeArgs) -> Result<std::borrow::Cow<'a, [u8]>, Error> {
+    let key = percent_decode(encoded)?;
+    check_key(&key, args)?;
+    Ok(key)
+}
+
+/// A read of one checked key, by `GET` or `HEAD`: its value's bytes, or 404 (v1 and seeds
+/// 001 and 004 read keys alike).
+pub(super) fn plan_get(key: &[u8], method: Method) -> (Ops, Render) {
+    (
+        Ops::One(Op::Get(Box::from(key))),
+        Render::Value {
+            head: method == Method::Head,
+        },
+    )
+}
+
+/// A bulk update: one `Update` op per item, in order. `keys_only` answers seed 000's plain list
+/// of updated keys instead of v1's `{"updated": [...], "missing": [...]}`.
+pub(super) fn plan_bulk_update(body: &[u8], args: &ServeArgs, keys_only: bool) -> Result<(Ops, Render), Error> {
     let items = parse_bulk(body, args)?;
     let ops = items
         .iter()
         .map(|item| Op::Update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
         .collect();
     let keys = items.into_iter().map(|item| item.key).collect();
-    Ok((Ops::Many(ops), Render::BulkUpdate { keys, keys_only: false }))
+    Ok((Ops::Many(ops), Render::BulkUpdate { keys, keys_only }))
 }
 
 #[cfg(test)]
@@ -270,6 +288,49 @@ mod tests {
             400
         );
         assert_eq!(run(Method::Get, "/v1/keys", false, b"").unwrap_err().status(), 405);
+    }
+
+    #[test]
+    fn read_only_405s_name_what_the_route_still_takes() {
+        let Command::Serve(args) = Cli::parse_from(["corekv", "serve", "--read-only"]).command else {
+            unreachable!()
+        };
+        let context = Context {
+            args: &args,
+            ready: true,
+            ready_shards: (2, 2),
+        };
+        let refused = |method, path| {
+            let request = Request {
+                head: HeadInfo {
+                    method,
+                    path,
+                    query: "",
+                    json: false,
+                },
+                body: Cow::Borrowed(b"[]"),
+                keep_alive: true,
+            };
+            route(&request, &context).unwrap().unwrap_err()
+        };
+        assert_eq!(
+            refused(Method::Put, "/v1/keys/k"),
+            Error::ReadOnly { allow: "GET, HEAD" }
+        );
+        assert_eq!(
+            refused(Method::Delete, "/v1/keys/k"),
+            Error::ReadOnly { allow: "GET, HEAD" }
+        );
+        assert_eq!(refused(Method::Patch, "/v1/keys"), Error::ReadOnly { allow: "" });
+    }
+
+    #[test]
+    fn too_many_bulk_items_are_counted_in_items() {
+        let body = format!("[{}]", vec![r#"{"key":"k","value":"v"}"#; BULK_ITEMS_MAX + 1].join(","));
+        let error = run(Method::Patch, "/v1/keys", false, body.as_bytes()).unwrap_err();
+        assert_eq!(error.status(), 413);
+        let message = error.to_string();
+        assert!(message.contains("items") && !message.contains("bytes"), "{message}");
     }
 
     #[test]

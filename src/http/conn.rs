@@ -121,6 +121,9 @@ struct Connection {
     input: ReadBuffer,
     output: Vec<u8>,
     clock: RequestClock,
+    /// How far parsing got with the partial request at the start of `input` (reset by
+    /// `request::parse` when a request completes), so each read's parse scans only new bytes.
+    framing: request::BodyProgress,
     // Reused across batches so a steady connection allocates nothing for bookkeeping.
     plans: Vec<Plan>,
     /// How many outcomes each plan reads, in plan order.
@@ -142,6 +145,7 @@ impl Connection {
             },
             output: Vec::with_capacity(READ_CHUNK_BYTES),
             clock: RequestClock::default(),
+            framing: request::BodyProgress::default(),
             plans: Vec::new(),
             outcome_counts: Vec::new(),
             dispatcher: Dispatcher::new(nr_shards),
@@ -202,7 +206,7 @@ impl Connection {
             if filled.is_empty() {
                 break;
             }
-            match request::parse(filled, |head| api::body_limit(head, &shard.args)) {
+            match request::parse(filled, &mut self.framing, |head| api::body_limit(head, &shard.args)) {
                 Parsed::Complete(request, used) => {
                     consumed += used;
                     let plan = api::plan(request, &context);

@@ -21,6 +21,7 @@ pub fn reason(status: u16) -> &'static str {
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         507 => "Insufficient Storage",
@@ -101,14 +102,14 @@ pub fn json(out: &mut Vec<u8>, status: u16, body: &serde_json::Value, keep_alive
     full(out, status, JSON, &body, keep_alive, &[]);
 }
 
-/// `{"error": "<message>"}` with the error's status (and `Allow` for 405).
+/// `{"error": "<message>"}` with the error's status (and `Allow` on every 405).
 pub fn error(out: &mut Vec<u8>, error: &Error, keep_alive: bool) {
     let body = serde_json::json!({ "error": error.to_string() });
     // Serialising a `Value` into memory cannot fail.
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let keep_alive = keep_alive && !error.closes_connection();
     match error {
-        Error::MethodNotAllowed { allow } => {
+        Error::MethodNotAllowed { allow } | Error::ReadOnly { allow } => {
             full(
                 out,
                 error.status(),
@@ -153,6 +154,14 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("\r\nAllow: GET, PUT\r\n"));
         assert!(text.ends_with(r#"{"error":"method not allowed here; allowed: GET, PUT"}"#));
+        let mut out = Vec::new();
+        error(&mut out, &Error::ReadOnly { allow: "" }, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 "), "{text}");
+        assert!(
+            text.contains("\r\nAllow: \r\n"),
+            "a read-only write route allows nothing: {text}"
+        );
         let mut out = Vec::new();
         error(&mut out, &Error::LengthRequired, true);
         assert!(
