@@ -79,8 +79,23 @@ pub const PEER_REPLY_VALUE_BYTES_MAX: usize = 1 << 20;
 pub const EXPIRY_TICK_MS: u64 = 100;
 /// Most expired keys reclaimed in one step; past it the shard yields to requests, then goes on.
 pub const EXPIRY_KEYS_PER_STEP_MAX: usize = 2_000;
+/// Most expired keys a write examines (pending-expiry entries, live or stale) to make room for
+/// itself in reject mode. A write that still does not fit is refused (507) even if more expired
+/// keys wait: the active expiry (`EXPIRY_KEYS_PER_STEP_MAX` per step) reclaims them within a
+/// tick or so, and the write succeeds again. It keeps one request from paying for a backlog.
+pub const EXPIRY_KEYS_PER_WRITE_MAX: usize = 256;
 /// Longest TTL accepted, in ms (10 years): larger values are surely mistakes.
 pub const TTL_MS_MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Most keys one shard's store holds. Nodes are indexed by `u32`, and the two highest values
+/// mark "no node" and "free node"; a write that would need one more node is refused (507).
+pub const KEYS_PER_SHARD_MAX: u32 = u32::MAX - 1;
+
+/// Bytes a shard's store must have freed (keys deleted, expired or evicted) since its last trim
+/// before its expiry tick asks the allocator to give free memory back to the OS.
+pub const MEMORY_TRIM_FREED_BYTES_MIN: usize = 8 << 20;
+/// Shortest time between two such trims on one shard, in ms (each costs a walk of the heap).
+pub const MEMORY_TRIM_INTERVAL_MS_MIN: u64 = 1_000;
 
 /// Messages queued per shard-to-shard channel before senders wait.
 pub const CHANNEL_DEPTH_MESSAGES: usize = 1024;
@@ -112,3 +127,5 @@ const _: () = assert!(
     "a chunk-size line fits in one read"
 );
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);
+const _: () = assert!(EXPIRY_KEYS_PER_WRITE_MAX <= EXPIRY_KEYS_PER_STEP_MAX);
+const _: () = assert!(MEMORY_TRIM_INTERVAL_MS_MIN >= EXPIRY_TICK_MS);

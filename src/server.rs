@@ -256,6 +256,7 @@ async fn expire_forever(shard: Rc<ShardContext>) {
         while shard.store.expire(EXPIRY_KEYS_PER_STEP_MAX) == EXPIRY_KEYS_PER_STEP_MAX {
             futures_lite::future::yield_now().await;
         }
+        shard.store.after_expiry_tick();
     }
 }
 

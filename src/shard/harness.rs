@@ -29,7 +29,7 @@ pub struct Layout {
     pub cpus: Vec<usize>,
     /// The flags every shard sees.
     pub args: ServeArgs,
-    /// Shards after 0 that leave the mesh at once instead of answering (an owner that is gone).
+    /// Shards after 0 that drop every message unanswered (an owner that went away mid-batch).
     pub gone: Vec<ShardId>,
 }
 
@@ -68,16 +68,21 @@ where
                         latches: Latches::new(nr_shards),
                         counters: Counters::default(),
                     });
-                    if gone.contains(&id) {
-                        shard.router.close();
-                        return None;
-                    }
+                    let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers
                         .streams()
                         .into_iter()
                         .map(|(_, receiver)| {
                             let shard = Rc::clone(&shard);
-                            glommio::spawn_local(async move { serve_peer(receiver, &shard).await })
+                            glommio::spawn_local(async move {
+                                if drops {
+                                    // Dropping a message drops its reply slot: the asker sees
+                                    // the owner gone.
+                                    while receiver.recv().await.is_some() {}
+                                } else {
+                                    serve_peer(receiver, &shard).await
+                                }
+                            })
                         })
                         .collect();
                     let answer = if id == 0 {

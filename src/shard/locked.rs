@@ -73,6 +73,14 @@ impl LockedStore {
             .expire(keys_max)
     }
 
+    /// The store's [`Store::after_expiry_tick`], under the exclusive lock.
+    pub fn after_expiry_tick(&self) -> bool {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .after_expiry_tick()
+    }
+
     /// The store's numbers, with the reads counted outside it.
     pub fn fill_stats(&self, stats: &mut ShardStats) {
         self.inner

@@ -4,7 +4,7 @@
 //! Owns the wire between shards and the one allocation layout of a key-value pair
 //! ([`Record`]). It never touches a store itself.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::{GlobalAlloc, Layout, System, handle_alloc_error};
 use std::ptr::NonNull;
 
 use crate::sync::oneshot;
@@ -16,8 +16,13 @@ use crate::sync::oneshot;
 /// and two `u32` lengths keep it at 16 bytes (a `Box<[u8]>` plus a key length would pad to 24),
 /// which is 8 bytes less per stored key; every record is far below 4 GiB
 /// (`limits::VALUE_BYTES_MAX_CEILING` and `KEY_BYTES_MAX_CEILING`).
+///
+/// The bytes come from [`System`] (the C library's `malloc`), never from whatever
+/// `#[global_allocator]` the binary may install: the store accounts each record by asking
+/// `malloc_usable_size` about it ([`Record::allocated_bytes`]), which is only sound on `malloc`'s
+/// own pointers.
 pub struct Record {
-    /// `len` initialised bytes from the global allocator (align 1), or dangling when `len == 0`.
+    /// `len` initialised bytes from `System.alloc` (align 1), or dangling when `len == 0`.
     pointer: NonNull<u8>,
     len: u32,
     key_len: u32,
@@ -43,8 +48,8 @@ impl Record {
             return Record::empty();
         }
         let layout = Layout::array::<u8>(len).expect("a length under 4 GiB is a valid layout");
-        // SAFETY: `layout` has a non-zero size.
-        let raw = unsafe { alloc(layout) };
+        // SAFETY: `layout` has a non-zero size (len > 0), as `GlobalAlloc::alloc` requires.
+        let raw = unsafe { System.alloc(layout) };
         let Some(pointer) = NonNull::new(raw) else {
             handle_alloc_error(layout)
         };
@@ -90,14 +95,32 @@ impl Record {
     pub fn data_len(&self) -> usize {
         self.len as usize
     }
+
+    /// Bytes the C allocator really holds for this record: its chunk's usable size plus
+    /// glibc's per-chunk header; 0 for an empty record (no allocation).
+    pub fn allocated_bytes(&self) -> usize {
+        if self.len == 0 {
+            return 0;
+        }
+        // SAFETY: `pointer` came from `System.alloc` with align 1 and a non-zero size, which on
+        // Unix is a plain `malloc(len)` (std only takes another path for alignments above
+        // malloc's minimum or above the size, neither possible for align 1); it is live until
+        // `drop` frees it, and `&self` outlives this call.
+        let usable = unsafe { libc::malloc_usable_size(self.pointer.as_ptr().cast::<libc::c_void>()) };
+        usable + MALLOC_CHUNK_HEADER_BYTES
+    }
 }
+
+/// glibc malloc's per-chunk header, on top of the usable size.
+const MALLOC_CHUNK_HEADER_BYTES: usize = 8;
 
 impl Drop for Record {
     fn drop(&mut self) {
         if self.len > 0 {
-            // SAFETY: allocated in `new` with exactly this layout, and freed only here.
+            // SAFETY: allocated in `new` by `System` with exactly this layout (`Layout::array`
+            // of `len` bytes succeeded there, so it succeeds here), and freed only here, once.
             unsafe {
-                dealloc(
+                System.dealloc(
                     self.pointer.as_ptr(),
                     Layout::array::<u8>(self.len as usize).unwrap_unchecked(),
                 )
@@ -288,6 +311,17 @@ mod tests {
         assert_eq!(Record::new(b"", b"").data_len(), 0);
         assert_eq!(Record::empty(), Record::new(b"", b""));
         assert!(!format!("{copy:?}").contains("7, 7"), "Debug never prints the value");
+    }
+
+    #[test]
+    fn allocated_bytes_covers_the_data_and_is_zero_for_nothing() {
+        assert_eq!(Record::empty().allocated_bytes(), 0);
+        for len in [1usize, 24, 100, 4096, 100_000] {
+            let record = Record::new(b"k", &vec![1u8; len - 1]);
+            let bytes = record.allocated_bytes();
+            assert!(bytes >= len + MALLOC_CHUNK_HEADER_BYTES, "{len}: {bytes}");
+            assert!(bytes <= len + 4096 + 64, "{len}: {bytes}");
+        }
     }
 
     #[test]

@@ -50,6 +50,15 @@ impl StoreHandle {
         }
     }
 
+    /// Gives freed memory back to the OS when worthwhile (see `Store::after_expiry_tick`);
+    /// called once per expiry tick.
+    pub fn after_expiry_tick(&self) -> bool {
+        match self {
+            StoreHandle::Owned(store) => store.borrow_mut().after_expiry_tick(),
+            StoreHandle::Locked(store) => store.after_expiry_tick(),
+        }
+    }
+
     /// Fills the store's part of a shard's stats.
     pub fn fill_stats(&self, stats: &mut message::ShardStats) {
         match self {

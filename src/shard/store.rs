@@ -2,9 +2,13 @@
 //! nodes, each holding a [`Record`], its links in the shard's LRU list and its expiry.
 //!
 //! Owns the data, its byte accounting, the capacity budget (reject or evict least recently
-//! used), and TTL expiry (lazy on access, active through [`Store::expire`]). No locks, no
-//! atomics, no I/O: exactly one thread touches a given store (its shard's, or the `locked`
-//! design's lock holder), and it must never be shared.
+//! used), TTL expiry (lazy on access, active through [`Store::expire`]), giving freed memory
+//! back to the OS ([`Store::after_expiry_tick`]) and chunked iteration for snapshots
+//! ([`Store::scan_from`]). No locks, no atomics, no I/O: exactly one thread touches a given
+//! store (its shard's, or the `locked` design's lock holder), and it must never be shared.
+//!
+//! [`Store::check_invariants`] states what holds between any two calls; the randomized model
+//! test at the end of this file checks it after every step.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -13,19 +17,28 @@ use hashbrown::HashTable;
 
 use super::message::{Limit, Op, Outcome, Record, ShardStats};
 use crate::clock;
+use crate::limits::{
+    EXPIRY_KEYS_PER_WRITE_MAX, KEYS_PER_SHARD_MAX, MEMORY_TRIM_FREED_BYTES_MIN, MEMORY_TRIM_INTERVAL_MS_MIN,
+};
 
 /// "No node": the end of a list.
 const NIL: u32 = u32::MAX;
+/// The `prev` of a node on the free list. Never a real index, since indices stay below
+/// `KEYS_PER_SHARD_MAX`; it tells free nodes from live ones when scanning the slab.
+const FREE: u32 = u32::MAX - 1;
+const _: () = assert!(KEYS_PER_SHARD_MAX <= FREE, "node indices must stay below the markers");
 /// Nodes per slab chunk. Chunks never move, so growing the slab never copies nodes.
 const SLAB_CHUNK_NODES: usize = 4096;
 /// Table bytes per key: a `u32` slot plus a control byte, at hashbrown's average load (~70%).
 const TABLE_BYTES_PER_KEY: usize = 7;
 /// Bytes of one pending-expiry heap entry (deadline, node).
 const EXPIRY_ENTRY_BYTES: usize = std::mem::size_of::<(u64, u32)>();
-/// glibc malloc's per-chunk header, on top of the usable size.
-const MALLOC_CHUNK_HEADER_BYTES: usize = 8;
 /// The expiry heap is rebuilt from live keys when stale entries outnumber them this many times.
 const EXPIRY_HEAP_STALE_FACTOR: usize = 2;
+/// A trim shrinks the table or the heap when its capacity is over this many times its length.
+const SHRINK_SPARE_FACTOR: usize = 4;
+/// Capacity (entries) below which the table and heap are never shrunk: not worth a rehash.
+const SHRINK_CAPACITY_MIN: usize = 4096;
 
 /// Bookkeeping bytes per key besides the record's own allocation: the node (record pointer,
 /// lengths, LRU links, expiry) and the table slot. Of these, the LRU links are 8 bytes.
@@ -59,11 +72,23 @@ impl Budget {
 
 struct Node {
     record: Record,
-    /// LRU neighbours (most recent at the head); for a free node, `next` links the free list.
+    /// LRU neighbours (most recent at the head). A free node has `prev == FREE`, and its `next`
+    /// links the free list.
     prev: u32,
     next: u32,
-    /// Deadline in [`clock::now_ms`] milliseconds; 0 = never expires.
+    /// Deadline in the store's clock's milliseconds; 0 = never expires (and always 0 when free).
     expires_at_ms: u64,
+}
+
+/// What one step of expiry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reclaim {
+    /// Removed an expired key.
+    Removed,
+    /// Dropped a heap entry whose key was rewritten or removed since.
+    Stale,
+    /// Nothing is due.
+    NoneDue,
 }
 
 /// A shard's keys and values.
@@ -74,7 +99,10 @@ pub struct Store {
     chunks: Vec<Box<[Node]>>,
     /// Nodes ever handed out (the slab's high-water mark).
     nodes_used: u32,
+    /// Most nodes the slab may hand out: `KEYS_PER_SHARD_MAX`, lower only in tests.
+    nodes_max: u32,
     free_head: u32,
+    /// The LRU list holds every live node in both modes; only LRU mode reorders it on use.
     lru_head: u32,
     lru_tail: u32,
     /// Pending expiries, earliest first. An entry is live only while its node's `expires_at_ms`
@@ -88,6 +116,13 @@ pub struct Store {
     /// Accounted bytes: records' malloc chunks, per-key bookkeeping, expiry entries.
     memory_bytes: usize,
     budget: Budget,
+    /// Milliseconds on a monotonic clock that starts above 0: [`clock::now_ms`] in the server,
+    /// a hand-driven one in tests.
+    clock: fn() -> u64,
+    /// Accounted bytes of keys removed (deleted, expired, evicted) since the last trim.
+    freed_bytes_since_trim: usize,
+    /// When the last trim ran, on `clock`.
+    trimmed_at_ms: u64,
     hits: u64,
     misses: u64,
     evictions: u64,
@@ -100,25 +135,20 @@ impl Default for Store {
     }
 }
 
-/// Bytes the allocator really holds for a record's buffer (its usable size plus header).
-fn record_alloc_bytes(record: &Record) -> usize {
-    let bytes = record.as_bytes();
-    if bytes.is_empty() {
-        return 0;
-    }
-    // SAFETY: a non-empty boxed slice of u8 is allocated by Rust's System allocator, which on
-    // Linux hands out plain malloc() memory for alignments of 16 or less; the pointer is live.
-    let usable = unsafe { libc::malloc_usable_size(bytes.as_ptr() as *mut libc::c_void) };
-    usable + MALLOC_CHUNK_HEADER_BYTES
-}
-
 impl Store {
-    /// An empty store with a budget.
+    /// An empty store with a budget, on the process's TTL clock.
     pub fn new(budget: Budget) -> Store {
+        Store::with_clock(budget, clock::now_ms)
+    }
+
+    /// An empty store whose TTLs run on `clock` (milliseconds, monotonic, never 0): for tests
+    /// that need to move time by hand.
+    pub fn with_clock(budget: Budget, clock: fn() -> u64) -> Store {
         Store {
             table: HashTable::new(),
             chunks: Vec::new(),
             nodes_used: 0,
+            nodes_max: KEYS_PER_SHARD_MAX,
             free_head: NIL,
             lru_head: NIL,
             lru_tail: NIL,
@@ -127,6 +157,9 @@ impl Store {
             hasher: ahash::RandomState::new(),
             memory_bytes: 0,
             budget,
+            clock,
+            freed_bytes_since_trim: 0,
+            trimmed_at_ms: 0,
             hits: 0,
             misses: 0,
             evictions: 0,
@@ -170,7 +203,17 @@ impl Store {
     }
 
     fn entry_bytes(record: &Record) -> usize {
-        record_alloc_bytes(record) + ENTRY_OVERHEAD_BYTES
+        record.allocated_bytes() + ENTRY_OVERHEAD_BYTES
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The most keys this store may hold: the budget's, and never more than the slab allows.
+    fn keys_max(&self) -> u64 {
+        let slab = u64::from(self.nodes_max);
+        self.budget.keys_max.map_or(slab, |max| max.min(slab))
     }
 
     fn find(&self, key: &[u8]) -> Option<u32> {
@@ -182,7 +225,7 @@ impl Store {
 
     fn is_expired(&self, index: u32, now_ms: &mut Option<u64>) -> bool {
         let deadline = self.node(index).expires_at_ms;
-        deadline != 0 && deadline <= *now_ms.get_or_insert_with(clock::now_ms)
+        deadline != 0 && deadline <= *now_ms.get_or_insert_with(self.clock)
     }
 
     /// The value of `key` and its remaining TTL, without touching recency (the `locked`
@@ -194,7 +237,10 @@ impl Store {
             return None;
         }
         let node = self.node(index);
-        Some((node.record.value(), remaining_ms(node.expires_at_ms, &mut now)))
+        Some((
+            node.record.value(),
+            remaining_ms(node.expires_at_ms, &mut now, self.clock),
+        ))
     }
 
     /// The value of `key` and its remaining TTL; counts a hit or miss and marks it recently used.
@@ -207,7 +253,10 @@ impl Store {
         self.hits += 1;
         self.touch_if_lru(index);
         let node = self.node(index);
-        Some((node.record.value(), remaining_ms(node.expires_at_ms, &mut now)))
+        Some((
+            node.record.value(),
+            remaining_ms(node.expires_at_ms, &mut now, self.clock),
+        ))
     }
 
     /// The node of `key` if present and not expired (an expired one is reclaimed now).
@@ -225,10 +274,31 @@ impl Store {
     /// Returns `Created`, `Replaced` or `Rejected`.
     pub fn put(&mut self, record: Record, ttl_ms: Option<u64>) -> Outcome<&[u8]> {
         let mut now = None;
-        let expires_at_ms = ttl_ms.map_or(0, |ttl| {
-            now.get_or_insert_with(clock::now_ms).saturating_add(ttl.max(1))
-        });
-        if let Some(index) = self.live_index(record.key(), &mut now) {
+        let clock = self.clock;
+        let expires_at_ms = ttl_ms.map_or(0, |ttl| now.get_or_insert_with(clock).saturating_add(ttl.max(1)));
+        self.put_at(record, expires_at_ms, &mut now)
+    }
+
+    /// Creates or replaces `record` with an absolute deadline on this store's clock (`None`:
+    /// never expires), as a recovery replaying a snapshot needs. A deadline already past stores
+    /// nothing and removes any live value of the key, which would have expired by now:
+    /// `Deleted(whether one was removed)`. Otherwise as [`Store::put`].
+    pub fn set_with_deadline(&mut self, record: Record, expires_at_ms: Option<u64>) -> Outcome<&[u8]> {
+        let mut now = None;
+        let Some(deadline) = expires_at_ms else {
+            return self.put_at(record, 0, &mut now);
+        };
+        if deadline <= *now.get_or_insert_with(self.clock) {
+            let removed = self
+                .live_index(record.key(), &mut now)
+                .map(|index| self.remove_index(index));
+            return Outcome::Deleted(removed.is_some());
+        }
+        self.put_at(record, deadline, &mut now)
+    }
+
+    fn put_at(&mut self, record: Record, expires_at_ms: u64, now: &mut Option<u64>) -> Outcome<&[u8]> {
+        if let Some(index) = self.live_index(record.key(), now) {
             self.replace(index, record, expires_at_ms);
             self.evict_to_budget(index);
             return Outcome::Replaced;
@@ -283,55 +353,69 @@ impl Store {
     /// Reclaims expired keys, at most `keys_max` of them; returns how many it removed. More
     /// may remain when it returns `keys_max`.
     pub fn expire(&mut self, keys_max: usize) -> usize {
-        let now = clock::now_ms();
+        let now = self.now();
         let mut removed = 0;
         while removed < keys_max {
-            let Some(&Reverse((deadline, index))) = self.expiry.peek() else {
-                break;
-            };
-            if deadline > now {
-                break;
-            }
-            self.expiry.pop();
-            if (index as usize) < self.nodes_used as usize && self.node(index).expires_at_ms == deadline {
-                self.remove_index(index);
-                self.expired += 1;
-                removed += 1;
+            match self.expire_one(now) {
+                Reclaim::Removed => removed += 1,
+                Reclaim::Stale => {}
+                Reclaim::NoneDue => break,
             }
         }
         removed
+    }
+
+    /// Takes the earliest heap entry if it is due at `now`, and removes its key if still live.
+    fn expire_one(&mut self, now: u64) -> Reclaim {
+        let Some(&Reverse((deadline, index))) = self.expiry.peek() else {
+            return Reclaim::NoneDue;
+        };
+        if deadline > now {
+            return Reclaim::NoneDue;
+        }
+        self.expiry.pop();
+        if index < self.nodes_used && self.node(index).expires_at_ms == deadline {
+            self.remove_index(index);
+            self.expired += 1;
+            Reclaim::Removed
+        } else {
+            Reclaim::Stale
+        }
     }
 
     /// Milliseconds until the earliest pending expiry, if any.
     pub fn next_expiry_in_ms(&self) -> Option<u64> {
         self.expiry
             .peek()
-            .map(|Reverse((deadline, ..))| deadline.saturating_sub(clock::now_ms()))
+            .map(|Reverse((deadline, ..))| deadline.saturating_sub(self.now()))
     }
 
     /// `None` when `record` may be added as a new key; in reject mode the limit it would break
-    /// (after reclaiming expired keys); in LRU mode only when it could never fit at all.
+    /// (after reclaiming up to `EXPIRY_KEYS_PER_WRITE_MAX` expired keys); in LRU mode only when
+    /// it could never fit at all.
     fn make_room(&mut self, record: &Record) -> Option<Limit> {
-        let Budget {
-            keys_max,
-            memory_bytes_max,
-            eviction,
-        } = self.budget;
+        let memory_bytes_max = self.budget.memory_bytes_max;
+        let keys_max = self.keys_max();
         let bytes = Self::entry_bytes(record) as u64;
         if let Some(max) = memory_bytes_max
             && bytes > max
         {
             return Some(Limit::Memory(max));
         }
-        if keys_max == Some(0) {
+        if keys_max == 0 {
             return Some(Limit::Keys(0));
         }
-        if eviction == Eviction::Lru {
+        if self.budget.eviction == Eviction::Lru {
+            // Key budgets are enforced after the insert, but the slab cannot lend a node past
+            // its limit even for a moment: make the room first.
+            if self.len() as u64 >= u64::from(self.nodes_max) {
+                self.evict_lru_tail();
+            }
             return None;
         }
         let over = |store: &Store| {
-            if keys_max.is_some_and(|max| store.len() as u64 >= max) {
-                keys_max.map(Limit::Keys)
+            if store.len() as u64 >= keys_max {
+                Some(Limit::Keys(keys_max))
             } else if memory_bytes_max.is_some_and(|max| store.memory_bytes as u64 + bytes > max) {
                 memory_bytes_max.map(Limit::Memory)
             } else {
@@ -339,8 +423,16 @@ impl Store {
             }
         };
         over(self)?;
-        // Expired keys hold room that is not really in use: reclaim them before refusing.
-        self.expire(usize::MAX);
+        // Expired keys hold room no one can read: reclaim some before refusing, but a bounded
+        // number, so one write never pays for a whole backlog (the expiry tick does that).
+        let now = self.now();
+        for _ in 0..EXPIRY_KEYS_PER_WRITE_MAX {
+            match self.expire_one(now) {
+                Reclaim::NoneDue => break,
+                Reclaim::Removed if over(self).is_none() => return None,
+                Reclaim::Removed | Reclaim::Stale => {}
+            }
+        }
         over(self)
     }
 
@@ -357,14 +449,23 @@ impl Store {
                 .is_some_and(|max| self.memory_bytes as u64 > max);
             let victim = self.lru_tail;
             if !(over_keys || over_memory) || victim == NIL || victim == keep {
-                return;
+                break;
             }
-            self.remove_index(victim);
-            self.evictions += 1;
+            self.evict_lru_tail();
         }
+        debug_assert!(self.len() as u64 <= self.keys_max() || self.len() == 1);
+        debug_assert!(self.lru_head == keep, "the kept key is the most recently used");
+    }
+
+    fn evict_lru_tail(&mut self) {
+        let victim = self.lru_tail;
+        debug_assert!(victim != NIL, "evicting from an empty store");
+        self.remove_index(victim);
+        self.evictions += 1;
     }
 
     fn insert(&mut self, record: Record, expires_at_ms: u64) -> u32 {
+        let len_before = self.table.len();
         self.memory_bytes += Self::entry_bytes(&record);
         let hash = self.hasher.hash_one(record.key());
         let index = self.allocate_node(record);
@@ -375,10 +476,13 @@ impl Store {
             let i = i as usize;
             hasher.hash_one(chunks[i / SLAB_CHUNK_NODES][i % SLAB_CHUNK_NODES].record.key())
         });
+        debug_assert_eq!(self.table.len(), len_before + 1);
+        debug_assert!(self.table.len() <= self.nodes_used as usize && self.ttl_keys <= self.table.len());
         index
     }
 
     fn replace(&mut self, index: u32, record: Record, expires_at_ms: u64) {
+        debug_assert_eq!(self.node(index).record.key(), record.key(), "a replace keeps its key");
         let new_bytes = Self::entry_bytes(&record);
         let old = std::mem::replace(&mut self.node_mut(index).record, record);
         self.memory_bytes = self.memory_bytes + new_bytes - Self::entry_bytes(&old);
@@ -422,11 +526,19 @@ impl Store {
             })
             .collect();
         self.expiry = BinaryHeap::from(live);
+        debug_assert_eq!(self.expiry.len(), self.ttl_keys);
     }
 
     fn remove_index(&mut self, index: u32) {
+        debug_assert!(
+            index < self.nodes_used && self.node(index).prev != FREE,
+            "removing a free node"
+        );
+        let len_before = self.table.len();
         let hash = self.hasher.hash_one(self.node(index).record.key());
-        if let Ok(entry) = self.table.find_entry(hash, |&i| i == index) {
+        let found = self.table.find_entry(hash, |&i| i == index);
+        debug_assert!(found.is_ok(), "a live node is in the table");
+        if let Ok(entry) = found {
             entry.remove();
         }
         self.unlink(index);
@@ -434,27 +546,33 @@ impl Store {
         let free_head = self.free_head;
         let node = self.node_mut(index);
         let old = std::mem::replace(&mut node.record, Record::empty());
+        node.prev = FREE;
         node.next = free_head;
         self.free_head = index;
-        self.memory_bytes -= Self::entry_bytes(&old);
+        let bytes = Self::entry_bytes(&old);
+        self.memory_bytes -= bytes;
+        self.freed_bytes_since_trim += bytes;
+        debug_assert_eq!(self.table.len() + 1, len_before);
     }
 
+    /// A node for a new key: a free one, or the next never used. The caller (`make_room`) has
+    /// made sure the slab is below `nodes_max` when none is free.
     fn allocate_node(&mut self, record: Record) -> u32 {
         if self.free_head != NIL {
             let index = self.free_head;
             self.free_head = self.node(index).next;
             let node = self.node_mut(index);
+            debug_assert!(node.prev == FREE && node.expires_at_ms == 0 && node.record.data_len() == 0);
             node.record = record;
-            node.expires_at_ms = 0;
             return index;
         }
         let index = self.nodes_used;
-        assert!(index < NIL, "a shard holds at most 2^32 - 1 keys");
+        debug_assert!(index < self.nodes_max, "make_room keeps the slab within nodes_max");
         if index as usize == self.chunks.len() * SLAB_CHUNK_NODES {
             let chunk = (0..SLAB_CHUNK_NODES)
                 .map(|_| Node {
                     record: Record::empty(),
-                    prev: NIL,
+                    prev: FREE,
                     next: NIL,
                     expires_at_ms: 0,
                 })
@@ -486,6 +604,8 @@ impl Store {
             let node = self.node(index);
             (node.prev, node.next)
         };
+        debug_assert!(prev == NIL || self.node(prev).next == index, "LRU forward link");
+        debug_assert!(next == NIL || self.node(next).prev == index, "LRU back link");
         if prev != NIL {
             self.node_mut(prev).next = next;
         } else {
@@ -514,10 +634,163 @@ impl Store {
             self.push_front(index);
         }
     }
+
+    /// Visits live keys in slab order from `cursor` (0 to start), examining at most
+    /// `max_entries` slab slots (at least one), so a snapshot can be taken in bounded chunks
+    /// between requests. `f` gets the key, the value, and the deadline on this store's clock
+    /// (`None`: never expires); keys already expired are skipped. Returns the cursor to go on
+    /// from, or `None` when the slab is done; a call may visit fewer keys than `max_entries`,
+    /// even none, and still return a cursor.
+    ///
+    /// The store may change between calls: a key live for the whole scan is visited exactly
+    /// once (a key keeps its node until removed, and nodes never move), while keys created or
+    /// removed meanwhile may or may not be.
+    pub fn scan_from(
+        &self,
+        cursor: u32,
+        max_entries: usize,
+        mut f: impl FnMut(&[u8], &[u8], Option<u64>),
+    ) -> Option<u32> {
+        let now = self.now();
+        let nodes_used = self.nodes_used as usize;
+        let end = (cursor as usize).saturating_add(max_entries.max(1)).min(nodes_used);
+        for index in cursor as usize..end {
+            let node = self.node(index as u32);
+            if node.prev == FREE {
+                continue;
+            }
+            match node.expires_at_ms {
+                0 => f(node.record.key(), node.record.value(), None),
+                deadline if deadline > now => f(node.record.key(), node.record.value(), Some(deadline)),
+                _ => {}
+            }
+        }
+        (end < nodes_used).then_some(end as u32)
+    }
+
+    /// Gives memory back once the store has freed `MEMORY_TRIM_FREED_BYTES_MIN` since the last
+    /// time, at most every `MEMORY_TRIM_INTERVAL_MS_MIN`: drops stale expiry entries, shrinks
+    /// the table and the expiry heap when they are mostly empty, and asks malloc to return its
+    /// free pages to the OS (freed records otherwise stay resident in malloc's free lists).
+    /// Meant for the expiry tick; returns whether it trimmed. Costs a compare when not due.
+    pub fn after_expiry_tick(&mut self) -> bool {
+        if self.freed_bytes_since_trim < MEMORY_TRIM_FREED_BYTES_MIN {
+            return false;
+        }
+        let now = self.now();
+        if now.saturating_sub(self.trimmed_at_ms) < MEMORY_TRIM_INTERVAL_MS_MIN {
+            return false;
+        }
+        self.trimmed_at_ms = now;
+        self.freed_bytes_since_trim = 0;
+        self.compact_expiry_heap();
+        if self.expiry.capacity() > SHRINK_SPARE_FACTOR * self.expiry.len().max(SHRINK_CAPACITY_MIN) {
+            self.expiry.shrink_to(2 * self.expiry.len());
+        }
+        if self.table.capacity() > SHRINK_SPARE_FACTOR * self.table.len().max(SHRINK_CAPACITY_MIN) {
+            let (chunks, hasher) = (&self.chunks, &self.hasher);
+            self.table.shrink_to(2 * self.table.len(), |&i| {
+                let i = i as usize;
+                hasher.hash_one(chunks[i / SLAB_CHUNK_NODES][i % SLAB_CHUNK_NODES].record.key())
+            });
+        }
+        release_free_memory();
+        true
+    }
+
+    /// Walks the whole structure and panics on the first broken invariant. O(keys): for tests,
+    /// and for debugging a live store, never for the request path.
+    pub fn check_invariants(&self) {
+        let nodes_used = self.nodes_used as usize;
+        assert!(self.nodes_used <= self.nodes_max, "slab past its limit");
+        assert_eq!(self.chunks.len(), nodes_used.div_ceil(SLAB_CHUNK_NODES), "slab chunks");
+        // 0: not seen yet, 1: on the LRU list (live), 2: on the free list.
+        let mut seen = vec![0u8; nodes_used];
+        let (live, ttl_keys, memory) = self.check_lru_list(&mut seen);
+        assert_eq!(live, self.table.len(), "the LRU list covers exactly the table's keys");
+        for &index in self.table.iter() {
+            assert!(
+                seen.get(index as usize) == Some(&1),
+                "table entry {index} is not a live node"
+            );
+        }
+        let mut free = 0;
+        let mut index = self.free_head;
+        while index != NIL {
+            assert!((index as usize) < nodes_used && seen[index as usize] == 0, "free list");
+            seen[index as usize] = 2;
+            let node = self.node(index);
+            assert!(node.prev == FREE && node.expires_at_ms == 0 && node.record.data_len() == 0);
+            free += 1;
+            index = node.next;
+        }
+        assert_eq!(live + free, nodes_used, "every node is live or free");
+        assert_eq!(ttl_keys, self.ttl_keys, "ttl_keys counts the live keys with a deadline");
+        assert_eq!(
+            memory, self.memory_bytes,
+            "memory_bytes is the sum of what each key accounts"
+        );
+        let pending: std::collections::HashSet<(u64, u32)> = self.expiry.iter().map(|entry| entry.0).collect();
+        for index in (0..self.nodes_used).filter(|&i| seen[i as usize] == 1) {
+            let deadline = self.node(index).expires_at_ms;
+            assert!(
+                deadline == 0 || pending.contains(&(deadline, index)),
+                "deadline without heap entry"
+            );
+        }
+        if self.budget.eviction == Eviction::Lru {
+            let within_memory = self
+                .budget
+                .memory_bytes_max
+                .is_none_or(|max| self.memory_bytes as u64 <= max);
+            assert!(self.len() as u64 <= self.keys_max(), "LRU mode holds its key budget");
+            assert!(within_memory || self.len() == 1, "LRU mode holds its memory budget");
+        }
+    }
+
+    /// Walks the LRU list head to tail checking its links; marks each node 1 in `seen` and
+    /// returns (nodes, of them with a deadline, their accounted bytes).
+    fn check_lru_list(&self, seen: &mut [u8]) -> (usize, usize, usize) {
+        let (mut live, mut ttl_keys, mut memory) = (0, 0, 0);
+        let (mut prev, mut index) = (NIL, self.lru_head);
+        while index != NIL {
+            assert!(
+                seen.get(index as usize) == Some(&0),
+                "LRU link {index} out of the slab or looping"
+            );
+            seen[index as usize] = 1;
+            let node = self.node(index);
+            assert_eq!(node.prev, prev, "LRU back link of {index}");
+            assert_eq!(
+                self.find(node.record.key()),
+                Some(index),
+                "node {index} is found by its key"
+            );
+            memory += Self::entry_bytes(&node.record);
+            if node.expires_at_ms != 0 {
+                ttl_keys += 1;
+                memory += EXPIRY_ENTRY_BYTES;
+            }
+            live += 1;
+            (prev, index) = (index, node.next);
+        }
+        assert_eq!(self.lru_tail, prev, "LRU tail");
+        (live, ttl_keys, memory)
+    }
 }
 
-fn remaining_ms(expires_at_ms: u64, now: &mut Option<u64>) -> Option<u64> {
-    (expires_at_ms != 0).then(|| expires_at_ms.saturating_sub(*now.get_or_insert_with(clock::now_ms)))
+fn remaining_ms(expires_at_ms: u64, now: &mut Option<u64>, clock: fn() -> u64) -> Option<u64> {
+    (expires_at_ms != 0).then(|| expires_at_ms.saturating_sub(*now.get_or_insert_with(clock)))
+}
+
+/// Asks the C allocator to hand the free pages of every arena back to the OS. glibc only.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and touches only glibc's own arenas, under their
+    // locks; it is thread-safe and may be called at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]
@@ -740,5 +1013,604 @@ mod tests {
         assert!(store.expiry.len() <= 2 * SLAB_CHUNK_NODES, "{}", store.expiry.len());
         assert_eq!(store.expire(usize::MAX), 0, "nothing is due, stale entries are skipped");
         assert_eq!(store.len(), 1);
+    }
+
+    use super::model_tests::{set_test_clock, test_clock};
+
+    fn limited(keys_max: Option<u64>, memory_bytes_max: Option<u64>, eviction: Eviction) -> Store {
+        set_test_clock(1);
+        Store::with_clock(
+            Budget {
+                keys_max,
+                memory_bytes_max,
+                eviction,
+            },
+            test_clock,
+        )
+    }
+
+    #[test]
+    fn a_full_slab_refuses_new_keys_instead_of_panicking() {
+        // Goal: past the node limit a new key is a 507 (reject) or an eviction (LRU), never
+        // an assert that would take the server down; existing keys stay writable.
+        let mut store = limited(None, None, Eviction::Reject);
+        store.nodes_max = 3;
+        for key in ["a", "b", "c"] {
+            assert_eq!(put(&mut store, key, "v"), Outcome::Created);
+        }
+        assert_eq!(put(&mut store, "d", "v"), Outcome::Rejected(Limit::Keys(3)));
+        assert_eq!(put(&mut store, "a", "w"), Outcome::Replaced);
+        store.delete(b"b");
+        assert_eq!(put(&mut store, "d", "v"), Outcome::Created, "a freed node is reused");
+        store.check_invariants();
+
+        let mut store = limited(Some(10), None, Eviction::Lru);
+        store.nodes_max = 3;
+        for key in ["a", "b", "c", "d", "e"] {
+            assert_eq!(put(&mut store, key, "v"), Outcome::Created);
+            store.check_invariants();
+        }
+        assert_eq!((store.len(), store.nodes_used), (3, 3));
+        assert_eq!(value(&mut store, "b"), None, "the least recently used made room");
+        assert!(value(&mut store, "e").is_some());
+    }
+
+    #[test]
+    fn a_write_reclaims_a_bounded_number_of_expired_keys() {
+        // Goal: in reject mode a write reclaims expired keys to fit, but never more than
+        // EXPIRY_KEYS_PER_WRITE_MAX of them; past that it is refused until expiry catches up.
+        let keys = 2 * EXPIRY_KEYS_PER_WRITE_MAX as u64;
+        let mut store = limited(Some(keys), None, Eviction::Reject);
+        for i in 0..keys {
+            store.put(Record::new(format!("t{i}").as_bytes(), b"v"), Some(10));
+        }
+        set_test_clock(20);
+        assert_eq!(
+            put(&mut store, "new", "v"),
+            Outcome::Created,
+            "one expired key made room"
+        );
+        assert_eq!(store.len() as u64, keys, "and only as many as needed were reclaimed");
+        store.check_invariants();
+
+        let small = Record::new(b"s0000", b"v");
+        let one = (Store::entry_bytes(&small) + EXPIRY_ENTRY_BYTES) as u64;
+        let mut store = limited(None, Some(keys * one), Eviction::Reject);
+        // glibc may hand a record a slightly larger chunk than its twin: fill until full.
+        for i in 0..keys {
+            if store.put(Record::new(format!("s{i:04}").as_bytes(), b"v"), Some(10)) != Outcome::Created {
+                break;
+            }
+        }
+        let filled = store.len();
+        assert!(filled as u64 > keys * 9 / 10, "{filled}");
+        set_test_clock(20);
+        // Needs the room of about 1.5 * EXPIRY_KEYS_PER_WRITE_MAX small keys.
+        let big = "x".repeat((one as usize) * EXPIRY_KEYS_PER_WRITE_MAX * 3 / 2);
+        assert!(matches!(
+            put(&mut store, "big", &big),
+            Outcome::Rejected(Limit::Memory(_))
+        ));
+        assert_eq!(store.len(), filled - EXPIRY_KEYS_PER_WRITE_MAX, "bounded work");
+        store.check_invariants();
+        store.expire(usize::MAX);
+        assert_eq!(
+            put(&mut store, "big", &big),
+            Outcome::Created,
+            "fits once expiry caught up"
+        );
+    }
+
+    #[test]
+    fn scan_from_visits_every_key_live_throughout_exactly_once() {
+        // Goal: a chunked scan, with writes and deletes between chunks, sees each key that
+        // lived through it once, with its value and deadline, and never an expired key.
+        let mut store = limited(None, None, Eviction::Reject);
+        for i in 0..10_000u32 {
+            let ttl = (i % 3 == 0).then_some(60_000);
+            store.put(Record::new(format!("stable{i}").as_bytes(), &i.to_le_bytes()), ttl);
+        }
+        store.put(Record::new(b"expired", b"v"), Some(5));
+        set_test_clock(10);
+        let mut seen = std::collections::HashMap::new();
+        let (mut cursor, mut chunks, mut churn) = (Some(0), 0, 0u32);
+        while let Some(from) = cursor {
+            cursor = store.scan_from(from, 333, |key, value, deadline| {
+                let first = seen.insert(key.to_vec(), (value.to_vec(), deadline));
+                assert!(first.is_none(), "visited twice: {}", String::from_utf8_lossy(key));
+            });
+            for _ in 0..50 {
+                let key = format!("churn{churn}");
+                store.put(Record::new(key.as_bytes(), b"c"), None);
+                if churn % 2 == 0 {
+                    store.delete(key.as_bytes());
+                }
+                churn += 1;
+            }
+            chunks += 1;
+        }
+        assert!(chunks > 20, "{chunks} chunks");
+        assert!(!seen.contains_key(&b"expired"[..]));
+        for i in 0..10_000u32 {
+            let deadline = (i % 3 == 0).then_some(60_001);
+            let want = (i.to_le_bytes().to_vec(), deadline);
+            assert_eq!(seen.get(format!("stable{i}").as_bytes()), Some(&want), "stable{i}");
+        }
+        assert_eq!(store.scan_from(u32::MAX, 10, |_, _, _| panic!("past the end")), None);
+    }
+
+    #[test]
+    fn set_with_deadline_restores_absolute_deadlines() {
+        // Goal: recovery can put back a key with the deadline a snapshot recorded, and a
+        // deadline already past leaves the key absent.
+        let mut store = limited(None, None, Eviction::Reject);
+        set_test_clock(100);
+        assert_eq!(
+            store.set_with_deadline(Record::new(b"k", b"v"), Some(150)),
+            Outcome::Created
+        );
+        assert_eq!(store.get(b"k").unwrap().1, Some(50));
+        assert_eq!(
+            store.set_with_deadline(Record::new(b"k", b"w"), None),
+            Outcome::Replaced
+        );
+        assert_eq!(store.get(b"k").unwrap(), (&b"w"[..], None));
+        assert_eq!(
+            store.set_with_deadline(Record::new(b"k", b"x"), Some(100)),
+            Outcome::Deleted(true)
+        );
+        assert_eq!(store.get(b"k"), None);
+        assert_eq!(
+            store.set_with_deadline(Record::new(b"k", b"x"), Some(1)),
+            Outcome::Deleted(false)
+        );
+        assert!(store.is_empty());
+        store.check_invariants();
+    }
+
+    #[test]
+    fn after_a_big_delete_the_tick_trims_once_then_waits() {
+        // Goal: the expiry tick gives memory back once enough was freed, shrinks the table
+        // and heap, and is rate-limited (and free when nothing was freed).
+        let mut store = limited(None, None, Eviction::Reject);
+        set_test_clock(10_000);
+        let value = [7u8; 200];
+        for i in 0..100_000u32 {
+            store.put(Record::new(&i.to_le_bytes(), &value), Some(1_000));
+        }
+        assert!(!store.after_expiry_tick(), "nothing freed yet");
+        let table_capacity = store.table.capacity();
+        set_test_clock(20_000);
+        assert_eq!(store.expire(usize::MAX), 100_000);
+        let started = std::time::Instant::now();
+        assert!(
+            store.after_expiry_tick(),
+            "freed {} bytes",
+            store.freed_bytes_since_trim
+        );
+        eprintln!("trim after freeing 100k keys took {:?}", started.elapsed());
+        assert!(
+            store.table.capacity() < table_capacity / 4,
+            "{}",
+            store.table.capacity()
+        );
+        assert!(
+            store.expiry.capacity() <= 2 * SHRINK_CAPACITY_MIN,
+            "{}",
+            store.expiry.capacity()
+        );
+        for i in 0..100_000u32 {
+            store.put(Record::new(&i.to_le_bytes(), &value), None);
+        }
+        for i in 0..100_000u32 {
+            store.delete(&i.to_le_bytes());
+        }
+        assert!(!store.after_expiry_tick(), "rate-limited");
+        set_test_clock(20_000 + MEMORY_TRIM_INTERVAL_MS_MIN);
+        assert!(store.after_expiry_tick());
+        store.check_invariants();
+    }
+}
+
+/// A randomized test of the whole store against a plain `HashMap`, on a hand-driven clock.
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        /// The test clock: each test thread moves its own.
+        static TEST_NOW_MS: Cell<u64> = const { Cell::new(1) };
+    }
+
+    pub(super) fn test_clock() -> u64 {
+        TEST_NOW_MS.with(Cell::get)
+    }
+
+    pub(super) fn set_test_clock(now_ms: u64) {
+        TEST_NOW_MS.with(|now| now.set(now_ms));
+    }
+
+    /// Deterministic xorshift64*: the same seed replays the same run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    struct Entry {
+        value: Vec<u8>,
+        /// 0: never expires.
+        deadline: u64,
+        /// When last used (a counter): the LRU order.
+        used: u64,
+        /// What the store accounts for it: record, node, slot, heap entry.
+        bytes: usize,
+    }
+
+    /// What the store should hold. Expired keys stay in it until the store reclaims them too.
+    struct Model {
+        entries: HashMap<Vec<u8>, Entry>,
+        budget: Budget,
+        keys_max: u64,
+        nodes_max: u64,
+        tick: u64,
+        evictions: u64,
+        expired: u64,
+        hits: u64,
+        misses: u64,
+    }
+
+    fn is_due(entry: &Entry, now: u64) -> bool {
+        entry.deadline != 0 && entry.deadline <= now
+    }
+
+    impl Model {
+        fn memory(&self) -> usize {
+            self.entries.values().map(|e| e.bytes).sum()
+        }
+
+        /// Like `Store::live_index`: a due key is reclaimed when touched.
+        fn live(&mut self, key: &[u8], now: u64) -> bool {
+            match self.entries.get(key) {
+                Some(entry) if is_due(entry, now) => {
+                    self.entries.remove(key);
+                    self.expired += 1;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        }
+
+        fn used(&mut self) -> u64 {
+            self.tick += 1;
+            self.tick
+        }
+
+        fn set(&mut self, key: &[u8], value: &[u8], record_bytes: usize, deadline: u64) {
+            let bytes = record_bytes + if deadline != 0 { EXPIRY_ENTRY_BYTES } else { 0 };
+            let used = self.used();
+            let entry = Entry {
+                value: value.to_vec(),
+                deadline,
+                used,
+                bytes,
+            };
+            self.entries.insert(key.to_vec(), entry);
+        }
+
+        fn evict_lru(&mut self) {
+            let victim = self.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone());
+            self.entries.remove(&victim.unwrap());
+            self.evictions += 1;
+        }
+
+        /// Like `Store::evict_to_budget`: the written key is the most recent, evicted never.
+        fn evict_to_budget(&mut self) {
+            if self.budget.eviction != Eviction::Lru {
+                return;
+            }
+            while self.entries.len() > 1 {
+                let over_keys = self.budget.keys_max.is_some_and(|max| self.entries.len() as u64 > max);
+                let over_memory = self
+                    .budget
+                    .memory_bytes_max
+                    .is_some_and(|max| self.memory() as u64 > max);
+                if !(over_keys || over_memory) {
+                    return;
+                }
+                self.evict_lru();
+            }
+        }
+
+        /// The limit a new key of `record_bytes` breaks in reject mode, as things stand.
+        fn over(&self, record_bytes: usize) -> Option<Limit> {
+            if self.entries.len() as u64 >= self.keys_max {
+                Some(Limit::Keys(self.keys_max))
+            } else {
+                let max = self.budget.memory_bytes_max?;
+                (self.memory() as u64 + record_bytes as u64 > max).then_some(Limit::Memory(max))
+            }
+        }
+
+        /// Drops the due keys the store has reclaimed on its own (bounded reclaim in a write,
+        /// or a bounded `expire`), whose choice among equal deadlines the model cannot know.
+        /// Returns the deadlines dropped.
+        fn sync_reclaimed(&mut self, store: &Store, now: u64) -> Vec<u64> {
+            let gone: Vec<Vec<u8>> = (self.entries.iter())
+                .filter(|(key, entry)| is_due(entry, now) && store.find(key).is_none())
+                .map(|(key, _)| key.clone())
+                .collect();
+            let deadlines = gone
+                .iter()
+                .map(|key| self.entries.remove(key).unwrap().deadline)
+                .collect();
+            self.expired += gone.len() as u64;
+            deadlines
+        }
+    }
+
+    /// One random write: put (with or without TTL), update, or an absolute-deadline set.
+    fn step_write(store: &mut Store, model: &mut Model, rng: &mut Rng, key: &[u8], now: u64) {
+        let value = vec![b'a' + rng.below(26) as u8; rng.below(120) as usize];
+        let record = Record::new(key, &value);
+        let record_bytes = Store::entry_bytes(&record);
+        let (deadline, via_deadline) = match rng.below(8) {
+            0..=3 => (0, false),
+            4..=5 => (now + 1 + rng.below(60), false),
+            6 => {
+                let outcome = store.update(record).map(|_| ());
+                let expected = if model.live(key, now) {
+                    let deadline = model.entries[key].deadline;
+                    model.set(key, &value, record_bytes, deadline);
+                    model.evict_to_budget();
+                    Outcome::Updated
+                } else {
+                    Outcome::Missing
+                };
+                assert_eq!(outcome, expected, "update");
+                return;
+            }
+            _ => ((now + rng.below(60)).saturating_sub(20).max(1), true),
+        };
+        let outcome = if via_deadline {
+            store.set_with_deadline(record, Some(deadline)).map(|_| ())
+        } else {
+            let ttl = (deadline != 0).then(|| deadline - now);
+            store.put(record, ttl).map(|_| ())
+        };
+        if via_deadline && deadline <= now {
+            assert_eq!(
+                outcome,
+                Outcome::Deleted(model.live(key, now) && model.entries.remove(key).is_some())
+            );
+            return;
+        }
+        if model.live(key, now) {
+            model.set(key, &value, record_bytes, deadline);
+            model.evict_to_budget();
+            assert_eq!(outcome, Outcome::Replaced, "put of a live key");
+            return;
+        }
+        let max = model.budget.memory_bytes_max;
+        if let Some(max) = max.filter(|&max| record_bytes as u64 > max) {
+            return assert_eq!(outcome, Outcome::Rejected(Limit::Memory(max)));
+        }
+        if model.budget.eviction == Eviction::Lru {
+            if model.entries.len() as u64 >= model.nodes_max {
+                model.evict_lru();
+            }
+        } else if model.over(record_bytes).is_some() {
+            // The store reclaimed some due keys, possibly not all: learn which, then judge.
+            model.sync_reclaimed(store, now);
+            match (&outcome, model.over(record_bytes)) {
+                (Outcome::Rejected(limit), Some(over)) => return assert_eq!(*limit, over),
+                (Outcome::Created, None) => {}
+                (outcome, over) => panic!("store said {outcome:?}, model over {over:?}"),
+            }
+        }
+        model.set(key, &value, record_bytes, deadline);
+        model.evict_to_budget();
+        assert_eq!(outcome, Outcome::Created, "put of a new key");
+    }
+
+    /// One random read or delete.
+    fn step_read(store: &mut Store, model: &mut Model, rng: &mut Rng, key: &[u8], now: u64) {
+        let expected = |model: &Model| {
+            model.entries.get(key).filter(|e| !is_due(e, now)).map(|e| {
+                let ttl = (e.deadline != 0).then(|| e.deadline - now);
+                (e.value.clone(), ttl)
+            })
+        };
+        match rng.below(3) {
+            0 => {
+                let want = expected(model);
+                assert_eq!(store.peek(key).map(|(v, t)| (v.to_vec(), t)), want, "peek");
+            }
+            1 => {
+                let got = store.get(key).map(|(v, t)| (v.to_vec(), t));
+                let live = model.live(key, now);
+                if live {
+                    model.hits += 1;
+                    let used = model.used();
+                    model.entries.get_mut(key).unwrap().used = used;
+                } else {
+                    model.misses += 1;
+                }
+                assert_eq!(got, expected(model), "get");
+            }
+            _ => {
+                let removed = model.live(key, now) && model.entries.remove(key).is_some();
+                assert_eq!(store.delete(key), removed, "delete");
+            }
+        }
+    }
+
+    /// A bounded `expire`: it must take the earliest deadlines first.
+    fn step_expire(store: &mut Store, model: &mut Model, rng: &mut Rng, now: u64) {
+        let keys_max = [1, 3, usize::MAX][rng.below(3) as usize];
+        let removed = store.expire(keys_max);
+        let dropped = model.sync_reclaimed(store, now);
+        assert_eq!(removed, dropped.len(), "expire reports what it removed");
+        let due_left = model.entries.values().filter(|e| is_due(e, now)).map(|e| e.deadline);
+        if removed < keys_max {
+            assert_eq!(due_left.count(), 0, "an unfinished expire leaves nothing due");
+        } else if let (Some(latest), Some(earliest)) = (dropped.iter().max(), due_left.min()) {
+            assert!(*latest <= earliest, "expired out of deadline order");
+        }
+    }
+
+    /// Store and model hold the same keys, values, deadlines, counters, and (LRU) order.
+    fn compare(store: &Store, model: &Model, now: u64) {
+        assert_eq!(store.len(), model.entries.len(), "key count");
+        assert_eq!(store.memory_bytes(), model.memory(), "accounted bytes");
+        for (key, entry) in &model.entries {
+            let index = store.find(key).expect("a model key is in the store");
+            let node = store.node(index);
+            assert_eq!(
+                (node.record.value(), node.expires_at_ms),
+                (&entry.value[..], entry.deadline)
+            );
+        }
+        let mut stats = ShardStats::default();
+        store.fill_stats(&mut stats);
+        let counters = (stats.evictions, stats.expired, stats.hits, stats.misses);
+        assert_eq!(counters, (model.evictions, model.expired, model.hits, model.misses));
+        if model.budget.eviction == Eviction::Lru {
+            let mut order: Vec<_> = model.entries.iter().collect();
+            order.sort_by_key(|(_, e)| Reverse(e.used));
+            let (mut index, mut position) = (store.lru_head, 0);
+            while index != NIL {
+                assert_eq!(store.node(index).record.key(), &order[position].0[..], "LRU order");
+                (index, position) = (store.node(index).next, position + 1);
+            }
+        }
+        let mut scanned = HashMap::new();
+        let mut cursor = Some(0);
+        while let Some(from) = cursor {
+            cursor = store.scan_from(from, 7, |key, value, deadline| {
+                assert!(
+                    scanned
+                        .insert(key.to_vec(), (value.to_vec(), deadline.unwrap_or(0)))
+                        .is_none()
+                );
+            });
+        }
+        let live: HashMap<_, _> = (model.entries.iter())
+            .filter(|(_, e)| !is_due(e, now))
+            .map(|(k, e)| (k.clone(), (e.value.clone(), e.deadline)))
+            .collect();
+        assert_eq!(scanned, live, "a scan visits every live key once");
+    }
+
+    fn run_model(seed: u64, budget: Budget, nodes_max: u32, steps: usize) {
+        set_test_clock(1);
+        let mut store = Store::with_clock(budget, test_clock);
+        store.nodes_max = nodes_max;
+        let mut model = Model {
+            entries: HashMap::new(),
+            budget,
+            keys_max: budget.keys_max.unwrap_or(u64::MAX).min(u64::from(nodes_max)),
+            nodes_max: u64::from(nodes_max),
+            tick: 0,
+            evictions: 0,
+            expired: 0,
+            hits: 0,
+            misses: 0,
+        };
+        let mut rng = Rng(seed);
+        for step in 0..steps {
+            let now = test_clock();
+            let key = format!("k{}", rng.below(48)).into_bytes();
+            match rng.below(20) {
+                0..=8 => step_write(&mut store, &mut model, &mut rng, &key, now),
+                9..=16 => step_read(&mut store, &mut model, &mut rng, &key, now),
+                17 => step_expire(&mut store, &mut model, &mut rng, now),
+                18 => set_test_clock(now + rng.below(30)),
+                _ => assert!(!store.after_expiry_tick(), "nothing worth trimming in a small store"),
+            }
+            store.check_invariants();
+            if step % 16 == 0 {
+                compare(&store, &model, test_clock());
+            }
+        }
+        compare(&store, &model, test_clock());
+    }
+
+    const MODEL_STEPS: usize = 6_000;
+
+    #[test]
+    fn the_store_matches_a_hashmap_model_in_every_mode() {
+        // Goal: every operation, in both eviction modes and under key, memory and slab
+        // limits, leaves the store exactly where a plain HashMap model says (values, TTLs,
+        // LRU order, counters), with every structural invariant intact after every step.
+        let budgets = [
+            (Budget::UNLIMITED, KEYS_PER_SHARD_MAX),
+            (
+                Budget {
+                    keys_max: Some(20),
+                    memory_bytes_max: None,
+                    eviction: Eviction::Reject,
+                },
+                KEYS_PER_SHARD_MAX,
+            ),
+            (
+                Budget {
+                    keys_max: None,
+                    memory_bytes_max: Some(3_000),
+                    eviction: Eviction::Reject,
+                },
+                KEYS_PER_SHARD_MAX,
+            ),
+            (
+                Budget {
+                    keys_max: Some(20),
+                    memory_bytes_max: None,
+                    eviction: Eviction::Lru,
+                },
+                KEYS_PER_SHARD_MAX,
+            ),
+            (
+                Budget {
+                    keys_max: None,
+                    memory_bytes_max: Some(3_000),
+                    eviction: Eviction::Lru,
+                },
+                KEYS_PER_SHARD_MAX,
+            ),
+            (
+                Budget {
+                    keys_max: Some(30),
+                    memory_bytes_max: Some(2_500),
+                    eviction: Eviction::Lru,
+                },
+                KEYS_PER_SHARD_MAX,
+            ),
+            (Budget::UNLIMITED, 17),
+            (
+                Budget {
+                    keys_max: None,
+                    memory_bytes_max: None,
+                    eviction: Eviction::Lru,
+                },
+                17,
+            ),
+        ];
+        for (case, (budget, nodes_max)) in budgets.into_iter().enumerate() {
+            for seed in [0x9e37_79b9_7f4a_7c15, 42 + case as u64] {
+                run_model(seed, budget, nodes_max, MODEL_STEPS);
+            }
+        }
     }
 }

@@ -1,0 +1,115 @@
+//! Memory the store no longer needs goes back to the OS: after heavy churn (keys expiring, or
+//! evicted and then deleted) the server's resident memory falls back near where it started,
+//! against the real binary.
+
+mod common;
+
+use common::{Server, encode_request};
+use std::time::{Duration, Instant};
+
+/// Keys written by each churn (over both shards).
+const CHURN_KEYS: usize = 200_000;
+/// Bytes of each value: enough that the churn grows RSS by far more than the bound below.
+const VALUE_BYTES: usize = 500;
+/// Requests sent per pipelined write before their responses are read (bounds the test's own
+/// buffering and the server's per-connection backlog).
+const PIPELINE_REQUESTS: usize = 2_000;
+/// How far above its start RSS may stay once the store is empty again. It covers what the
+/// store keeps on purpose (the slab: 32 bytes per node ever used, ~6 MiB here) and allocator
+/// slack; without trimming the freed records stay resident (~100+ MiB here).
+const RSS_RETAINED_BYTES_MAX: u64 = 32 << 20;
+/// The churn must have grown RSS by at least this much, or the test proves nothing.
+const RSS_GROWTH_BYTES_MIN: u64 = 2 * RSS_RETAINED_BYTES_MAX;
+/// How long RSS gets to fall back once the keys are gone (trims run at most once a second).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the keys get to expire or be deleted.
+const EMPTY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn rss_bytes(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+fn keys(server: &Server) -> u64 {
+    let response = server.request("GET", "/v1/stats", b"");
+    assert_eq!(response.status, 200);
+    response.json()["keys"].as_u64().unwrap()
+}
+
+/// Sends `method` for every key `prefix-0..CHURN_KEYS`, pipelined, expecting `status`.
+fn churn(server: &Server, method: &str, prefix: &str, query: &str, body: &[u8], status: u16) {
+    let mut conn = server.connect();
+    for chunk in 0..CHURN_KEYS / PIPELINE_REQUESTS {
+        let mut batch = Vec::new();
+        for i in 0..PIPELINE_REQUESTS {
+            let path = format!("/v1/keys/{prefix}-{chunk}-{i}{query}");
+            batch.extend(encode_request(method, &path, &[], body));
+        }
+        conn.send(&batch);
+        for _ in 0..PIPELINE_REQUESTS {
+            assert_eq!(conn.read().status, status, "{method} {prefix}");
+        }
+    }
+}
+
+/// Waits for the store to be empty, then for RSS to come back within the bound of `start`.
+fn assert_rss_falls_back(server: &Server, start: u64, peak: u64, what: &str) {
+    assert!(
+        peak - start >= RSS_GROWTH_BYTES_MIN,
+        "{what}: the churn grew RSS only {} MiB",
+        (peak - start) >> 20
+    );
+    let deadline = Instant::now() + EMPTY_TIMEOUT;
+    while keys(server) > 0 {
+        assert!(Instant::now() < deadline, "{what}: keys never went away");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let emptied = Instant::now();
+    let mut now = rss_bytes(server);
+    while now > start + RSS_RETAINED_BYTES_MAX && emptied.elapsed() < SETTLE_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(100));
+        now = rss_bytes(server);
+    }
+    let within = emptied.elapsed();
+    std::thread::sleep(Duration::from_secs(2)); // for the record: where it settles
+    eprintln!(
+        "{what}: RSS start {} MiB, peak {} MiB, {} MiB {within:?} after the store emptied, {} MiB 2 s later",
+        start >> 20,
+        peak >> 20,
+        now >> 20,
+        rss_bytes(server) >> 20
+    );
+    assert!(
+        now <= start + RSS_RETAINED_BYTES_MAX,
+        "{what}: RSS stayed at {} MiB (started at {} MiB, peaked at {} MiB)",
+        now >> 20,
+        start >> 20,
+        peak >> 20
+    );
+}
+
+// Goal: after 200k keys with a TTL expire, RSS returns to within 32 MiB of the start within
+// seconds (the freed records do not stay resident in malloc's free lists).
+#[test]
+fn expired_keys_give_their_memory_back() {
+    let server = Server::start(&[]);
+    assert_eq!(keys(&server), 0);
+    let start = rss_bytes(&server);
+    churn(&server, "PUT", "ttl", "?ttl_ms=6000", &[b't'; VALUE_BYTES], 201);
+    let peak = rss_bytes(&server);
+    assert_rss_falls_back(&server, start, peak, "TTL churn");
+}
+
+// Goal: after an LRU-evicting churn of 200k keys (~115 MiB accounted into a 96 MiB budget)
+// and deleting what is left, RSS returns to
+// within 32 MiB of the start within seconds.
+#[test]
+fn evicted_and_deleted_keys_give_their_memory_back() {
+    let server = Server::start(&["--eviction", "lru", "--max-memory", "96MiB"]);
+    let start = rss_bytes(&server);
+    churn(&server, "PUT", "lru", "", &[b'l'; VALUE_BYTES], 201);
+    let peak = rss_bytes(&server);
+    churn(&server, "DELETE", "lru", "", b"", 200);
+    assert_rss_falls_back(&server, start, peak, "LRU churn");
+}
