@@ -169,9 +169,8 @@ fn out_of_file_descriptors_new_connections_get_503_and_the_log_stays_quiet() {
     // (A knock may find a descriptor another shard freed for a moment and be served: it is
     // kept open, so the server stays at its limit.)
     let mut open = open;
-    let knocking = Instant::now();
-    let (mut knocks, mut refusals) = (0, 0);
-    while knocking.elapsed() < Duration::from_millis(1500) {
+    let (knocks, mut refusals) = (20, 0);
+    for _ in 0..knocks {
         let mut stream = TcpStream::connect(server.addr).unwrap();
         stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
         stream
@@ -184,13 +183,9 @@ fn out_of_file_descriptors_new_connections_get_503_and_the_log_stays_quiet() {
             200 => open.push(Conn { reader }),
             other => panic!("status {other} at the limit"),
         }
-        knocks += 1;
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        knocks >= 10 && refusals * 2 >= knocks,
-        "{refusals} of {knocks} knocks refused"
-    );
+    assert!(refusals * 2 >= knocks, "{refusals} of {knocks} knocks refused");
 
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -201,7 +196,7 @@ fn out_of_file_descriptors_new_connections_get_503_and_the_log_stays_quiet() {
     assert_serves_every_request(&server, 10);
     let log = server.log();
     let accept_lines = log.matches("accept failed").count();
-    // Unlimited, each shard logged one line per 10 ms of the ~2 s spent at the limit.
+    // Unlimited, each shard logged one line per 10 ms of the second or more spent at the limit.
     assert!(
         (1..=10).contains(&accept_lines),
         "{accept_lines} accept-failure lines:\n{log}"
