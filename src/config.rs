@@ -74,35 +74,36 @@ pub struct ServeArgs {
 
     /// Open connections allowed per shard; past it a new connection gets 503 and is closed.
     #[arg(long = "max-connections", default_value_t = limits::CONNECTIONS_PER_SHARD_MAX_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=limits::CONNECTIONS_PER_SHARD_MAX_CEILING as i64))]
     pub connections_per_shard_max: u32,
 
     /// Time a client has to send a request's headers once it has started it, in ms (then 408).
     #[arg(long = "header-timeout-ms", default_value_t = limits::HEADER_TIMEOUT_MS_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=limits::TIMEOUT_MS_CEILING))]
     pub header_timeout_ms: u64,
 
     /// Time a client has to send a request's body once the headers are in, in ms (then 408).
     #[arg(long = "body-timeout-ms", default_value_t = limits::BODY_TIMEOUT_MS_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=limits::TIMEOUT_MS_CEILING))]
     pub body_timeout_ms: u64,
 
     /// An idle keep-alive connection is closed after this many ms.
     #[arg(long = "idle-timeout-ms", default_value_t = limits::IDLE_TIMEOUT_MS_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=limits::TIMEOUT_MS_CEILING))]
     pub idle_timeout_ms: u64,
 
     /// On SIGTERM/SIGINT, requests in flight get this long to finish, in ms.
-    #[arg(long = "shutdown-grace-ms", default_value_t = limits::SHUTDOWN_GRACE_MS_DEFAULT)]
+    #[arg(long = "shutdown-grace-ms", default_value_t = limits::SHUTDOWN_GRACE_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=limits::TIMEOUT_MS_CEILING))]
     pub shutdown_grace_ms: u64,
 
     /// Most keys held in all (each shard enforces its share: limit / shards).
-    #[arg(long = "max-keys")]
+    #[arg(long = "max-keys", value_parser = clap::value_parser!(u64).range(0..=limits::KEYS_MAX_CEILING))]
     pub keys_max: Option<u64>,
 
     /// Most memory for keys, values and their bookkeeping, e.g. `64MiB`, `2GiB`, `1000000`
     /// (each shard enforces its share).
-    #[arg(long = "max-memory", value_parser = parse_size)]
+    #[arg(long = "max-memory", value_parser = parse_memory_size)]
     pub memory_bytes_max: Option<u64>,
 
     /// When full: `reject` new keys with 507, or evict the least recently used (`lru`).
@@ -162,6 +163,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses `--max-memory`: a size ([`parse_size`]) no larger than [`limits::MEMORY_BYTES_MAX_CEILING`].
+fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if bytes > limits::MEMORY_BYTES_MAX_CEILING {
+        return Err(format!(
+            "`{text}` is {bytes} bytes; the range is 0..={} bytes (1 PiB)",
+            limits::MEMORY_BYTES_MAX_CEILING
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A validated, de-duplicated list of CPU ids.
@@ -258,5 +271,34 @@ mod tests {
         assert_eq!(args.design, Design::Sharded);
         assert!(Cli::try_parse_from(["corekv", "serve", "--shards", "0"]).is_err());
         assert!(Cli::try_parse_from(["corekv", "serve", "--max-key-bytes", "0"]).is_err());
+    }
+
+    #[test]
+    fn numeric_serve_flags_have_ceilings() {
+        let parse = |flag: &str, value: String| Cli::try_parse_from(["corekv", "serve", flag, value.as_str()]);
+        let timeouts = [
+            "--header-timeout-ms",
+            "--body-timeout-ms",
+            "--idle-timeout-ms",
+            "--shutdown-grace-ms",
+        ];
+        for flag in timeouts {
+            assert!(
+                parse(flag, limits::TIMEOUT_MS_CEILING.to_string()).is_ok(),
+                "{flag} at its ceiling"
+            );
+            assert!(
+                parse(flag, (limits::TIMEOUT_MS_CEILING + 1).to_string()).is_err(),
+                "{flag}"
+            );
+            assert!(parse(flag, u64::MAX.to_string()).is_err(), "{flag}");
+        }
+        let ceiling = limits::CONNECTIONS_PER_SHARD_MAX_CEILING;
+        assert!(parse("--max-connections", ceiling.to_string()).is_ok());
+        assert!(parse("--max-connections", (ceiling + 1).to_string()).is_err());
+        assert!(parse("--max-keys", limits::KEYS_MAX_CEILING.to_string()).is_ok());
+        assert!(parse("--max-keys", (limits::KEYS_MAX_CEILING + 1).to_string()).is_err());
+        assert!(parse("--max-memory", "1024TiB".into()).is_ok());
+        assert!(parse("--max-memory", "1025TiB".into()).is_err());
     }
 }

@@ -16,7 +16,8 @@
 //! - [`sync`]: the project's own cross-thread primitives (loom-checked in `loom-tests/`).
 //! - [`client`]: the synchronous command-line client.
 //! - [`error`]: the one error type, and its HTTP status.
-//! - [`logging`]: a `RUST_LOG`-style logger that never prints values.
+//! - [`logging`]: a `RUST_LOG`-style logger that never prints values, and rate-limited log macros.
+//! - [`os`]: sockets, rlimits, signals and the io_uring probe, through socket2, rlimit and nix.
 //!
 //! `docs/ARCHITECTURE.md` draws a request's path from socket to owning shard and back.
 
@@ -29,6 +30,7 @@ pub mod http;
 pub mod limits;
 pub mod load;
 pub mod logging;
+pub mod os;
 pub mod server;
 pub mod shard;
 pub mod sync;

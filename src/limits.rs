@@ -29,6 +29,31 @@ pub const BULK_ITEMS_MAX: usize = 100_000;
 
 /// Default open connections per shard.
 pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: u32 = 10_000;
+/// Highest `--max-connections` accepted (each open connection holds at least a read buffer).
+pub const CONNECTIONS_PER_SHARD_MAX_CEILING: u32 = 1_000_000;
+
+/// Connections the kernel queues per shard's listener before the shard accepts them (glommio's
+/// own `TcpListener::bind` uses the same).
+pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
+
+/// File descriptors each shard needs besides its connections: its listener, glommio's three
+/// rings and their eventfds and timers, and the reserve descriptor kept for refusing
+/// connections when the process runs out (see `os::ReserveFd`).
+pub const FDS_PER_SHARD_HEADROOM: u64 = 16;
+/// File descriptors the process needs besides the shards': stdio, the signalfd, the port
+/// placeholder, the `--load` file, `/proc` reads.
+pub const FDS_PER_PROCESS_HEADROOM: u64 = 32;
+/// Most waiting connections one shard answers with 503 per pass when out of descriptors.
+pub const FD_EXHAUSTION_REFUSALS_PER_PASS_MAX: usize = 64;
+
+/// Highest `--header-timeout-ms`, `--body-timeout-ms`, `--idle-timeout-ms` and
+/// `--shutdown-grace-ms` accepted, in ms (24 h): larger values are surely mistakes, and this
+/// bound keeps every deadline (`now + timeout`) far from overflowing.
+pub const TIMEOUT_MS_CEILING: u64 = 24 * 3600 * 1000;
+/// Highest `--max-keys` accepted (2^40, about 10^12 keys).
+pub const KEYS_MAX_CEILING: u64 = 1 << 40;
+/// Highest `--max-memory` accepted, in bytes (1 PiB).
+pub const MEMORY_BYTES_MAX_CEILING: u64 = 1 << 50;
 
 /// Default time to send a request's headers, once started, in ms.
 pub const HEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -96,6 +121,11 @@ pub const KEYS_PER_SHARD_MAX: u32 = u32::MAX - 1;
 pub const MEMORY_TRIM_FREED_BYTES_MIN: usize = 8 << 20;
 /// Shortest time between two such trims on one shard, in ms (each costs a walk of the heap).
 pub const MEMORY_TRIM_INTERVAL_MS_MIN: u64 = 1_000;
+/// Lines one rate-limited log call site may write per window ([`LOG_RATE_WINDOW_MS`]); the rest
+/// are counted and reported as "(N similar messages suppressed)" (see `logging::RateLimit`).
+pub const LOG_LINES_PER_WINDOW_MAX: u32 = 5;
+/// Length of a rate-limited log call site's window, in ms.
+pub const LOG_RATE_WINDOW_MS: u64 = 10_000;
 
 /// Messages queued per shard-to-shard channel before senders wait.
 pub const CHANNEL_DEPTH_MESSAGES: usize = 1024;
@@ -129,3 +159,14 @@ const _: () = assert!(
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);
 const _: () = assert!(EXPIRY_KEYS_PER_WRITE_MAX <= EXPIRY_KEYS_PER_STEP_MAX);
 const _: () = assert!(MEMORY_TRIM_INTERVAL_MS_MIN >= EXPIRY_TICK_MS);
+const _: () = assert!(CONNECTIONS_PER_SHARD_MAX_DEFAULT <= CONNECTIONS_PER_SHARD_MAX_CEILING);
+const _: () = assert!(
+    HEADER_TIMEOUT_MS_DEFAULT <= TIMEOUT_MS_CEILING
+        && BODY_TIMEOUT_MS_DEFAULT <= TIMEOUT_MS_CEILING
+        && IDLE_TIMEOUT_MS_DEFAULT <= TIMEOUT_MS_CEILING
+        && SHUTDOWN_GRACE_MS_DEFAULT <= TIMEOUT_MS_CEILING
+);
+const _: () = assert!(
+    TIMEOUT_MS_CEILING.checked_mul(1 << 20).is_some(),
+    "a deadline (coarse now + two timeouts) stays far below u64::MAX for ages of uptime"
+);

@@ -1,13 +1,19 @@
 //! A small `RUST_LOG`-style logger on stderr: `error`, `warn`, `info` (default), `debug`,
 //! `trace` or `off`, optionally per target (`info,glommio=warn`).
 //!
-//! Owns log formatting only. Callers must never pass a value's bytes to a log macro: keys may
-//! be logged, values never (seed 002's rule, kept here).
+//! Owns log formatting and rate limiting only. Callers must never pass a value's bytes to a log
+//! macro: keys may be logged, values never (seed 002's rule, kept here). A line a client can
+//! cause again and again (per request, per connection, per failed accept) goes through
+//! [`log_limited!`] / [`warn_limited!`], so no client can flood the log.
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
+
+use crate::clock;
+use crate::limits::{LOG_LINES_PER_WINDOW_MAX, LOG_RATE_WINDOW_MS};
 
 struct Logger {
     default: LevelFilter,
@@ -86,9 +92,117 @@ pub fn init() {
     }
 }
 
+/// One call site's log budget: at most [`LOG_LINES_PER_WINDOW_MAX`] lines per
+/// [`LOG_RATE_WINDOW_MS`], across all shards; the rest are counted, and the count is reported
+/// on the next line let through. Used by [`log_limited!`], one `static` per call site.
+pub struct RateLimit {
+    state: Mutex<RateState>,
+}
+
+struct RateState {
+    /// When the current window began, in [`clock::now_ms`] milliseconds (0: none yet).
+    window_start_ms: u64,
+    /// Lines let through in the current window.
+    lines: u32,
+    /// Lines held back since the last one let through.
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub const fn new() -> RateLimit {
+        RateLimit {
+            state: Mutex::new(RateState {
+                window_start_ms: 0,
+                lines: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be logged now, with how many similar lines were held
+    /// back since the last one; `None` when this one must be held back.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(clock::now_ms())
+    }
+
+    fn admit_at(&self, now_ms: u64) -> Option<u64> {
+        // A panic while holding this lock cannot leave the counters inconsistent.
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.window_start_ms == 0 || now_ms.saturating_sub(state.window_start_ms) >= LOG_RATE_WINDOW_MS {
+            state.window_start_ms = now_ms.max(1);
+            state.lines = 0;
+        }
+        if state.lines < LOG_LINES_PER_WINDOW_MAX {
+            state.lines += 1;
+            Some(std::mem::take(&mut state.suppressed))
+        } else {
+            state.suppressed += 1;
+            None
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit::new()
+    }
+}
+
+/// `log::log!` with a per-call-site [`RateLimit`]: `log_limited!(log::Level::Warn, "...", ...)`.
+#[macro_export]
+macro_rules! log_limited {
+    ($level:expr, $($arg:tt)+) => {{
+        static LIMIT: $crate::logging::RateLimit = $crate::logging::RateLimit::new();
+        if ::log::log_enabled!($level) {
+            match LIMIT.admit() {
+                Some(0) => ::log::log!($level, $($arg)+),
+                Some(suppressed) => ::log::log!(
+                    $level,
+                    "{} ({suppressed} similar messages suppressed)",
+                    format_args!($($arg)+)
+                ),
+                None => {}
+            }
+        }
+    }};
+}
+
+/// `log::warn!` with a per-call-site [`RateLimit`] (see [`log_limited!`]).
+#[macro_export]
+macro_rules! warn_limited {
+    ($($arg:tt)+) => { $crate::log_limited!(::log::Level::Warn, $($arg)+) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limit_lets_a_few_lines_through_per_window_and_counts_the_rest() {
+        let limit = RateLimit::new();
+        let max = LOG_LINES_PER_WINDOW_MAX as usize;
+        let admitted = (0..max + 10).filter(|_| limit.admit_at(1_000).is_some()).count();
+        assert_eq!(admitted, max);
+        assert_eq!(
+            limit.admit_at(1_000 + LOG_RATE_WINDOW_MS - 1),
+            None,
+            "still the same window"
+        );
+        assert_eq!(
+            limit.admit_at(1_000 + LOG_RATE_WINDOW_MS),
+            Some(11),
+            "the next window reports what was held back"
+        );
+        assert_eq!(limit.admit_at(1_000 + LOG_RATE_WINDOW_MS), Some(0));
+    }
+
+    #[test]
+    fn the_limited_macros_compile_at_any_level() {
+        for _ in 0..3 {
+            crate::warn_limited!("limited {}", 1);
+            crate::log_limited!(log::Level::Debug, "limited {}", 2);
+        }
+    }
 
     #[test]
     fn spec_sets_default_and_per_target_levels() {

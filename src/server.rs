@@ -6,28 +6,30 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use log::{debug, error, info, warn};
 
 use crate::config::{Design, ServeArgs};
+use crate::error::Error;
 use crate::http::registry::Registry;
 use crate::limits::{
-    CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
+    CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, FD_EXHAUSTION_REFUSALS_PER_PASS_MAX,
+    FDS_PER_PROCESS_HEADROOM, FDS_PER_SHARD_HEADROOM, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
 };
+use crate::os::{self, Listener, ReserveFd, ShutdownSignals};
 use crate::shard::context::{Counters, Latches, ShardContext};
 use crate::shard::locked::LockedStore;
 use crate::shard::message::ShardMessage;
 use crate::shard::router::{Router, serve_peer};
 use crate::shard::store::Store;
 use crate::shard::{ShardId, StoreHandle};
+use crate::warn_limited;
 
 /// How often a draining shard checks whether its connections have finished.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -63,18 +65,7 @@ pub fn main(args: ServeArgs) -> i32 {
 /// Starts every shard and blocks until they have all stopped.
 pub fn run(args: ServeArgs) -> Result<(), String> {
     preflight_io_uring()?;
-    let allowed = affinity_cpus()?;
-    let cpus = match &args.cpus {
-        Some(list) => {
-            if let Some(cpu) = list.0.iter().find(|cpu| !allowed.contains(cpu)) {
-                return Err(format!(
-                    "--cpus: CPU {cpu} is not available to this process (allowed: {allowed:?})"
-                ));
-            }
-            list.0.clone()
-        }
-        None => allowed,
-    };
+    let cpus = shard_cpus(&args)?;
     let nr_shards = args.shards.map_or(cpus.len(), usize::from);
     if nr_shards > cpus.len() {
         warn!(
@@ -82,11 +73,51 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             cpus.len()
         );
     }
-    let io_memory = io_memory_for(nr_shards);
+    check_fd_limit(nr_shards, args.connections_per_shard_max);
     let (addr, reservation) = reserve_port(args.addr)?;
-    block_shutdown_signals();
-
+    refuse_if_in_use(addr, 0)?;
+    let mut signals = ShutdownSignals::block().map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
     let latches = Latches::new(nr_shards);
+    let args = ServeArgs { addr, ..args };
+    let handles = spawn_shards(&args, &cpus, nr_shards, &latches);
+    let mut failures = supervise(&args, &cpus, nr_shards, &latches, reservation, &mut signals);
+    for (id, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => failures.push(format!("shard {id}: {message}")),
+            Err(e) => failures.push(format!("shard {id} failed: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        info!("stopped");
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// The CPUs shards are pinned to: `--cpus`, which must lie in the affinity mask, or the mask.
+fn shard_cpus(args: &ServeArgs) -> Result<Vec<usize>, String> {
+    let allowed = affinity_cpus()?;
+    match &args.cpus {
+        Some(list) => {
+            if let Some(cpu) = list.0.iter().find(|cpu| !allowed.contains(cpu)) {
+                return Err(format!(
+                    "--cpus: CPU {cpu} is not available to this process (allowed: {allowed:?})"
+                ));
+            }
+            Ok(list.0.clone())
+        }
+        None => Ok(allowed),
+    }
+}
+
+type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
+
+/// Starts one pinned executor per shard, joined by one mesh. Stops at the first that cannot
+/// start, after opening `shutdown` so the ones already running stop too.
+fn spawn_shards(args: &ServeArgs, cpus: &[usize], nr_shards: usize, latches: &Latches) -> Vec<ShardHandle> {
+    let io_memory = io_memory_for(nr_shards);
     let mesh = MeshBuilder::<ShardMessage, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
     let locked = (args.design == Design::Locked).then(|| Arc::new(LockedStore::new(args.budget_for(0, 1))));
     let mut handles = Vec::with_capacity(nr_shards);
@@ -96,8 +127,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             id,
             nr_shards,
             cpu,
-            addr,
-            args: ServeArgs { addr, ..args.clone() },
+            addr: args.addr,
+            args: args.clone(),
             latches: latches.clone(),
             mesh: mesh.clone(),
             locked: locked.clone(),
@@ -131,41 +162,45 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             }
         }
     }
+    handles
+}
 
-    let mut reservation = reservation;
+/// The main thread's watch until every shard has exited: announce readiness (once no other
+/// server shares the port), and turn SIGINT/SIGTERM into `shutdown`. Returns start-up failures.
+fn supervise(
+    args: &ServeArgs,
+    cpus: &[usize],
+    nr_shards: usize,
+    latches: &Latches,
+    mut reservation: Option<socket2::Socket>,
+    signals: &mut ShutdownSignals,
+) -> Vec<String> {
     let mut announced = false;
+    let mut failures = Vec::new();
     while !latches.exited.is_open() {
         if !announced && latches.ready.is_open() {
-            info!(
-                "listening on http://{addr} with {nr_shards} shards ({:?} design) on CPUs {cpus:?}",
-                args.design
-            );
             // Every shard has bound the port now; the placeholder socket can go.
             reservation.take();
             announced = true;
+            match refuse_if_in_use(args.addr, nr_shards) {
+                Ok(()) => info!(
+                    "listening on http://{} with {nr_shards} shards ({:?} design) on CPUs {cpus:?}",
+                    args.addr, args.design
+                ),
+                Err(message) => {
+                    failures.push(message);
+                    latches.shutdown.count_down();
+                }
+            }
         }
-        if let Some(signal) = wait_for_signal(SIGNAL_POLL_INTERVAL) {
+        if let Some(signal) = signals.wait(SIGNAL_POLL_INTERVAL) {
             if !latches.shutdown.is_open() {
                 info!("received {signal}: draining connections and stopping");
             }
             latches.shutdown.count_down();
         }
     }
-
-    let mut failures = Vec::new();
-    for (id, handle) in handles.into_iter().enumerate() {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => failures.push(format!("shard {id}: {message}")),
-            Err(e) => failures.push(format!("shard {id} failed: {e}")),
-        }
-    }
-    if failures.is_empty() {
-        info!("stopped");
-        Ok(())
-    } else {
-        Err(failures.join("; "))
-    }
+    failures
 }
 
 /// What a shard's thread needs to start.
@@ -193,7 +228,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         mesh,
         locked,
     } = setup;
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = Listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let joined = future::or(async { Some(mesh.join().await) }, async {
         latches.shutdown.wait().await;
         None
@@ -260,10 +295,17 @@ async fn expire_forever(shard: Rc<ShardContext>) {
     }
 }
 
-async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>, registry: &Rc<Registry>) {
+/// Accepts connections until shutdown: each is served, or refused with 503 past
+/// `--max-connections`. Out of file descriptors, it answers waiting clients with 503 through
+/// its reserve descriptor rather than leaving them unanswered.
+async fn accept_until_shutdown(listener: &Listener, shard: &Rc<ShardContext>, registry: &Rc<Registry>) {
     let limit = shard.args.connections_per_shard_max as usize;
+    let mut reserve = ReserveFd::open();
+    let mut out_of_fds = Vec::new();
+    let why = Error::Unavailable("the server is out of file descriptors (RLIMIT_NOFILE); try again later");
+    crate::http::response::error(&mut out_of_fds, &why, false);
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
+        let accepted = future::or(async { Some(listener.glommio().accept().await) }, async {
             shard.latches.shutdown.wait().await;
             None
         })
@@ -278,8 +320,17 @@ async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>,
                     glommio::spawn_local(serve).detach();
                 }
             }
+            Some(Err(e)) if os::is_fd_exhaustion(e.raw_os_error()) => {
+                let answered = reserve.refuse_waiting(listener, &out_of_fds, FD_EXHAUSTION_REFUSALS_PER_PASS_MAX);
+                warn_limited!(
+                    "shard {}: accept failed: {e}; answered {answered} waiting connections with 503 \
+                     (raise `ulimit -n` or lower --max-connections)",
+                    shard.id
+                );
+                glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
             Some(Err(e)) => {
-                warn!("accept failed: {e}");
+                warn_limited!("shard {}: accept failed: {e}", shard.id);
                 glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }
@@ -291,7 +342,8 @@ async fn accept_until_shutdown(listener: &TcpListener, shard: &Rc<ShardContext>,
 /// `Connection: close`, and closes.
 async fn drain(shard: &ShardContext, registry: &Registry) {
     registry.stop_reading_idle();
-    let deadline = Instant::now() + Duration::from_millis(shard.args.shutdown_grace_ms);
+    let grace = Duration::from_millis(shard.args.shutdown_grace_ms);
+    let deadline = Instant::now().checked_add(grace).unwrap_or_else(Instant::now);
     while !registry.is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL_INTERVAL).await;
         // Connections that finished a request since, or were accepted just before the
@@ -317,16 +369,9 @@ fn preflight_io_uring() -> Result<(), String> {
                 .into(),
         );
     }
-    // io_uring_params is 120 bytes on every Linux ABI; zeroed asks for defaults.
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes only `params`, which is large enough.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
-    if fd >= 0 {
-        // SAFETY: the syscall just returned this fd to us; nothing else owns it.
-        drop(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    let Err(errno) = os::probe_io_uring() else {
         return Ok(());
-    }
-    let errno = std::io::Error::last_os_error();
+    };
     Err(match errno.raw_os_error() {
         Some(libc::ENOSYS) => "io_uring is not available: the kernel lacks it (Linux 5.8 or later is needed)".into(),
         Some(libc::EPERM) => "io_uring is blocked (EPERM): a seccomp profile forbids it (Docker's default does) \
@@ -351,20 +396,15 @@ fn affinity_cpus() -> Result<Vec<usize>, String> {
 /// io_uring buffer memory per executor, sized to fit RLIMIT_MEMLOCK: glommio registers it with
 /// each of its three rings, and registrations count against the limit for unprivileged users.
 fn io_memory_for(nr_shards: usize) -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+    let Some(limit_bytes) = os::memlock_limit_bytes() else {
         return IO_MEMORY_BYTES_PER_SHARD;
-    }
-    let share = (limit.rlim_cur as usize / (3 * nr_shards + 1)) & !4095;
+    };
+    let share = (usize::try_from(limit_bytes).unwrap_or(usize::MAX) / (3 * nr_shards + 1)) & !4095;
     if share < IO_MEMORY_BYTES_MIN {
         warn!(
             "RLIMIT_MEMLOCK is {} KiB: too small for registered io_uring buffers for {nr_shards} shards; \
              running without them (raise it with `ulimit -l` or --ulimit memlock)",
-            limit.rlim_cur / 1024
+            limit_bytes / 1024
         );
         return IO_MEMORY_BYTES_MIN;
     }
@@ -372,123 +412,56 @@ fn io_memory_for(nr_shards: usize) -> usize {
 }
 
 /// For port 0, binds a SO_REUSEPORT placeholder socket so every shard can bind the same
-/// kernel-chosen port; it is dropped once all shards listen.
-fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<OwnedFd>), String> {
-    if addr.port() != 0 {
-        return Ok((addr, None));
-    }
-    let fail = |what: &str| {
-        format!(
-            "cannot reserve a port on {addr}: {what}: {}",
-            std::io::Error::last_os_error()
-        )
-    };
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    // SAFETY: plain socket(2); the result is checked and owned at once.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(fail("socket"));
-    }
-    // SAFETY: fd was just created by us.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: valid fd, and a pointer to an int of the size passed.
-    let set = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
-            (&one as *const libc::c_int).cast(),
-            4,
-        )
-    };
-    if set != 0 {
-        return Err(fail("SO_REUSEPORT"));
-    }
-    let (storage, len) = socket_addr_to_raw(addr);
-    // SAFETY: storage holds a sockaddr of `len` bytes for this family.
-    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
-        return Err(fail("bind"));
-    }
-    let mut bound: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut bound_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: getsockname writes at most bound_len bytes into bound.
-    if unsafe { libc::getsockname(fd, (&mut bound as *mut libc::sockaddr_storage).cast(), &mut bound_len) } != 0 {
-        return Err(fail("getsockname"));
-    }
-    // Both sockaddr_in and sockaddr_in6 keep the port at the same offset, in network order.
-    // SAFETY: the kernel filled a sockaddr_in/in6, both at least 4 bytes long.
-    let port =
-        u16::from_be(unsafe { (*(&bound as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port });
-    Ok((SocketAddr::new(addr.ip(), port), Some(socket)))
+/// kernel-chosen port ([`os::reserve_port`]); it is dropped once all shards listen.
+fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), String> {
+    os::reserve_port(addr).map_err(|e| format!("cannot reserve a port on {addr}: {e}"))
 }
 
-fn socket_addr_to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let raw = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), raw) };
-            std::mem::size_of::<libc::sockaddr_in>()
+/// Fails when sockets other than this process's `own` listeners take connections for `addr`.
+///
+/// Every shard binds with SO_REUSEPORT, which would let a second server on the same port (same
+/// user) start silently and take half the connections, so the kernel's own bind check cannot
+/// catch it. A probe socket bound without SO_REUSEPORT cannot either: it also collides with the
+/// TIME_WAIT remains of this port's last run, so restarts would fail for a minute. Instead the
+/// listening sockets of the network namespace are counted (`/proc/net/tcp{,6}`): before the
+/// shards bind (`own` = 0: any listener means the port is taken), and again once they all
+/// listen (`own` = shards). For port 0 the kernel chose a port no socket used, so both checks
+/// pass unless someone binds it on purpose.
+///
+/// Residual window: two servers started at the same moment both pass the first check; the
+/// second check then sees both, and whichever checks after the other bound fails (both may),
+/// so the two never share the port unnoticed. Without `/proc` the checks are skipped.
+fn refuse_if_in_use(addr: SocketAddr, own: usize) -> Result<(), String> {
+    match os::listeners_on(addr) {
+        Ok(listening) if listening > own => Err(format!(
+            "cannot listen on {addr}: address {addr} is already in use (another process listens on it)"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            warn!("cannot check whether another process listens on {addr}: {e}");
+            Ok(())
         }
-        SocketAddr::V6(v6) => {
-            let raw = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), raw) };
-            std::mem::size_of::<libc::sockaddr_in6>()
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, and warns once when `--max-connections`
+/// on every shard, plus what shards and the process need besides, would not fit in it.
+fn check_fd_limit(nr_shards: usize, connections_per_shard_max: u32) {
+    let limit = match os::raise_nofile_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("cannot read or raise RLIMIT_NOFILE: {e}");
+            return;
         }
     };
-    (storage, len as libc::socklen_t)
-}
-
-fn shutdown_signal_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
-}
-
-/// Blocks SIGINT and SIGTERM in this thread before the shards start, so every shard thread
-/// inherits the mask and only [`wait_for_signal`] on the main thread ever sees them.
-fn block_shutdown_signals() {
-    let set = shutdown_signal_set();
-    // SAFETY: changes only this thread's signal mask.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-/// Waits up to `timeout` for SIGINT or SIGTERM; returns its name when one arrived.
-fn wait_for_signal(timeout: Duration) -> Option<&'static str> {
-    let set = shutdown_signal_set();
-    let timeout = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as _,
-    };
-    // SAFETY: sigtimedwait reads the set and timeout we own; no siginfo is requested.
-    match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) } {
-        libc::SIGINT => Some("SIGINT"),
-        libc::SIGTERM => Some("SIGTERM"),
-        _ => None,
+    let shards = nr_shards as u64;
+    let needed = shards * (u64::from(connections_per_shard_max) + FDS_PER_SHARD_HEADROOM) + FDS_PER_PROCESS_HEADROOM;
+    if needed > limit {
+        warn!(
+            "RLIMIT_NOFILE is {limit} file descriptors, but {nr_shards} shards x --max-connections \
+             {connections_per_shard_max} need about {needed}: past the limit, new connections get 503 \
+             (raise `ulimit -n` or lower --max-connections)"
+        );
     }
 }
 
@@ -497,12 +470,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_zero_is_reserved_and_shareable() {
-        let (addr, socket) = reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
-        assert_ne!(addr.port(), 0);
-        assert!(socket.is_some());
-        let (same, none) = reserve_port(addr).unwrap();
-        assert_eq!((same, none.is_none()), (addr, true));
+    fn a_port_in_use_is_refused_and_own_listeners_are_not() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let refused = refuse_if_in_use(addr, 0).unwrap_err();
+        assert!(
+            refused.contains(&format!("address {addr} is already in use")),
+            "{refused}"
+        );
+        assert_eq!(refuse_if_in_use(addr, 1), Ok(()));
+        drop(taken);
+        assert_eq!(refuse_if_in_use(addr, 0), Ok(()));
     }
 
     #[test]

@@ -40,10 +40,10 @@ struct Entry {
 }
 
 impl Entry {
+    /// The fd belongs to a live connection: its entry leaves the map (Registration's drop)
+    /// before the socket is closed.
     fn stop_reading(&self) {
-        // SAFETY: the fd belongs to a live connection (its entry leaves the map before the
-        // socket is closed, by Registration's drop), and shutdown(2) does not free it.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+        crate::os::shutdown_read(self.fd);
     }
 }
 

@@ -40,14 +40,20 @@ impl Server {
         if !extra.contains(&"--shards") {
             cmd.args(["--shards", "2"]);
         }
-        cmd.args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(extra);
         for (name, value) in env {
             cmd.env(name, value);
         }
+        Self::start_command(cmd)
+    }
+
+    /// Starts a `corekv serve` command built by the caller (its own `--addr`, rlimits set in
+    /// `pre_exec`, ...), logging at `info` unless it sets `RUST_LOG`, and waits until ready.
+    pub fn start_command(mut cmd: Command) -> Server {
+        if !cmd.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn corekv");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
