@@ -12,7 +12,7 @@
 
 mod commands;
 mod error;
-mod http;
+pub mod http;
 
 use std::ffi::OsString;
 use std::io::Write;
