@@ -11,10 +11,9 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use common::{KEYS_COUNT, VALUE_BYTES, key, on_two_shards, placements};
 use corekv::api::{self, Context, Ops, Plan, Render};
-use corekv::config::{Cli, Command, ServeArgs};
+use corekv::config::ServeArgs;
 use corekv::http::request::{self, Parsed};
 use corekv::shard::locked::LockedStore;
 use corekv::shard::message::{Op, Outcome, Record};
@@ -23,14 +22,6 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 /// Keys updated by one request.
 const BULK_KEYS: usize = 100;
-
-fn serve_args() -> ServeArgs {
-    // The default flags always parse.
-    match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
-        Command::Serve(args) => args,
-        _ => unreachable!("`serve` parses as Serve"),
-    }
-}
 
 /// The raw `PATCH /v1/keys` request updating 100 existing keys spread over the keyspace.
 fn bulk_request() -> Vec<u8> {
@@ -77,7 +68,7 @@ enum Slot {
 /// `iters` bulk updates on shard 0 of two, the remote half batched to shard 1.
 fn sharded(cpus: [usize; 2], iters: u64) -> Duration {
     on_two_shards(cpus, move |store, router| async move {
-        let (raw, args) = (bulk_request(), serve_args());
+        let (raw, args) = (bulk_request(), ServeArgs::from_flags(&[]));
         let mut out = Vec::with_capacity(8 << 10);
         let start = Instant::now();
         for _ in 0..iters {
@@ -118,7 +109,7 @@ fn sharded(cpus: [usize; 2], iters: u64) -> Duration {
 }
 
 fn bench_bulk_update(c: &mut Criterion) {
-    let (raw, args) = (bulk_request(), serve_args());
+    let (raw, args) = (bulk_request(), ServeArgs::from_flags(&[]));
     let mut group = c.benchmark_group("bulk_update_100");
     group
         .warm_up_time(Duration::from_millis(500))

@@ -119,6 +119,21 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `corekv serve` with these flags on top of the defaults, parsed by clap exactly as the
+    /// command line is: the one way tests and benches build a `ServeArgs`, so a new flag
+    /// cannot be forgotten in a hand-built copy. Panics when the flags do not parse (a bug in
+    /// the caller's fixed flags), with clap's message.
+    pub fn from_flags(flags: &[&str]) -> ServeArgs {
+        let argv = ["corekv", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv)
+            .unwrap_or_else(|error| panic!("serve {flags:?}: {error}"))
+            .command
+        {
+            Command::Serve(args) => args,
+            other => unreachable!("`corekv serve ...` parsed as {other:?}"),
+        }
+    }
+
     /// Shard `id`'s share of the capacity limits: the totals split evenly, the remainder going
     /// to the first shards, so the shares add up to exactly the totals.
     pub fn budget_for(&self, id: usize, nr_shards: usize) -> Budget {
@@ -244,6 +259,15 @@ mod tests {
         );
         assert_eq!(shares.iter().map(|b| b.memory_bytes_max.unwrap()).sum::<u64>(), 1024);
         assert_eq!(shares[0].eviction, Eviction::Reject);
+    }
+
+    #[test]
+    fn from_flags_parses_over_the_defaults() {
+        let args = ServeArgs::from_flags(&["--max-keys", "3", "--read-only"]);
+        assert_eq!((args.keys_max, args.read_only), (Some(3), true));
+        assert_eq!(args.key_bytes_max, limits::KEY_BYTES_MAX_DEFAULT);
+        let bad = std::panic::catch_unwind(|| ServeArgs::from_flags(&["--shards", "0"]));
+        assert!(bad.is_err(), "a flag clap refuses is not silently dropped");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
+use corekv::limits::{CHANNEL_DEPTH_MESSAGES, IO_MEMORY_BYTES_PER_SHARD};
 use corekv::shard::message::{Batch, Record};
 use corekv::shard::router::{Router, serve_peer};
 use corekv::shard::store::Store;
@@ -17,11 +18,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 /// Shards in the mesh.
 pub const NR_SHARDS: usize = 2;
-/// Messages queued per channel (the server's `CHANNEL_DEPTH_MESSAGES`).
-const CHANNEL_DEPTH_MESSAGES: usize = 1024;
-/// io_uring buffer memory per executor: two executors' three rings each must fit an 8 MiB
-/// RLIMIT_MEMLOCK.
-const IO_MEMORY_BYTES: usize = 1 << 20;
 /// Keys in the preloaded keyspace, and the bytes of every value.
 pub const KEYS_COUNT: usize = 10_000;
 pub const VALUE_BYTES: usize = 64;
@@ -71,7 +67,8 @@ where
         .map(|&cpu| {
             let (mesh, client) = (mesh.clone(), client.clone());
             LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .io_memory(IO_MEMORY_BYTES)
+                // The server's per-shard size: two shards fit the 8 MiB RLIMIT_MEMLOCK.
+                .io_memory(IO_MEMORY_BYTES_PER_SHARD)
                 .spawn(move || async move {
                     // Both executors join the same mesh; joining cannot fail while both live.
                     let (senders, mut receivers) = mesh.join().await.unwrap();
@@ -83,8 +80,12 @@ where
                         .into_iter()
                         .map(|(_, receiver)| {
                             let store = Rc::clone(&store);
-                            // As the server answers a peer: each op on the local store, its
-                            // outcome copied for the trip back.
+                            // THIN WRAPPER, kept on purpose: the server answers a peer with
+                            // `ShardContext::answer_peer` (src/server.rs), which is private and
+                            // needs a whole shard context. This is its core (each op on the
+                            // local store, its outcome copied for the trip back) without the
+                            // message counter; drop it once the server exposes a store-level
+                            // `answer_peer`.
                             glommio::spawn_local(serve_peer(receiver, move |ops| {
                                 let mut store = store.borrow_mut();
                                 ops.into_iter().map(|op| store.apply(op).to_owned()).collect()

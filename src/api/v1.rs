@@ -169,15 +169,10 @@ fn bulk_update(body: &[u8], args: &ServeArgs) -> Result<(Ops, Render), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
-    use clap::Parser;
     use std::borrow::Cow;
 
     fn args() -> ServeArgs {
-        match Cli::parse_from(["corekv", "serve", "--max-key-bytes", "8", "--max-value-bytes", "4"]).command {
-            Command::Serve(args) => args,
-            _ => unreachable!(),
-        }
+        ServeArgs::from_flags(&["--max-key-bytes", "8", "--max-value-bytes", "4"])
     }
 
     fn run(method: Method, path: &str, json: bool, body: &[u8]) -> Result<(Ops, Render), Error> {
