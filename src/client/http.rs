@@ -38,6 +38,8 @@ pub struct Endpoint {
     /// Bound on connecting and on each read or write (not on the whole exchange, so that a
     /// large value moving steadily never times out).
     pub timeout_ms: u64,
+    /// Sent as `Authorization: Bearer TOKEN` when present; never part of an error message.
+    pub token: Option<String>,
 }
 
 /// One request. The body, when there is one, is sent with a `Content-Length`.
@@ -109,7 +111,7 @@ impl Endpoint {
     /// Sends `request` on a fresh connection and reads the one response.
     pub fn send(&self, request: &Request<'_>) -> Result<Response, ClientError> {
         let mut stream = self.connect()?;
-        let head = encode_head(&self.addr, request);
+        let head = encode_head(&self.addr, self.token.as_deref(), request);
         let written = stream
             .write_all(&head)
             .and_then(|()| stream.write_all(request.body.unwrap_or_default()))
@@ -192,14 +194,18 @@ fn is_timeout(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
-/// The request line and headers, ending with the blank line.
-pub fn encode_head(host: &str, request: &Request<'_>) -> Vec<u8> {
+/// The request line and headers, ending with the blank line. `host` and `token` were checked
+/// for spaces and control characters when the command line was parsed.
+pub fn encode_head(host: &str, token: Option<&str>, request: &Request<'_>) -> Vec<u8> {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: corekv/{}\r\nConnection: close\r\n",
         request.method,
         request.target,
         env!("CARGO_PKG_VERSION"),
     );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if let Some(content_type) = request.content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
@@ -535,10 +541,11 @@ mod tests {
             content_type: None,
             body: None,
         };
-        let head = String::from_utf8(encode_head("h:1", &get)).unwrap();
+        let head = String::from_utf8(encode_head("h:1", None, &get)).unwrap();
         assert!(head.starts_with("GET /v1/keys/k HTTP/1.1\r\nHost: h:1\r\n"), "{head}");
         assert!(head.contains("Connection: close\r\n"));
         assert!(!head.contains("Content-Length"));
+        assert!(!head.contains("Authorization"), "no token, no header");
         assert!(head.ends_with("\r\n\r\n"));
 
         let put = Request {
@@ -547,7 +554,8 @@ mod tests {
             content_type: Some("application/octet-stream"),
             body: Some(b""),
         };
-        let head = String::from_utf8(encode_head("h:1", &put)).unwrap();
+        let head = String::from_utf8(encode_head("h:1", Some("s3cr3t"), &put)).unwrap();
+        assert!(head.contains("Authorization: Bearer s3cr3t\r\n"), "{head}");
         assert!(
             head.contains("Content-Length: 0\r\n"),
             "an empty value still says its length"
@@ -743,6 +751,7 @@ mod tests {
         let endpoint = Endpoint {
             addr: format!("127.0.0.1:{port}"),
             timeout_ms: 2000,
+            token: None,
         };
         let request = Request {
             method: "GET",
@@ -761,6 +770,7 @@ mod tests {
         let endpoint = Endpoint {
             addr: listener.local_addr().unwrap().to_string(),
             timeout_ms: 100,
+            token: None,
         };
         let request = Request {
             method: "GET",
@@ -805,7 +815,11 @@ mod tests {
                 .unwrap();
             (String::from_utf8(request).unwrap(), body)
         });
-        let endpoint = Endpoint { addr, timeout_ms: 5000 };
+        let endpoint = Endpoint {
+            addr,
+            timeout_ms: 5000,
+            token: None,
+        };
         let request = Request {
             method: "PUT",
             target: "/v1/keys/a%2Fb".into(),
