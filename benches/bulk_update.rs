@@ -11,7 +11,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{KEYS_COUNT, VALUE_BYTES, key, on_two_shards, placements, serve_args};
+use common::{KEYS_COUNT, VALUE_BYTES, key, on_two_shards, placements};
 use corekv::api::{self, Context, Ops, Plan, Render};
 use corekv::config::ServeArgs;
 use corekv::http::request::{self, Parsed};
@@ -65,7 +65,7 @@ fn plan(raw: &[u8], args: &ServeArgs) -> (Vec<Op>, Vec<String>) {
 /// half in place, the remote half batched to shard 1.
 fn sharded(cpus: [usize; 2], iters: u64) -> Duration {
     on_two_shards(cpus, move |shard| async move {
-        let (raw, args) = (bulk_request(), serve_args());
+        let (raw, args) = (bulk_request(), ServeArgs::from_flags(&[]));
         let mut out = Vec::with_capacity(8 << 10);
         let mut dispatcher = Dispatcher::new(shard.nr_shards);
         let start = Instant::now();
@@ -92,7 +92,7 @@ fn sharded(cpus: [usize; 2], iters: u64) -> Duration {
 }
 
 fn bench_bulk_update(c: &mut Criterion) {
-    let (raw, args) = (bulk_request(), serve_args());
+    let (raw, args) = (bulk_request(), ServeArgs::from_flags(&[]));
     let mut group = c.benchmark_group("bulk_update_100");
     group
         .warm_up_time(Duration::from_millis(500))

@@ -9,9 +9,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use clap::Parser;
 use corekv::api::{self, Context, Render};
-use corekv::config::{Cli, Command, ServeArgs};
+use corekv::config::ServeArgs;
 use corekv::http::request::{self, Parsed};
 use corekv::http::response;
 use corekv::shard::message::Outcome;
@@ -37,14 +36,6 @@ fn put_request(i: usize) -> Vec<u8> {
             .into_bytes();
     raw.extend_from_slice(&[b'v'; VALUE_BYTES]);
     raw
-}
-
-fn serve_args() -> ServeArgs {
-    // The default flags always parse.
-    match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
-        Command::Serve(args) => args,
-        _ => unreachable!("`serve` parses as Serve"),
-    }
 }
 
 /// Parses every request in `buf`; with `plan`, also plans each. Returns the count.
@@ -75,7 +66,7 @@ fn parse_all(buf: &[u8], args: &ServeArgs, plan: bool) -> usize {
 }
 
 fn bench_parse(c: &mut Criterion) {
-    let args = serve_args();
+    let args = ServeArgs::from_flags(&[]);
     let mut group = c.benchmark_group("http/parse");
     group
         .warm_up_time(Duration::from_millis(500))

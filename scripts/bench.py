@@ -127,7 +127,8 @@ def start_contender(contender, args, workdir):
     log = os.path.join(workdir, f"{contender}.log")
     if spec["kind"] == "corekv":
         bin_env = spec.get("bin_env", "COREKV_BIN")
-        proc = kvlib.start_corekv(port, spec["design"], spec["shards"], args.server_cpu, log, bin_env)
+        proc = kvlib.start_corekv(port, log, "--shards", str(spec["shards"]), "--design", spec["design"],
+                                  cpus=args.server_cpu, bin_env=bin_env)
         kvlib.load(port, args.keys, args.value_bytes, "http")
     elif spec["kind"] == "nginx":
         proc = kvlib.start_nginx(port, args.server_cpu, os.path.join(workdir, "nginx"))

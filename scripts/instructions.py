@@ -15,10 +15,12 @@ Needs valgrind (apt-get install valgrind). Loopback only; every server it starts
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kvlib  # noqa: E402
 
 CONNECTIONS = 16
 REQUESTS_SMALL, REQUESTS_LARGE = 1600, 6400
@@ -26,23 +28,17 @@ VALUE = b"v" * 64
 
 
 def total_instructions(binary, requests):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = kvlib.free_port()
     out = tempfile.NamedTemporaryFile(prefix="callgrind.", delete=False).name
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve",
-         "--addr", f"127.0.0.1:{port}", "--shards", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Under valgrind start-up is slow, and callgrind writes its counts only once the server has
+    # shut down in order (SIGINT), so both waits are long.
+    server = kvlib.start_corekv(
+        port, os.devnull, "--shards", "1", binary=binary, timeout=120,
+        wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
     try:
-        for _ in range(600):
-            try:
-                with socket.create_connection(("127.0.0.1", port)) as s:
-                    s.sendall(b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 64\r\n\r\n" + VALUE)
-                    s.recv(200)
-                break
-            except OSError:
-                time.sleep(0.1)
+        status, _ = kvlib.http_request(port, "PUT", "/v1/keys/k", VALUE)
+        if status not in (200, 201):
+            raise SystemExit(f"storing the key answered {status}")
         conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
         for _ in range(requests // CONNECTIONS):
             for c in conns:
@@ -58,8 +54,7 @@ def total_instructions(binary, requests):
             c.close()
         time.sleep(1)
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=120)
+        kvlib.stop(server, grace=120, signum=signal.SIGINT)
     with open(out) as f:
         for line in f:
             if line.startswith(("summary:", "totals:")):
@@ -69,6 +64,7 @@ def total_instructions(binary, requests):
 
 
 def main():
+    kvlib.install_cleanup()
     binaries = sys.argv[1:] or ["target/release/corekv"]
     print(f"| binary | instructions per GET ({REQUESTS_SMALL} vs {REQUESTS_LARGE} requests) |\n|---|---:|")
     for binary in binaries:

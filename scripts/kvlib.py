@@ -1,6 +1,6 @@
-"""Helpers shared by scripts/bench.py and scripts/memory.py: starting and stopping the servers
-under test (pinned with taskset), reading their CPU time and memory from /proc, and loading
-keys fast over pipelined sockets.
+"""Helpers shared by every script in scripts/: the one way to start a server and wait until it
+is ready (`start_corekv`, `start_nginx`, `start_redis`, pinned with taskset), stopping it,
+reading its CPU time and memory from /proc, and loading keys fast over pipelined sockets.
 
 Only ever talks to 127.0.0.1. Every process started here is registered and killed by
 `stop_all()`, which the scripts call on exit, Ctrl-C and SIGTERM.
@@ -56,14 +56,14 @@ def start(argv, log_path, cpu=None):
     return proc
 
 
-def stop(proc):
-    """Stops one server: SIGTERM, then SIGKILL after 5 s."""
+def stop(proc, grace=5.0, signum=signal.SIGTERM):
+    """Stops one server: `signum` (SIGTERM), then SIGKILL after `grace` seconds."""
     if proc in _started:
         _started.remove(proc)
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(signum)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -86,6 +86,18 @@ def http_status(port, path, timeout=1.0):
         return None
 
 
+def http_request(port, method, path, body=b"", timeout=10.0):
+    """One request on a fresh `Connection: close` socket: (status, body bytes)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(head.encode() + body)
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split(b" ", 2)[1]), rest.partition(b"\r\n\r\n")[2]
+
+
 def wait_until(check, proc, what, timeout=20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -104,13 +116,18 @@ def corekv_bin(env="COREKV_BIN"):
     return path
 
 
-def start_corekv(port, design, shards, cpus, log_path, bin_env="COREKV_BIN"):
-    """`corekv serve` on `cpus` (its executors pinned there, and its main thread via taskset).
-    `bin_env` names the variable holding the binary (the baseline contender uses its own)."""
-    argv = [corekv_bin(bin_env), "serve", "--addr", f"{HOST}:{port}", "--shards", str(shards),
-            "--cpus", str(cpus), "--design", design]
+def start_corekv(port, log_path, *serve_args, cpus=None, bin_env="COREKV_BIN", binary=None, wrapper=(),
+                 timeout=20.0):
+    """The one way the scripts start corekv: `corekv serve --addr 127.0.0.1:PORT SERVE_ARGS...`,
+    waiting until `/v1/readiness` answers 200 (so a `--load` has finished). With `cpus`, its
+    executors are pinned there (`--cpus`) and so is its main thread (taskset). `binary` (or the
+    variable `bin_env`, for the baseline contender) names the binary; `wrapper` runs it under a
+    tool (e.g. valgrind), which is why `timeout` can be raised."""
+    argv = list(wrapper) + [binary or corekv_bin(bin_env), "serve", "--addr", f"{HOST}:{port}", *serve_args]
+    if cpus is not None:
+        argv += ["--cpus", str(cpus)]
     proc = start(argv, log_path, cpu=cpus)
-    wait_until(lambda: http_status(port, "/v1/readiness") == 200, proc, f"corekv {design}")
+    wait_until(lambda: http_status(port, "/v1/readiness") == 200, proc, "corekv", timeout=timeout)
     return proc
 
 

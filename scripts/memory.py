@@ -60,7 +60,8 @@ def main():
 
     def corekv(shards, design="sharded"):
         return lambda port, workdir: kvlib.start_corekv(
-            port, design, shards, args.cpus, os.path.join(workdir, f"corekv-{design}-{shards}.log"))
+            port, os.path.join(workdir, f"corekv-{design}-{shards}.log"), "--shards", str(shards),
+            "--design", design, cpus=args.cpus)
 
     runs = [
         ("corekv sharded, 1 shard", corekv(1), "http"),

@@ -12,11 +12,46 @@ pub use crate::shard::store::{Budget, Eviction};
 
 /// corekv: a thread-per-core, shared-nothing HTTP key-value server on io_uring.
 #[derive(Debug, Parser)]
-#[command(name = "corekv", version, about, propagate_version = true, after_help = crate::client::EXIT_CODES_HELP)]
+#[command(name = "corekv", version, about, propagate_version = true, after_help = crate::client::TOP_LEVEL_HELP)]
 pub struct Cli {
+    /// The client options given before the subcommand (refused before `serve`).
+    #[command(flatten)]
+    pub client: crate::client::GlobalArgs,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's command line like [`Parser::parse`] (a usage error prints clap's
+    /// message and exits 2), and also refuses client options before `serve`.
+    pub fn parse_command_line() -> Cli {
+        Self::try_parse_command_line(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    /// [`Cli::parse_command_line`] on `args`. A client option before `serve`
+    /// (`corekv --addr H:P serve`) is an error rather than silently ignored: `serve` listens
+    /// where `serve --addr` says, and would otherwise seem to take the other address.
+    pub fn try_parse_command_line<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if matches.subcommand_name() == Some("serve") {
+            let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            if let Some((_, flag)) = crate::client::GlobalArgs::FLAGS.iter().find(|(id, _)| given(id)) {
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{flag} before `serve` is a client option; serve's listen address is `corekv serve --addr HOST:PORT`"),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|error| error.format(&mut command))
+    }
 }
 
 /// `corekv serve` runs the server; every other subcommand is the HTTP client.
@@ -27,6 +62,8 @@ pub enum Command {
     /// Client subcommands (get, set, ...), talking to a running server over HTTP.
     #[command(flatten)]
     Client(crate::client::ClientCommand),
+    /// Print a shell completion script: `source <(corekv completions bash)`.
+    Completions(crate::client::CompletionsArgs),
 }
 
 /// How the store is laid out across threads.
@@ -41,7 +78,8 @@ pub enum Design {
 /// Flags of `corekv serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
+    /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port. Given after
+    /// `serve` only; the client's `--addr` and COREKV_ADDR do not set it.
     #[arg(long, default_value = limits::ADDR_DEFAULT)]
     pub addr: SocketAddr,
 
@@ -120,6 +158,21 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `corekv serve` with these flags on top of the defaults, parsed by clap exactly as the
+    /// command line is: the one way tests and benches build a `ServeArgs`, so a new flag
+    /// cannot be forgotten in a hand-built copy. Panics when the flags do not parse (a bug in
+    /// the caller's fixed flags), with clap's message.
+    pub fn from_flags(flags: &[&str]) -> ServeArgs {
+        let argv = ["corekv", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv)
+            .unwrap_or_else(|error| panic!("serve {flags:?}: {error}"))
+            .command
+        {
+            Command::Serve(args) => args,
+            other => unreachable!("`corekv serve ...` parsed as {other:?}"),
+        }
+    }
+
     /// Shard `id`'s share of the capacity limits: the totals split evenly, the remainder going
     /// to the first shards, so the shares add up to exactly the totals.
     pub fn budget_for(&self, id: usize, nr_shards: usize) -> Budget {
@@ -257,6 +310,30 @@ mod tests {
         );
         assert_eq!(shares.iter().map(|b| b.memory_bytes_max.unwrap()).sum::<u64>(), 1024);
         assert_eq!(shares[0].eviction, Eviction::Reject);
+    }
+
+    #[test]
+    fn client_options_before_serve_are_refused_and_serve_addr_is_serves() {
+        let error = Cli::try_parse_command_line(["corekv", "--addr", "h:1", "serve"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("serve --addr"), "{error}");
+        assert!(Cli::try_parse_command_line(["corekv", "--output", "json", "serve"]).is_err());
+        let cli = Cli::try_parse_command_line(["corekv", "serve", "--addr", "127.0.0.1:9"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve did not parse as Serve")
+        };
+        assert_eq!(args.addr.to_string(), "127.0.0.1:9");
+        let cli = Cli::try_parse_command_line(["corekv", "--addr", "h:1", "ping"]).unwrap();
+        assert_eq!(cli.client.addr, "h:1");
+    }
+
+    #[test]
+    fn from_flags_parses_over_the_defaults() {
+        let args = ServeArgs::from_flags(&["--max-keys", "3", "--read-only"]);
+        assert_eq!((args.keys_max, args.read_only), (Some(3), true));
+        assert_eq!(args.key_bytes_max, limits::KEY_BYTES_MAX_DEFAULT);
+        let bad = std::panic::catch_unwind(|| ServeArgs::from_flags(&["--shards", "0"]));
+        assert!(bad.is_err(), "a flag clap refuses is not silently dropped");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
@@ -16,10 +16,16 @@ const EXIT_TIMEOUT: i32 = 4;
 const EXIT_SERVER: i32 = 5;
 const EXIT_LOCAL_IO: i32 = 6;
 
-/// A client invocation: the binary with `args`, nothing from the caller's `COREKV_ADDR`.
+/// The client's environment variables, none of which may leak in from the caller's.
+const CLIENT_ENV: [&str; 4] = ["COREKV_ADDR", "COREKV_TIMEOUT_MS", "COREKV_TOKEN", "COREKV_OUTPUT"];
+
+/// A client invocation: the binary with `args`, nothing from the caller's `COREKV_*`.
 fn client(args: &[&str]) -> Command {
     let mut command = Command::new(common::binary());
-    command.args(args).env_remove("COREKV_ADDR").stdin(Stdio::null());
+    command.args(args).stdin(Stdio::null());
+    for name in CLIENT_ENV {
+        command.env_remove(name);
+    }
     command
 }
 
@@ -387,4 +393,259 @@ fn a_closed_stdout_is_a_clean_error() {
         .output()
         .expect("run the client");
     assert!(failure(&output, EXIT_LOCAL_IO).contains("standard output"));
+}
+
+#[test]
+fn client_options_work_before_and_after_the_subcommand() {
+    // Goal: --addr and --timeout-ms are accepted before or after the subcommand, and after wins.
+    let server = Server::start(&[]);
+    let addr = server.addr.to_string();
+    let run = |args: &[&str]| client(args).output().expect("run the client");
+    assert_eq!(success(&run(&["--addr", &addr, "set", "k", "v"])), b"");
+    assert_eq!(
+        success(&run(&["--addr", &addr, "--timeout-ms", "5000", "get", "k"])),
+        b"v"
+    );
+    assert_eq!(
+        success(&run(&["get", "k", "--addr", &addr, "--timeout-ms", "5000"])),
+        b"v"
+    );
+    assert_eq!(
+        success(&run(&["--addr", &dead_addr(), "get", "k", "--addr", &addr])),
+        b"v"
+    );
+    failure(
+        &run(&["--addr", &addr, "get", "k", "--addr", &dead_addr()]),
+        EXIT_CONNECT,
+    );
+
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("local addr").to_string();
+    let output = run(&["--timeout-ms", "200", "--addr", &silent_addr, "ping"]);
+    assert!(failure(&output, EXIT_TIMEOUT).contains("200 ms"));
+}
+
+#[test]
+fn client_options_fall_back_to_their_environment_variables() {
+    // Goal: COREKV_ADDR, COREKV_TIMEOUT_MS and COREKV_OUTPUT are read, and a flag in either position beats them.
+    let server = Server::start(&[]);
+    let addr = server.addr.to_string();
+    let output = client(&["ping"])
+        .env("COREKV_ADDR", &addr)
+        .env("COREKV_OUTPUT", "json")
+        .output()
+        .expect("run the client");
+    assert_eq!(success(&output), b"{\"pong\":true}\n");
+    let output = client(&["--output", "text", "ping"])
+        .env("COREKV_ADDR", &addr)
+        .env("COREKV_OUTPUT", "json")
+        .output()
+        .expect("run the client");
+    assert_eq!(success(&output), b"pong\n");
+    let output = client(&["--addr", &addr, "ping"])
+        .env("COREKV_ADDR", dead_addr())
+        .output()
+        .expect("run the client");
+    assert_eq!(success(&output), b"pong\n");
+
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let output = client(&["ping"])
+        .env("COREKV_ADDR", silent.local_addr().expect("local addr").to_string())
+        .env("COREKV_TIMEOUT_MS", "150")
+        .output()
+        .expect("run the client");
+    assert!(failure(&output, EXIT_TIMEOUT).contains("150 ms"));
+}
+
+/// Runs the client with `--output json` against `server` and parses its stdout, which must be
+/// exactly one JSON document on one line.
+fn json_output(server: &Server, args: &[&str], expected_code: i32) -> serde_json::Value {
+    let output = client(&[&["--output", "json", "--addr", &server.addr.to_string()], args].concat())
+        .output()
+        .expect("run the client");
+    assert_eq!(
+        code(&output),
+        expected_code,
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout.matches('\n').count(), 1, "one line: {stdout:?}");
+    serde_json::from_str(stdout).unwrap_or_else(|error| panic!("{args:?} printed no JSON ({error}): {stdout:?}"))
+}
+
+#[test]
+fn output_json_prints_one_document_per_command() {
+    // Goal: with --output json every command, failures included, prints one JSON document saying what happened.
+    let server = Server::start(&[]);
+    let json = |args: &[&str], code: i32| json_output(&server, args, code);
+    use serde_json::json as doc;
+    assert_eq!(json(&["set", "k", "v1"], 0), doc!({"key": "k", "stored": true}));
+    assert_eq!(json(&["get", "k"], 0), doc!({"key": "k", "value": "v1"}));
+    assert_eq!(json(&["update", "k", "v2"], 0), doc!({"key": "k", "updated": true}));
+    assert_eq!(json(&["get", "k"], 0)["value"], "v2");
+    assert_eq!(json(&["delete", "k"], 0), doc!({"key": "k", "deleted": true}));
+    assert_eq!(json(&["delete", "k"], 0), doc!({"key": "k", "deleted": false}));
+    assert_eq!(json(&["ping"], 0), doc!({"pong": true}));
+    assert!(json(&["stats"], 0).is_object());
+
+    let missing = json(&["get", "k"], EXIT_NOT_FOUND);
+    assert_eq!(
+        missing,
+        doc!({"error": "no key `k` found", "exit_code": EXIT_NOT_FOUND})
+    );
+    let too_long = json(&["set", &"k".repeat(300), "v"], EXIT_SERVER);
+    assert_eq!(too_long["exit_code"], EXIT_SERVER);
+    assert!(
+        too_long["error"].as_str().is_some_and(|error| !error.is_empty()),
+        "{too_long}"
+    );
+
+    // A value that is not UTF-8 comes back base64-encoded rather than mangled.
+    let addr = server.addr.to_string();
+    let output = run_with_stdin(client(&["set", "bin", "-", "--addr", &addr]), b"\xff\x00");
+    assert_eq!(success(&output), b"");
+    assert_eq!(json(&["get", "bin"], 0), doc!({"key": "bin", "value_base64": "/wA="}));
+
+    // bulk-update prints the server's answer as its one document, also when some keys are missing.
+    let dir = std::env::temp_dir().join(format!("corekv-client-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("updates.json");
+    std::fs::write(
+        &file,
+        r#"[{"key": "bin", "value": "1"}, {"key": "nope", "value": "2"}]"#,
+    )
+    .expect("write file");
+    let answer = json(
+        &["bulk-update", file.to_str().expect("UTF-8 temp path")],
+        EXIT_NOT_FOUND,
+    );
+    assert_eq!(answer["missing"], doc!(["nope"]), "{answer}");
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
+#[test]
+fn output_json_reports_a_connection_failure_as_a_document() {
+    // Goal: with nothing listening, --output json still prints {"error", "exit_code": 3} and the ERROR line.
+    let output = client(&["--output", "json", "--addr", &dead_addr(), "ping"])
+        .output()
+        .expect("run the client");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(code(&output), EXIT_CONNECT, "{stderr}");
+    assert!(stderr.starts_with("ERROR: "), "{stderr}");
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON document on stdout");
+    assert_eq!(document["exit_code"], EXIT_CONNECT);
+    assert_eq!(
+        document["error"].as_str(),
+        stderr.strip_prefix("ERROR: ").map(str::trim_end)
+    );
+}
+
+#[test]
+fn completions_name_the_subcommands_for_each_shell() {
+    // Goal: `corekv completions bash|zsh|fish` prints a non-empty script that knows the subcommands and options.
+    for shell in ["bash", "zsh", "fish"] {
+        let output = client(&["completions", shell]).output().expect("run the client");
+        let script = text(success(&output)).to_string();
+        for word in ["serve", "get", "bulk-update", "timeout-ms", "token"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    failure_usage(&["completions", "tcsh"]);
+}
+
+/// Asserts clap refused `args` as a usage error.
+fn failure_usage(args: &[&str]) -> String {
+    let output = client(args).output().expect("run the client");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(code(&output), EXIT_USAGE, "{args:?}: {stderr}");
+    stderr
+}
+
+/// A one-shot HTTP peer: accepts one connection, answers `200 OK` with an empty body, and
+/// returns the request head it received.
+fn capture_one_request() -> (String, std::thread::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    let peer = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(common::IO_TIMEOUT)).expect("timeout");
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            if reader.read_line(&mut head).expect("read the request") == 0 {
+                break;
+            }
+        }
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        reader.get_mut().write_all(answer).expect("answer");
+        head
+    });
+    (addr, peer)
+}
+
+#[test]
+fn a_token_is_sent_as_a_bearer_header_and_never_shown() {
+    // Goal: --token (before or after the subcommand) and COREKV_TOKEN send `Authorization: Bearer`; without one, no header; help hides its value.
+    for (args, env) in [
+        (&["--token", "s3cr3t", "ping"][..], None),
+        (&["ping", "--token", "s3cr3t"], None),
+        (&["ping"], Some("s3cr3t")),
+        (&["--token", "s3cr3t", "ping"], Some("other")),
+    ] {
+        let (addr, peer) = capture_one_request();
+        let mut command = client(&[args, &["--addr", &addr]].concat());
+        if let Some(token) = env {
+            command.env("COREKV_TOKEN", token);
+        }
+        let output = command.output().expect("run the client");
+        assert_eq!(success(&output), b"pong\n");
+        let head = peer.join().expect("the capturing peer");
+        assert!(
+            head.contains("\r\nAuthorization: Bearer s3cr3t\r\n"),
+            "{args:?} {env:?}: {head}"
+        );
+    }
+    let (addr, peer) = capture_one_request();
+    assert_eq!(
+        success(&client(&["ping", "--addr", &addr]).output().expect("run")),
+        b"pong\n"
+    );
+    let head = peer.join().expect("the capturing peer");
+    assert!(!head.to_ascii_lowercase().contains("authorization"), "{head}");
+
+    let help = client(&["--help"]).env("COREKV_TOKEN", "s3cr3t").output().expect("run");
+    let help = text(success(&help)).to_string();
+    assert!(help.contains("COREKV_TOKEN") && !help.contains("s3cr3t"), "{help}");
+}
+
+#[test]
+fn help_shows_the_client_options_and_serve_keeps_its_own_addr() {
+    // Goal: `corekv --help` lists the client options with their variables; `--addr` before `serve` is refused, after it is serve's.
+    let help = client(&["--help"]).output().expect("run");
+    let help = text(success(&help)).to_string();
+    for word in [
+        "--addr",
+        "COREKV_ADDR",
+        "--timeout-ms",
+        "COREKV_TIMEOUT_MS",
+        "--token",
+        "--output",
+        "COREKV_OUTPUT",
+        "Exit status:",
+        "serve --addr",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+    let serve_help = client(&["serve", "--help"]).output().expect("run");
+    let serve_help = text(success(&serve_help)).to_string();
+    assert!(
+        serve_help.contains("--addr") && !serve_help.contains("--token"),
+        "{serve_help}"
+    );
+    let stderr = failure_usage(&["--addr", "127.0.0.1:1", "serve"]);
+    assert!(stderr.contains("serve --addr"), "{stderr}");
+    // common::Server starts `corekv serve --addr 127.0.0.1:0`: serve's own --addr still works.
+    let server = Server::start(&[]);
+    assert_ne!(server.addr.port(), 0);
 }

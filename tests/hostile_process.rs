@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Conn, Server, read_response};
+use common::{Conn, Server, read_final};
 
 /// 24 h in ms: `limits::TIMEOUT_MS_CEILING`, the highest timeout flag accepted.
 const TIMEOUT_MS_CEILING: u64 = 24 * 3600 * 1000;
@@ -132,7 +132,7 @@ fn open_until_refused(server: &Server, attempts_max: usize) -> (Vec<Conn>, Conn,
     for i in 0..attempts_max {
         let mut conn = server.connect();
         conn.send(b"GET /v1/readiness HTTP/1.1\r\nHost: t\r\n\r\n");
-        let response = read_response(&mut conn.reader)
+        let response = read_final(&mut conn.reader)
             .unwrap_or_else(|e| panic!("connection {i} got no answer ({e}); log:\n{}", server.log()));
         if response.status == 503 {
             return (open, conn, response);
@@ -177,7 +177,7 @@ fn out_of_file_descriptors_new_connections_get_503_and_the_log_stays_quiet() {
             .write_all(b"GET /v1/readiness HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         let mut reader = BufReader::new(stream);
-        let status = read_response(&mut reader).expect("an answer at the limit").status;
+        let status = read_final(&mut reader).expect("an answer at the limit").status;
         match status {
             503 => refusals += 1,
             200 => open.push(Conn { reader }),

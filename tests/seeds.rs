@@ -20,59 +20,61 @@ fn data_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
     path
 }
 
-// Goal: seed 000 (Simple KV): set 201, get {"value"}, update 200/404 without creating,
-// updateBulk 200 with the updated keys or 206 when some are missing, delete 200.
+/// `POST /set` of one key, as seed 000's clients send it; returns the status.
+fn set(server: &Server, key: &str, value: &str) -> u16 {
+    let body = serde_json::json!({"key": key, "value": value}).to_string();
+    json(server, "POST", "/set", &body).status
+}
+
+/// `GET /get?key=KEY`.
+fn get(server: &Server, key: &str) -> common::Response {
+    server.request("GET", &format!("/get?key={key}"), b"")
+}
+
+// Goal: seed 000's set answers 201 (again on a repeat) and get answers {"value"}, or 404 for a missing key.
 #[test]
-fn seed_000_simple_kv() {
+fn seed_000_set_answers_201_and_get_the_value() {
     let server = Server::start(&[]);
-    assert_eq!(
-        json(
-            &server,
-            "POST",
-            "/set",
-            r#"{"key": "exampleKey", "value": "exampleValue"}"#
-        )
-        .status,
-        201
-    );
-    assert_eq!(
-        json(
-            &server,
-            "POST",
-            "/set",
-            r#"{"key": "exampleKey", "value": "exampleValue"}"#
-        )
-        .status,
-        201
-    );
-    let got = server.request("GET", "/get?key=exampleKey", b"");
+    assert_eq!(set(&server, "exampleKey", "exampleValue"), 201);
+    assert_eq!(set(&server, "exampleKey", "exampleValue"), 201, "a repeated set");
+    let got = get(&server, "exampleKey");
     assert_eq!(
         (got.status, got.json()),
         (200, serde_json::json!({"value": "exampleValue"}))
     );
-    assert_eq!(server.request("GET", "/get?key=nothing", b"").status, 404);
+    assert_eq!(get(&server, "nothing").status, 404);
+}
+
+// Goal: seed 000's update answers 200 and replaces an existing value, or 404 without creating the key.
+#[test]
+fn seed_000_update_replaces_existing_keys_only() {
+    let server = Server::start(&[]);
+    assert_eq!(set(&server, "exampleKey", "exampleValue"), 201);
     assert_eq!(
         json(&server, "PATCH", "/update", r#"{"key": "exampleKey", "value": "v2"}"#).status,
         200
     );
-    assert_eq!(server.request("GET", "/get?key=exampleKey", b"").json()["value"], "v2");
+    assert_eq!(get(&server, "exampleKey").json()["value"], "v2");
     assert_eq!(
         json(&server, "PATCH", "/update", r#"{"key": "ghost", "value": "v"}"#).status,
         404
     );
-    assert_eq!(
-        server.request("GET", "/get?key=ghost", b"").status,
-        404,
-        "update created a key"
-    );
-    json(&server, "POST", "/set", r#"{"key": "exampleKey1", "value": "v"}"#);
-    json(&server, "POST", "/set", r#"{"key": "exampleKey2", "value": "v"}"#);
+    assert_eq!(get(&server, "ghost").status, 404, "update created a key");
+}
+
+// Goal: seed 000's updateBulk answers 200 with the updated keys, or 206 with those found when some are missing.
+#[test]
+fn seed_000_update_bulk_lists_the_keys_it_updated() {
+    let server = Server::start(&[]);
+    assert_eq!(set(&server, "exampleKey1", "v"), 201);
+    assert_eq!(set(&server, "exampleKey2", "v"), 201);
     let bulk = r#"[{"key": "exampleKey1", "value": "newValue1"}, {"key": "exampleKey2", "value": "newValue2"}]"#;
     let all = json(&server, "PATCH", "/updateBulk", bulk);
     assert_eq!(
         (all.status, all.json()),
         (200, serde_json::json!(["exampleKey1", "exampleKey2"]))
     );
+    assert_eq!(get(&server, "exampleKey2").json()["value"], "newValue2");
     let partial = json(
         &server,
         "PATCH",
@@ -83,17 +85,22 @@ fn seed_000_simple_kv() {
         (partial.status, partial.json()),
         (206, serde_json::json!(["exampleKey1"]))
     );
-    assert_eq!(
-        server.request("GET", "/get?key=nope", b"").status,
-        404,
-        "bulk update created a key"
-    );
-    assert_eq!(
-        server.request("GET", "/get?key=exampleKey2", b"").json()["value"],
-        "newValue2"
-    );
+    assert_eq!(get(&server, "nope").status, 404, "bulk update created a key");
+}
+
+// Goal: seed 000's delete answers 200 and the key is gone afterwards.
+#[test]
+fn seed_000_delete_removes_the_key() {
+    let server = Server::start(&[]);
+    assert_eq!(set(&server, "exampleKey", "exampleValue"), 201);
     assert_eq!(server.request("DELETE", "/delete?key=exampleKey", b"").status, 200);
-    assert_eq!(server.request("GET", "/get?key=exampleKey", b"").status, 404);
+    assert_eq!(get(&server, "exampleKey").status, 404);
+}
+
+// Goal: a missing key parameter or a body that is not JSON is a 400, not a crash or a 5xx.
+#[test]
+fn seed_000_bad_requests_are_400() {
+    let server = Server::start(&[]);
     assert_eq!(
         server.request("GET", "/get", b"").status,
         400,

@@ -8,8 +8,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use clap::Parser;
-use corekv::config::{Cli, Command, ServeArgs};
+use corekv::config::ServeArgs;
 use corekv::shard::context::ShardContext;
 use corekv::shard::harness::{Layout, on_shards};
 use corekv::shard::message::Record;
@@ -54,15 +53,6 @@ pub fn placements() -> Vec<(&'static str, [usize; 2])> {
     placements
 }
 
-/// `corekv serve`'s default flags.
-pub fn serve_args() -> ServeArgs {
-    // The default flags always parse.
-    match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
-        Command::Serve(args) => args,
-        _ => unreachable!("`serve` parses as Serve"),
-    }
-}
-
 /// Starts two shards on `cpus`, each with its preloaded store serving the other, and runs
 /// `client(shard)` on shard 0. Returns the duration the client reports.
 pub fn on_two_shards<F, Fut>(cpus: [usize; 2], client: F) -> Duration
@@ -72,7 +62,7 @@ where
 {
     let layout = Layout {
         cpus: cpus.to_vec(),
-        args: serve_args(),
+        args: ServeArgs::from_flags(&[]),
         gone: Vec::new(),
     };
     on_shards(layout, preloaded_store, client)

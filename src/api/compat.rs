@@ -170,16 +170,11 @@ fn query_key(query: &str) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
     use crate::http::request::HeadInfo;
-    use clap::Parser;
     use std::borrow::Cow;
 
     fn args(extra: &[&str]) -> ServeArgs {
-        match Cli::parse_from([&["corekv", "serve"], extra].concat()).command {
-            Command::Serve(args) => args,
-            _ => unreachable!(),
-        }
+        ServeArgs::from_flags(extra)
     }
 
     fn plan(method: Method, target: &str, body: &[u8], extra: &[&str]) -> Option<Result<(Ops, Render), Error>> {

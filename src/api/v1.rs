@@ -187,15 +187,10 @@ pub(super) fn plan_bulk_update(body: &[u8], args: &ServeArgs, keys_only: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
-    use clap::Parser;
     use std::borrow::Cow;
 
     fn args() -> ServeArgs {
-        match Cli::parse_from(["corekv", "serve", "--max-key-bytes", "8", "--max-value-bytes", "4"]).command {
-            Command::Serve(args) => args,
-            _ => unreachable!(),
-        }
+        ServeArgs::from_flags(&["--max-key-bytes", "8", "--max-value-bytes", "4"])
     }
 
     fn run(method: Method, path: &str, json: bool, body: &[u8]) -> Result<(Ops, Render), Error> {
@@ -292,9 +287,7 @@ mod tests {
 
     #[test]
     fn read_only_405s_name_what_the_route_still_takes() {
-        let Command::Serve(args) = Cli::parse_from(["corekv", "serve", "--read-only"]).command else {
-            unreachable!()
-        };
+        let args = ServeArgs::from_flags(&["--read-only"]);
         let context = Context {
             args: &args,
             ready: true,

@@ -12,8 +12,8 @@ use std::path::Path;
 use super::error::{ClientError, printable};
 use super::http::{Endpoint, Request, Response, percent_encode};
 use super::{
-    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, ConnectionArgs, KeyArgs, KeyInput, STDIN_VALUE_BYTES_MAX,
-    SetArgs, UpdateArgs, ValueInput,
+    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, KeyArgs, KeyInput, Output, STDIN_VALUE_BYTES_MAX, SetArgs,
+    Settings, UpdateArgs, ValueInput,
 };
 
 /// How raw values are labelled on the wire: the API stores bytes, whatever they are.
@@ -21,38 +21,93 @@ const CONTENT_TYPE_VALUE: &str = "application/octet-stream";
 /// How bulk-update bodies are labelled.
 const CONTENT_TYPE_JSON: &str = "application/json";
 
-/// Runs one subcommand to completion.
-pub fn execute(command: ClientCommand) -> Result<(), ClientError> {
-    match command {
-        ClientCommand::Get(args) => get(args),
-        ClientCommand::Set(args) => set(args),
-        ClientCommand::Update(args) => update(args),
-        ClientCommand::Delete(args) => delete(args),
-        ClientCommand::BulkUpdate(args) => bulk_update(args),
-        ClientCommand::Ping(connection) => ping(connection),
-        ClientCommand::Stats(connection) => stats(connection),
+/// Where a command's result goes: stdout, as text or as one JSON document. Remembers whether
+/// a document was printed, so that a failure after it does not print a second one.
+pub struct Printer {
+    output: Output,
+    printed: bool,
+}
+
+impl Printer {
+    /// A printer to stdout in `output`'s format.
+    pub fn new(output: Output) -> Printer {
+        Printer { output, printed: false }
+    }
+
+    /// True once something was written to stdout.
+    pub fn printed(&self) -> bool {
+        self.printed
+    }
+
+    /// `value` as one compact JSON line (for `--output json`), or pretty (for text).
+    pub fn json(&mut self, value: &serde_json::Value) -> Result<(), ClientError> {
+        let mut text = match self.output {
+            Output::Json => serde_json::to_string(value),
+            Output::Text => serde_json::to_string_pretty(value),
+        }
+        .expect("a serde_json::Value always serializes: its map keys are strings");
+        text.push('\n');
+        self.bytes(text.as_bytes())
+    }
+
+    /// `text` in text mode, `document` in JSON mode.
+    fn either(&mut self, text: &[u8], document: serde_json::Value) -> Result<(), ClientError> {
+        match self.output {
+            Output::Text => self.bytes(text),
+            Output::Json => self.json(&document),
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.printed = true;
+        let mut stdout = io::stdout().lock();
+        stdout
+            .write_all(bytes)
+            .and_then(|()| stdout.flush())
+            .map_err(ClientError::Output)
     }
 }
 
-/// `GET /v1/keys/{key}`: the value's exact bytes to stdout.
-fn get(args: KeyArgs) -> Result<(), ClientError> {
+/// Runs one subcommand to completion against the server `settings` name.
+pub fn execute(command: ClientCommand, settings: &Settings, printer: &mut Printer) -> Result<(), ClientError> {
+    let endpoint = Endpoint {
+        addr: settings.addr.clone(),
+        timeout_ms: settings.timeout_ms,
+        token: settings.token.clone(),
+    };
+    match command {
+        ClientCommand::Get(args) => get(&endpoint, args, printer),
+        ClientCommand::Set(args) => set(&endpoint, args, printer),
+        ClientCommand::Update(args) => update(&endpoint, args, printer),
+        ClientCommand::Delete(args) => delete(&endpoint, args, printer),
+        ClientCommand::BulkUpdate(args) => bulk_update(&endpoint, args, printer),
+        ClientCommand::Ping(_) => ping(&endpoint, printer),
+        ClientCommand::Stats(_) => stats(&endpoint, printer),
+    }
+}
+
+/// `GET /v1/keys/{key}`: the value's exact bytes to stdout, or `{"key", "value"}` as JSON.
+fn get(endpoint: &Endpoint, args: KeyArgs, printer: &mut Printer) -> Result<(), ClientError> {
     let key = key_bytes(args.key)?;
-    let response = endpoint(&args.connection).send(&Request {
+    let response = endpoint.send(&Request {
         method: "GET",
         target: key_target(&key),
         content_type: None,
         body: None,
     })?;
     match response.status {
+        200 if printer.output == Output::Json => {
+            let mut document = serde_json::Map::new();
+            bytes_field(&mut document, "key", &key);
+            bytes_field(&mut document, "value", &response.body);
+            printer.json(&serde_json::Value::Object(document))
+        }
         200 => {
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(&response.body).map_err(ClientError::Output)?;
             // Values are bytes, not lines: a newline is added only for a person at a terminal,
             // so `corekv get k > file` and pipes get exactly what was stored.
-            if stdout.is_terminal() {
-                stdout.write_all(b"\n").map_err(ClientError::Output)?;
-            }
-            stdout.flush().map_err(ClientError::Output)
+            let newline = io::stdout().is_terminal();
+            let value = [&response.body[..], if newline { b"\n" } else { b"" }].concat();
+            printer.bytes(&value)
         }
         404 => Err(not_found(&key)),
         _ => Err(unexpected(&response)),
@@ -60,62 +115,71 @@ fn get(args: KeyArgs) -> Result<(), ClientError> {
 }
 
 /// `PUT /v1/keys/{key}[?ttl_ms=N]`: create or replace. Silent on success, as seed 002 was.
-fn set(args: SetArgs) -> Result<(), ClientError> {
+fn set(endpoint: &Endpoint, args: SetArgs, printer: &mut Printer) -> Result<(), ClientError> {
     let key = key_bytes(args.key)?;
     let value = value_bytes(args.value)?;
     let mut target = key_target(&key);
     if let Some(ttl_ms) = args.ttl_ms {
         target.push_str(&format!("?ttl_ms={ttl_ms}"));
     }
-    let response = endpoint(&args.connection).send(&Request {
+    let response = endpoint.send(&Request {
         method: "PUT",
         target,
         content_type: Some(CONTENT_TYPE_VALUE),
         body: Some(&value),
     })?;
     match response.status {
-        200 | 201 => Ok(()),
+        200 | 201 => printer.either(b"", key_document(&key, "stored", true)),
         _ => Err(unexpected(&response)),
     }
 }
 
 /// `PATCH /v1/keys/{key}`: replace an existing key's value; 404 means it was not there.
-fn update(args: UpdateArgs) -> Result<(), ClientError> {
+fn update(endpoint: &Endpoint, args: UpdateArgs, printer: &mut Printer) -> Result<(), ClientError> {
     let key = key_bytes(args.key)?;
     let value = value_bytes(args.value)?;
-    let response = endpoint(&args.connection).send(&Request {
+    let response = endpoint.send(&Request {
         method: "PATCH",
         target: key_target(&key),
         content_type: Some(CONTENT_TYPE_VALUE),
         body: Some(&value),
     })?;
     match response.status {
-        200 | 204 => Ok(()),
+        200 | 204 => printer.either(b"", key_document(&key, "updated", true)),
         404 => Err(not_found(&key)),
         _ => Err(unexpected(&response)),
     }
 }
 
 /// `DELETE /v1/keys/{key}`: idempotent, so `{"deleted": false}` is success too.
-fn delete(args: KeyArgs) -> Result<(), ClientError> {
+fn delete(endpoint: &Endpoint, args: KeyArgs, printer: &mut Printer) -> Result<(), ClientError> {
     let key = key_bytes(args.key)?;
-    let response = endpoint(&args.connection).send(&Request {
+    let response = endpoint.send(&Request {
         method: "DELETE",
         target: key_target(&key),
         content_type: None,
         body: None,
     })?;
     match response.status {
-        200 | 204 => Ok(()),
+        200 | 204 => {
+            // The server says whether the key existed; a 204 or a bare body says nothing.
+            let deleted = serde_json::from_slice::<serde_json::Value>(&response.body)
+                .ok()
+                .and_then(|answer| answer.get("deleted").and_then(serde_json::Value::as_bool));
+            let mut document = key_document(&key, "deleted", deleted.unwrap_or(true));
+            if deleted.is_none() {
+                document["deleted"] = serde_json::Value::Null;
+            }
+            printer.either(b"", document)
+        }
         _ => Err(unexpected(&response)),
     }
 }
 
 /// `PATCH /v1/keys` with the file's JSON array: prints the server's answer; missing keys are
 /// named on stderr and make the exit code [`super::EXIT_NOT_FOUND`].
-fn bulk_update(args: BulkUpdateArgs) -> Result<(), ClientError> {
+fn bulk_update(endpoint: &Endpoint, args: BulkUpdateArgs, printer: &mut Printer) -> Result<(), ClientError> {
     let body = read_bulk_file(&args.file)?;
-    let endpoint = endpoint(&args.connection);
     let response = endpoint.send(&Request {
         method: "PATCH",
         target: "/v1/keys".into(),
@@ -125,7 +189,7 @@ fn bulk_update(args: BulkUpdateArgs) -> Result<(), ClientError> {
     if !matches!(response.status, 200 | 206) {
         return Err(unexpected(&response));
     }
-    let answer = json_body(&endpoint, &response)?;
+    let answer = json_body(endpoint, &response)?;
     let missing = match answer.get("missing") {
         None => Vec::new(),
         Some(serde_json::Value::Array(missing)) => missing
@@ -142,7 +206,7 @@ fn bulk_update(args: BulkUpdateArgs) -> Result<(), ClientError> {
             });
         }
     };
-    print_json(&answer)?;
+    printer.json(&answer)?;
     // 206 is the server saying "some were missing"; trust it even if it named none.
     if missing.is_empty() && response.status == 200 {
         Ok(())
@@ -152,22 +216,21 @@ fn bulk_update(args: BulkUpdateArgs) -> Result<(), ClientError> {
 }
 
 /// `GET /v1/ping`: prints `pong` on a 200.
-fn ping(connection: ConnectionArgs) -> Result<(), ClientError> {
-    let response = endpoint(&connection).send(&Request {
+fn ping(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
+    let response = endpoint.send(&Request {
         method: "GET",
         target: "/v1/ping".into(),
         content_type: None,
         body: None,
     })?;
     match response.status {
-        200 => write_stdout(b"pong\n"),
+        200 => printer.either(b"pong\n", serde_json::json!({"pong": true})),
         _ => Err(unexpected(&response)),
     }
 }
 
-/// `GET /v1/stats`: the server's JSON, pretty-printed.
-fn stats(connection: ConnectionArgs) -> Result<(), ClientError> {
-    let endpoint = endpoint(&connection);
+/// `GET /v1/stats`: the server's JSON, pretty-printed (one line with `--output json`).
+fn stats(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
     let response = endpoint.send(&Request {
         method: "GET",
         target: "/v1/stats".into(),
@@ -175,7 +238,7 @@ fn stats(connection: ConnectionArgs) -> Result<(), ClientError> {
         body: None,
     })?;
     match response.status {
-        200 => print_json(&json_body(&endpoint, &response)?),
+        200 => printer.json(&json_body(endpoint, &response)?),
         // An older server has no such route; say so instead of a bare "not found".
         404 => Err(ClientError::Server {
             status: 404,
@@ -189,11 +252,25 @@ fn stats(connection: ConnectionArgs) -> Result<(), ClientError> {
     }
 }
 
-fn endpoint(connection: &ConnectionArgs) -> Endpoint {
-    Endpoint {
-        addr: connection.addr.clone(),
-        timeout_ms: connection.timeout_ms,
-    }
+/// `{"key": KEY, field: value}`, the JSON answer of a write.
+fn key_document(key: &[u8], field: &str, value: bool) -> serde_json::Value {
+    let mut document = serde_json::Map::new();
+    bytes_field(&mut document, "key", key);
+    document.insert(field.into(), value.into());
+    serde_json::Value::Object(document)
+}
+
+/// Bytes into a JSON object: as the string `name` when they are UTF-8, else base64-encoded as
+/// `name_base64`, so that no byte is lost or mangled.
+fn bytes_field(document: &mut serde_json::Map<String, serde_json::Value>, name: &str, bytes: &[u8]) {
+    use base64::Engine as _;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => document.insert(name.into(), text.into()),
+        Err(_) => document.insert(
+            format!("{name}_base64"),
+            base64::engine::general_purpose::STANDARD.encode(bytes).into(),
+        ),
+    };
 }
 
 /// `/v1/keys/{key}` with the key percent-encoded into one path segment.
@@ -283,22 +360,6 @@ fn json_body(endpoint: &Endpoint, response: &Response) -> Result<serde_json::Val
         addr: endpoint.addr.clone(),
         reason: format!("a {} answer whose body is not JSON ({error})", response.status),
     })
-}
-
-/// Pretty JSON and a newline to stdout.
-fn print_json(value: &serde_json::Value) -> Result<(), ClientError> {
-    let mut text =
-        serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes: its map keys are strings");
-    text.push('\n');
-    write_stdout(text.as_bytes())
-}
-
-fn write_stdout(bytes: &[u8]) -> Result<(), ClientError> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(ClientError::Output)
 }
 
 fn not_found(key: &[u8]) -> ClientError {

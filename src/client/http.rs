@@ -1,9 +1,11 @@
 //! A minimal synchronous HTTP/1.1 client: one request per TCP connection, `Connection: close`.
 //!
-//! Owns the bytes on the wire: resolving `--addr`, encoding one request, and parsing exactly one
-//! response with every length bounded. It never interprets a status code (that is
-//! [`super::commands`]' job) and never panics on what a peer sends: a malformed, truncated or
-//! oversized response is an error like any other.
+//! Owns the bytes on the wire: resolving `--addr`, encoding one request, and reading one
+//! response ([`read_response`], on httparse) with every length bounded. The integration tests'
+//! helper reads the server's responses with the same [`read_response`], so corekv has one
+//! response reader. It never interprets a status code (that is the client commands' job) and
+//! never panics on what a peer sends: a malformed, truncated or oversized response is an error
+//! like any other.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -21,10 +23,12 @@ pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 << 10;
 pub const RESPONSE_HEADERS_COUNT_MAX: usize = 100;
 /// Most interim (1xx) responses skipped before the final one.
 pub const INTERIM_RESPONSES_MAX: usize = 8;
-/// Longest chunk-size line (hex size plus extensions) or trailer line of a chunked body, in bytes.
+/// Longest chunk-size line (hex size plus extensions) of a chunked body, in bytes.
 pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
 /// Most trailer lines after the last chunk.
 pub const CHUNK_TRAILERS_COUNT_MAX: usize = 100;
+/// Largest trailer section after the last chunk, in bytes.
+pub const CHUNK_TRAILERS_BYTES_MAX: usize = 64 << 10;
 
 /// Where requests go and how long any one step may stall.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct Endpoint {
     /// Bound on connecting and on each read or write (not on the whole exchange, so that a
     /// large value moving steadily never times out).
     pub timeout_ms: u64,
+    /// Sent as `Authorization: Bearer TOKEN` when present; never part of an error message.
+    pub token: Option<String>,
 }
 
 /// One request. The body, when there is one, is sent with a `Content-Length`.
@@ -61,10 +67,12 @@ pub struct Response {
 }
 
 impl Response {
-    /// The first header of that name (give it lower-cased).
-    #[cfg(test)]
+    /// The first header of that name, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -76,6 +84,17 @@ pub enum ParseError {
     /// The bytes are not an HTTP/1.x response we accept; says what was wrong.
     Malformed(String),
 }
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Io(error) => write!(f, "reading the response failed: {error}"),
+            ParseError::Malformed(reason) => write!(f, "bad response: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 impl From<io::Error> for ParseError {
     fn from(error: io::Error) -> Self {
@@ -92,7 +111,7 @@ impl Endpoint {
     /// Sends `request` on a fresh connection and reads the one response.
     pub fn send(&self, request: &Request<'_>) -> Result<Response, ClientError> {
         let mut stream = self.connect()?;
-        let head = encode_head(&self.addr, request);
+        let head = encode_head(&self.addr, self.token.as_deref(), request);
         let written = stream
             .write_all(&head)
             .and_then(|()| stream.write_all(request.body.unwrap_or_default()))
@@ -102,13 +121,13 @@ impl Endpoint {
             // A server may answer (413, 408) and close before taking the whole body: when that
             // answer is already in our receive buffer, it explains more than the broken write.
             if !is_timeout(&error)
-                && let Ok(response) = parse_response(&mut reader)
+                && let Ok(response) = read_response(&mut reader, Want::Final)
             {
                 return Ok(response);
             }
             return Err(self.io_error(error, Phase::Sending));
         }
-        parse_response(&mut reader).map_err(|error| match error {
+        read_response(&mut reader, Want::Final).map_err(|error| match error {
             ParseError::Io(error) => self.io_error(error, Phase::Receiving),
             ParseError::Malformed(reason) => ClientError::BadResponse {
                 addr: self.addr.clone(),
@@ -175,14 +194,18 @@ fn is_timeout(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
-/// The request line and headers, ending with the blank line.
-pub fn encode_head(host: &str, request: &Request<'_>) -> Vec<u8> {
+/// The request line and headers, ending with the blank line. `host` and `token` were checked
+/// for spaces and control characters when the command line was parsed.
+pub fn encode_head(host: &str, token: Option<&str>, request: &Request<'_>) -> Vec<u8> {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: corekv/{}\r\nConnection: close\r\n",
         request.method,
         request.target,
         env!("CARGO_PKG_VERSION"),
     );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if let Some(content_type) = request.content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
@@ -210,20 +233,34 @@ pub fn percent_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Reads one final response: skips interim 1xx responses, then decodes the body framed by
-/// `Transfer-Encoding: chunked`, `Content-Length`, or the end of the connection.
-pub fn parse_response<R: BufRead>(reader: &mut R) -> Result<Response, ParseError> {
+/// Which response [`read_response`] reads, and whether it may carry a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// The final response to a request other than HEAD: interim (1xx) responses are skipped.
+    Final,
+    /// The final response to a HEAD request: no body, whatever its headers announce.
+    FinalToHead,
+    /// The next response as it comes, interim or final (to see a `100 Continue`).
+    Next,
+}
+
+/// Reads one response from `reader`, consuming exactly its bytes (so the next response on a
+/// keep-alive connection stays in the reader). The head is parsed by httparse; the body is
+/// framed by `Transfer-Encoding: chunked`, `Content-Length`, or the end of the connection.
+pub fn read_response<R: BufRead>(reader: &mut R, want: Want) -> Result<Response, ParseError> {
     for _ in 0..=INTERIM_RESPONSES_MAX {
-        let (status, headers) = parse_head(reader)?;
-        if (100..200).contains(&status) {
-            if status == 101 {
-                return Err(ParseError::Malformed(
-                    "the server switched protocols (101) unasked".into(),
-                ));
-            }
+        let (status, headers) = read_head(reader)?;
+        let interim = (100..200).contains(&status);
+        if interim && status == 101 {
+            return Err(ParseError::Malformed(
+                "the server switched protocols (101) unasked".into(),
+            ));
+        }
+        if interim && want != Want::Next {
             continue;
         }
-        let body = if status == 204 || status == 304 {
+        let bodiless = interim || want == Want::FinalToHead || status == 204 || status == 304;
+        let body = if bodiless {
             Vec::new()
         } else {
             read_body(reader, &headers)?
@@ -235,70 +272,96 @@ pub fn parse_response<R: BufRead>(reader: &mut R) -> Result<Response, ParseError
     )))
 }
 
-/// Reads the status line and headers of one response.
-fn parse_head<R: BufRead>(reader: &mut R) -> Result<(u16, Vec<(String, String)>), ParseError> {
-    let mut head_bytes_left = RESPONSE_HEAD_BYTES_MAX;
-    let status_line = match read_line(reader, &mut head_bytes_left)? {
-        Some(line) => line,
-        None => {
-            return Err(ParseError::Malformed(
-                "the server closed the connection without answering".into(),
-            ));
-        }
+/// Reads the status line and headers of one response, at most [`RESPONSE_HEAD_BYTES_MAX`]
+/// bytes and [`RESPONSE_HEADERS_COUNT_MAX`] headers of them.
+fn read_head<R: BufRead>(reader: &mut R) -> Result<(u16, Vec<(String, String)>), ParseError> {
+    let closed = |so_far: &[u8]| {
+        ParseError::Malformed(if so_far.is_empty() {
+            "the server closed the connection without answering".into()
+        } else {
+            "the connection closed inside the response headers".into()
+        })
     };
-    let status = parse_status_line(&status_line)?;
-    let mut headers = Vec::new();
+    let too_large = || {
+        ParseError::Malformed(format!(
+            "the response head is larger than {RESPONSE_HEAD_BYTES_MAX} bytes"
+        ))
+    };
+    read_until_complete(reader, RESPONSE_HEAD_BYTES_MAX, closed, too_large, |bytes| {
+        let mut headers = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_COUNT_MAX];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_bytes = match response.parse(bytes) {
+            Ok(httparse::Status::Complete(head_bytes)) => head_bytes,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ParseError::Malformed(format!(
+                    "more than {RESPONSE_HEADERS_COUNT_MAX} headers"
+                )));
+            }
+            Err(error) => {
+                return Err(ParseError::Malformed(format!(
+                    "not an HTTP/1.x response ({error}): {:?}",
+                    snippet(bytes)
+                )));
+            }
+        };
+        // Complete means httparse found the status code; it takes any three digits.
+        let status = response.code.expect("a complete response head has a status code");
+        if !(100..=599).contains(&status) {
+            return Err(ParseError::Malformed(format!("status {status} is outside 100-599")));
+        }
+        let headers = response
+            .headers
+            .iter()
+            .map(|header| {
+                // Values may carry obs-text, kept lossily: only the framing headers are ever
+                // looked at, and those are ASCII or malformed.
+                let value = String::from_utf8_lossy(header.value)
+                    .trim_matches([' ', '\t'])
+                    .to_string();
+                (header.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        Ok(Some((head_bytes, (status, headers))))
+    })
+}
+
+/// Feeds `parse` ever more of `reader`'s bytes, at most `bytes_max`, until it returns
+/// `Some((used, value))`; consumes exactly `used` bytes and returns `value`. `closed` names a
+/// connection closed early (given the bytes read so far), `too_large` an overlong item.
+/// `parse` must be prefix-monotone (httparse's parsers are): once some bytes parse, every
+/// longer input parses to the same length.
+fn read_until_complete<R: BufRead, T>(
+    reader: &mut R,
+    bytes_max: usize,
+    closed: impl Fn(&[u8]) -> ParseError,
+    too_large: impl Fn() -> ParseError,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<(usize, T)>, ParseError>,
+) -> Result<T, ParseError> {
+    let mut bytes = Vec::new();
     loop {
-        let line = read_line(reader, &mut head_bytes_left)?
-            .ok_or_else(|| ParseError::Malformed("the connection closed inside the response headers".into()))?;
-        if line.is_empty() {
-            return Ok((status, headers));
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error.into()),
+        };
+        if available.is_empty() {
+            return Err(closed(&bytes));
         }
-        if headers.len() == RESPONSE_HEADERS_COUNT_MAX {
-            return Err(ParseError::Malformed(format!(
-                "more than {RESPONSE_HEADERS_COUNT_MAX} headers"
-            )));
+        let before = bytes.len();
+        let taken = available.len().min(bytes_max - before);
+        bytes.extend_from_slice(&available[..taken]);
+        match parse(&bytes)? {
+            Some((used, value)) => {
+                // The previous, shorter input did not parse, so `used` reaches into the new bytes.
+                debug_assert!(used > before && used <= bytes.len());
+                reader.consume(used - before);
+                return Ok(value);
+            }
+            None if bytes.len() == bytes_max => return Err(too_large()),
+            None => reader.consume(taken),
         }
-        headers.push(parse_header_line(&line)?);
     }
-}
-
-/// `HTTP/1.x SSS reason` into the status code.
-fn parse_status_line(line: &[u8]) -> Result<u16, ParseError> {
-    let malformed = || ParseError::Malformed(format!("not an HTTP/1.x status line: {:?}", snippet(line)));
-    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(malformed)?;
-    // `1.0` or `1.1`, a space, three digits, then the end or a space and a reason phrase.
-    let [minor, b' ', d1, d2, d3, tail @ ..] = rest else {
-        return Err(malformed());
-    };
-    if !minor.is_ascii_digit() || ![d1, d2, d3].iter().all(|d| d.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    if !(tail.is_empty() || tail[0] == b' ') {
-        return Err(malformed());
-    }
-    let status = u16::from(d1 - b'0') * 100 + u16::from(d2 - b'0') * 10 + u16::from(d3 - b'0');
-    if !(100..=599).contains(&status) {
-        return Err(malformed());
-    }
-    Ok(status)
-}
-
-/// `Name: value` into a lower-cased name and a trimmed value.
-fn parse_header_line(line: &[u8]) -> Result<(String, String), ParseError> {
-    let malformed = || ParseError::Malformed(format!("bad header line: {:?}", snippet(line)));
-    // A leading space would be an obsolete folded continuation line; RFC 9112 lets us reject it.
-    let colon = line.iter().position(|&b| b == b':').ok_or_else(malformed)?;
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
-    let is_token = |b: &u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(b);
-    if name.is_empty() || !name.iter().all(is_token) {
-        return Err(malformed());
-    }
-    // Names are ASCII by the check above; values may carry obs-text, kept lossily: only the
-    // framing headers are ever looked at, and those are ASCII or malformed.
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let value = String::from_utf8_lossy(value).trim_matches([' ', '\t']).to_string();
-    Ok((name, value))
 }
 
 /// Reads the body as the headers frame it.
@@ -375,39 +438,28 @@ fn read_to_end_bounded<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, ParseError
     Ok(body)
 }
 
-/// Decodes a chunked body: `hex-size[;ext]CRLF data CRLF` ... `0CRLF [trailers] CRLF`.
+/// Decodes a chunked body: `hex-size[;ext]CRLF data CRLF` ... `0CRLF [trailers] CRLF`. Sizes
+/// are parsed by `httparse::parse_chunk_size`, trailers by `httparse::parse_headers`.
 fn read_chunked<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, ParseError> {
-    let truncated = || ParseError::Malformed("the connection closed inside a chunked body".into());
+    let closed = |_: &[u8]| ParseError::Malformed("the connection closed inside a chunked body".into());
     let mut body = Vec::new();
     loop {
-        let mut line_bytes_left = CHUNK_LINE_BYTES_MAX;
-        let line = read_line(reader, &mut line_bytes_left)?.ok_or_else(truncated)?;
-        let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
-        let size_text = size_text.trim_ascii();
-        // from_str_radix would also take a leading `+`; a chunk size is hex digits only.
-        if size_text.is_empty() || size_text.len() > 15 || !size_text.iter().all(u8::is_ascii_hexdigit) {
-            return Err(ParseError::Malformed(format!(
-                "bad chunk size line {:?}",
-                snippet(&line)
-            )));
-        }
-        // Hex digits only and at most 15 of them, so this is valid UTF-8 and fits in a u64.
-        let size = u64::from_str_radix(std::str::from_utf8(size_text).expect("hex digits are ASCII"), 16)
-            .expect("at most 15 hex digits fit in a u64");
-        if size == 0 {
-            // Trailers carry nothing the client needs; read past them to the final blank line.
-            for _ in 0..=CHUNK_TRAILERS_COUNT_MAX {
-                let mut line_bytes_left = CHUNK_LINE_BYTES_MAX;
-                if read_line(reader, &mut line_bytes_left)?
-                    .ok_or_else(truncated)?
-                    .is_empty()
-                {
-                    return Ok(body);
-                }
+        let line_too_long =
+            || ParseError::Malformed(format!("a chunk size line is longer than {CHUNK_LINE_BYTES_MAX} bytes"));
+        let size = read_until_complete(reader, CHUNK_LINE_BYTES_MAX, closed, line_too_long, |bytes| {
+            let bad = || ParseError::Malformed(format!("bad chunk size line {:?}", snippet(bytes)));
+            // httparse reads an empty size as 0; a chunk size needs at least one hex digit.
+            if !bytes[0].is_ascii_hexdigit() {
+                return Err(bad());
             }
-            return Err(ParseError::Malformed(format!(
-                "more than {CHUNK_TRAILERS_COUNT_MAX} trailer lines"
-            )));
+            match httparse::parse_chunk_size(bytes) {
+                Ok(httparse::Status::Complete((used, size))) => Ok(Some((used, size))),
+                Ok(httparse::Status::Partial) => Ok(None),
+                Err(httparse::InvalidChunkSize) => Err(bad()),
+            }
+        })?;
+        if size == 0 {
+            return read_trailers(reader).map(|()| body);
         }
         if body.len() as u64 + size > RESPONSE_BODY_BYTES_MAX {
             return Err(too_large());
@@ -415,7 +467,7 @@ fn read_chunked<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, ParseError> {
         let before = body.len();
         reader.by_ref().take(size).read_to_end(&mut body)?;
         if ((body.len() - before) as u64) < size {
-            return Err(truncated());
+            return Err(closed(&[]));
         }
         let mut crlf = [0u8; 2];
         reader.read_exact(&mut crlf)?;
@@ -425,42 +477,22 @@ fn read_chunked<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, ParseError> {
     }
 }
 
-/// Reads one line ending in LF (CR before it dropped), charging its bytes to `bytes_left`.
-/// `Ok(None)` means EOF before any byte; EOF mid-line is a truncated response.
-fn read_line<R: BufRead>(reader: &mut R, bytes_left: &mut usize) -> Result<Option<Vec<u8>>, ParseError> {
-    let mut line = Vec::new();
-    loop {
-        let available = match reader.fill_buf() {
-            Ok(available) => available,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error.into()),
-        };
-        if available.is_empty() {
-            if line.is_empty() {
-                return Ok(None);
-            }
-            return Err(ParseError::Malformed(
-                "the connection closed in the middle of a line".into(),
-            ));
+/// Reads past the trailer section after the last chunk (the client needs nothing in it), at
+/// most [`CHUNK_TRAILERS_COUNT_MAX`] lines and [`CHUNK_TRAILERS_BYTES_MAX`] bytes.
+fn read_trailers<R: BufRead>(reader: &mut R) -> Result<(), ParseError> {
+    let closed = |_: &[u8]| ParseError::Malformed("the connection closed inside a chunked body".into());
+    let too_large = || ParseError::Malformed(format!("the trailers are larger than {CHUNK_TRAILERS_BYTES_MAX} bytes"));
+    read_until_complete(reader, CHUNK_TRAILERS_BYTES_MAX, closed, too_large, |bytes| {
+        let mut trailers = [httparse::EMPTY_HEADER; CHUNK_TRAILERS_COUNT_MAX];
+        match httparse::parse_headers(bytes, &mut trailers) {
+            Ok(httparse::Status::Complete((used, _))) => Ok(Some((used, ()))),
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(httparse::Error::TooManyHeaders) => Err(ParseError::Malformed(format!(
+                "more than {CHUNK_TRAILERS_COUNT_MAX} trailer lines"
+            ))),
+            Err(error) => Err(ParseError::Malformed(format!("bad trailer ({error})"))),
         }
-        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(newline) => (newline + 1, true),
-            None => (available.len(), false),
-        };
-        if taken > *bytes_left {
-            return Err(ParseError::Malformed("the response head is too large".into()));
-        }
-        *bytes_left -= taken;
-        line.extend_from_slice(&available[..taken]);
-        reader.consume(taken);
-        if done {
-            line.pop(); // the LF, known present since `done`
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            return Ok(Some(line));
-        }
-    }
+    })
 }
 
 fn too_large() -> ParseError {
@@ -478,7 +510,7 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<Response, ParseError> {
-        parse_response(&mut io::Cursor::new(bytes))
+        read_response(&mut io::Cursor::new(bytes), Want::Final)
     }
 
     fn malformed(bytes: &[u8]) -> String {
@@ -509,10 +541,11 @@ mod tests {
             content_type: None,
             body: None,
         };
-        let head = String::from_utf8(encode_head("h:1", &get)).unwrap();
+        let head = String::from_utf8(encode_head("h:1", None, &get)).unwrap();
         assert!(head.starts_with("GET /v1/keys/k HTTP/1.1\r\nHost: h:1\r\n"), "{head}");
         assert!(head.contains("Connection: close\r\n"));
         assert!(!head.contains("Content-Length"));
+        assert!(!head.contains("Authorization"), "no token, no header");
         assert!(head.ends_with("\r\n\r\n"));
 
         let put = Request {
@@ -521,7 +554,8 @@ mod tests {
             content_type: Some("application/octet-stream"),
             body: Some(b""),
         };
-        let head = String::from_utf8(encode_head("h:1", &put)).unwrap();
+        let head = String::from_utf8(encode_head("h:1", Some("s3cr3t"), &put)).unwrap();
+        assert!(head.contains("Authorization: Bearer s3cr3t\r\n"), "{head}");
         assert!(
             head.contains("Content-Length: 0\r\n"),
             "an empty value still says its length"
@@ -575,6 +609,48 @@ mod tests {
     }
 
     #[test]
+    fn reads_exactly_one_response_of_a_keep_alive_stream() {
+        // A 1-byte buffer makes every head, chunk line and trailer arrive one byte at a time.
+        let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nT: 1\r\n\r\nHTTP/1.1 404 Not Found\r\n\
+                      Content-Length: 0\r\n\r\n";
+        for capacity in [1, 7, 4096] {
+            let mut reader = BufReader::with_capacity(capacity, &bytes[..]);
+            let first = read_response(&mut reader, Want::Final).unwrap();
+            assert_eq!(
+                (first.status, first.body.as_slice()),
+                (200, &b"ok"[..]),
+                "capacity {capacity}"
+            );
+            let second = read_response(&mut reader, Want::Final).unwrap();
+            assert_eq!(second.body, b"ab", "capacity {capacity}");
+            assert_eq!(read_response(&mut reader, Want::Final).unwrap().status, 404);
+            assert!(malformed_from(&mut reader).contains("without answering"));
+        }
+    }
+
+    fn malformed_from<R: BufRead>(reader: &mut R) -> String {
+        match read_response(reader, Want::Final) {
+            Err(ParseError::Malformed(reason)) => reason,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn next_returns_interim_responses_and_head_responses_have_no_body() {
+        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+        let mut reader = io::Cursor::new(&bytes[..]);
+        assert_eq!(read_response(&mut reader, Want::Next).unwrap().status, 100);
+        assert_eq!(read_response(&mut reader, Want::Next).unwrap().status, 201);
+        let mut head =
+            io::Cursor::new(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..]);
+        let response = read_response(&mut head, Want::FinalToHead).unwrap();
+        assert_eq!((response.status, response.header("CONTENT-LENGTH")), (200, Some("5")));
+        assert_eq!(response.body, b"");
+        assert_eq!(read_response(&mut head, Want::Final).unwrap().status, 204);
+    }
+
+    #[test]
     fn decodes_chunked_bodies() {
         let response = parse(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n\
@@ -609,7 +685,7 @@ mod tests {
     #[test]
     fn rejects_truncated_responses() {
         assert!(malformed(b"").contains("without answering"));
-        assert!(malformed(b"HTTP/1.1 200 OK").contains("middle of a line"));
+        assert!(malformed(b"HTTP/1.1 200 OK").contains("inside the response headers"));
         assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n").contains("headers"));
         assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel").contains("3 of 5"));
     }
@@ -626,7 +702,11 @@ mod tests {
             b"HTTP/1.1 -12 OK\r\n\r\n",
             b"\x00\xff\xfe\r\n",
         ] {
-            assert!(malformed(garbage).contains("status line"), "{garbage:?}");
+            let reason = malformed(garbage);
+            assert!(
+                reason.contains("HTTP/1.x") || reason.contains("100-599"),
+                "{garbage:?}: {reason}"
+            );
         }
         assert!(malformed(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n").contains("header"));
         assert!(malformed(b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n").contains("header"));
@@ -649,7 +729,7 @@ mod tests {
         );
         assert!(malformed(huge.as_bytes()).contains("larger"));
         let long_header = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(RESPONSE_HEAD_BYTES_MAX));
-        assert!(malformed(long_header.as_bytes()).contains("too large"));
+        assert!(malformed(long_header.as_bytes()).contains("head is larger"));
         let many_headers = format!(
             "HTTP/1.1 200 OK\r\n{}\r\n",
             "X: y\r\n".repeat(RESPONSE_HEADERS_COUNT_MAX + 1)
@@ -671,6 +751,7 @@ mod tests {
         let endpoint = Endpoint {
             addr: format!("127.0.0.1:{port}"),
             timeout_ms: 2000,
+            token: None,
         };
         let request = Request {
             method: "GET",
@@ -689,6 +770,7 @@ mod tests {
         let endpoint = Endpoint {
             addr: listener.local_addr().unwrap().to_string(),
             timeout_ms: 100,
+            token: None,
         };
         let request = Request {
             method: "GET",
@@ -733,7 +815,11 @@ mod tests {
                 .unwrap();
             (String::from_utf8(request).unwrap(), body)
         });
-        let endpoint = Endpoint { addr, timeout_ms: 5000 };
+        let endpoint = Endpoint {
+            addr,
+            timeout_ms: 5000,
+            token: None,
+        };
         let request = Request {
             method: "PUT",
             target: "/v1/keys/a%2Fb".into(),

@@ -1,6 +1,9 @@
-//! The command-line client: `corekv get | set | update | delete | bulk-update | ping | stats`.
+//! The command-line client: `corekv get | set | update | delete | bulk-update | ping | stats`,
+//! and `corekv completions`.
 //!
-//! Owns the client's subcommands, their flags, and the exit code each outcome maps to. It talks
+//! Owns the client's subcommands, their flags (the client options `--addr`, `--timeout-ms`,
+//! `--token`, `--output` go before or after the subcommand, with `COREKV_*` variables), the
+//! output formats, and the exit code each outcome maps to. It talks
 //! to a server only through the public HTTP API (`/v1/...`), one short-lived TCP connection per
 //! command, exactly as curl would; it must never reach into the server's internals
 //! (`crate::shard`, `crate::http`, `crate::api`), so it works against any corekv, local or remote.
@@ -12,7 +15,7 @@
 
 mod commands;
 mod error;
-mod http;
+pub mod http;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -38,8 +41,10 @@ pub const EXIT_SERVER: i32 = 5;
 /// Exit code: reading stdin or an input file, or writing stdout, failed (e.g. a closed pipe).
 pub const EXIT_LOCAL_IO: i32 = 6;
 
-/// The exit codes as `--help` shows them. A unit test checks it against the constants above.
-pub const EXIT_CODES_HELP: &str = "\
+/// The exit codes as `--help` shows them, as a literal so that [`TOP_LEVEL_HELP`] can include it.
+macro_rules! exit_codes_help {
+    () => {
+        "\
 Exit status:
   0  success
   1  no such key (bulk-update: some keys were missing; they are named on stderr)
@@ -47,7 +52,31 @@ Exit status:
   3  cannot connect: refused, unreachable, unresolvable address, or connection lost
   4  timed out: no progress within --timeout-ms
   5  the server answered with an error, an unexpected status, or a malformed response
-  6  local I/O error: reading stdin or FILE, or writing stdout (e.g. a closed pipe)";
+  6  local I/O error: reading stdin or FILE, or writing stdout (e.g. a closed pipe)"
+    };
+}
+
+/// The exit codes as `--help` shows them. A unit test checks it against the constants above.
+pub const EXIT_CODES_HELP: &str = exit_codes_help!();
+
+/// What `corekv --help` shows after the options: where the client flags go, why `serve --addr`
+/// is another flag, and the exit codes.
+pub const TOP_LEVEL_HELP: &str = concat!(
+    "\
+Client options (--addr, --timeout-ms, --token, --output) go before or after a client
+subcommand: `corekv --addr HOST:PORT get k` and `corekv get k --addr HOST:PORT` are the same;
+after the subcommand wins. Each falls back to its environment variable, then its default.
+They name the server the client talks to. `corekv serve --addr` is another flag, given after
+`serve` only: the address the server listens on. COREKV_ADDR is never read by `serve`, and a
+client option before `serve` is refused rather than ignored.
+
+Values are bytes: `-` as VALUE (or bulk-update FILE) reads standard input, as curl does.
+With --output json every client command prints one JSON document on stdout, also on failure
+(`{\"error\": ..., \"exit_code\": N}`); usage errors (exit 2) are clap's message on stderr.
+
+",
+    exit_codes_help!()
+);
 
 /// How long to wait to connect and for each read or write, unless `--timeout-ms` says otherwise.
 pub const TIMEOUT_MS_DEFAULT: u64 = 5_000;
@@ -84,17 +113,118 @@ pub enum ClientCommand {
     Stats(ConnectionArgs),
 }
 
-/// Where the server is and how long to wait for it; every subcommand takes these.
+impl ClientCommand {
+    /// The client options given after this subcommand.
+    pub fn connection(&self) -> &ConnectionArgs {
+        match self {
+            ClientCommand::Get(args) | ClientCommand::Delete(args) => &args.connection,
+            ClientCommand::Set(args) => &args.connection,
+            ClientCommand::Update(args) => &args.connection,
+            ClientCommand::BulkUpdate(args) => &args.connection,
+            ClientCommand::Ping(connection) | ClientCommand::Stats(connection) => connection,
+        }
+    }
+}
+
+/// How a client command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people: the value's bytes, `pong`, pretty JSON for stats and bulk-update.
+    Text,
+    /// For scripts: one JSON document on stdout per command, failures included.
+    Json,
+}
+
+/// The client options given before the subcommand (`corekv --addr HOST:PORT get k`), each
+/// falling back to its environment variable and then its default. [`ConnectionArgs`], after
+/// the subcommand, overrides them.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ConnectionArgs {
-    /// Server address, HOST:PORT (a name or an IP; IPv6 in brackets).
-    #[arg(long, env = "COREKV_ADDR", default_value = limits::ADDR_DEFAULT, value_parser = parse_addr)]
+#[command(next_help_heading = "Client options (before or after a client subcommand)")]
+pub struct GlobalArgs {
+    /// Server the client commands talk to, HOST:PORT (a name or an IP; IPv6 in brackets).
+    /// Not `serve`'s listen address: that is `corekv serve --addr`.
+    #[arg(long, env = "COREKV_ADDR", default_value = limits::ADDR_DEFAULT, value_parser = parse_addr,
+          value_name = "HOST:PORT")]
     pub addr: String,
 
     /// Longest wait to connect, and for each read or write of the exchange, in ms.
-    #[arg(long = "timeout-ms", default_value_t = TIMEOUT_MS_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..=TIMEOUT_MS_MAX))]
+    #[arg(long = "timeout-ms", env = "COREKV_TIMEOUT_MS", default_value_t = TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=TIMEOUT_MS_MAX), value_name = "MS")]
     pub timeout_ms: u64,
+
+    /// Send `Authorization: Bearer TOKEN` with every request. Its value is never printed.
+    #[arg(long, env = "COREKV_TOKEN", hide_env_values = true, value_parser = parse_token, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// `text` for people, `json` for scripts (one JSON document on stdout).
+    #[arg(long, env = "COREKV_OUTPUT", value_enum, default_value_t = Output::Text, value_name = "FORMAT")]
+    pub output: Output,
+}
+
+impl GlobalArgs {
+    /// The arg ids and flags of these options, to refuse them before `serve` (see
+    /// [`crate::config::Cli::try_parse_command_line`]).
+    pub const FLAGS: [(&'static str, &'static str); 4] = [
+        ("addr", "--addr"),
+        ("timeout_ms", "--timeout-ms"),
+        ("token", "--token"),
+        ("output", "--output"),
+    ];
+
+    /// These options with the ones given after the subcommand laid over them.
+    pub fn with(&self, after: &ConnectionArgs) -> Settings {
+        Settings {
+            addr: after.addr.clone().unwrap_or_else(|| self.addr.clone()),
+            timeout_ms: after.timeout_ms.unwrap_or(self.timeout_ms),
+            token: after.token.clone().or_else(|| self.token.clone()),
+            output: after.output.unwrap_or(self.output),
+        }
+    }
+}
+
+/// The client options given after the subcommand (`corekv get k --addr HOST:PORT`). Each one
+/// given wins over the same option before the subcommand and over its environment variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Client options (also accepted before the subcommand)")]
+pub struct ConnectionArgs {
+    /// Server address, HOST:PORT [env: COREKV_ADDR] [default: 127.0.0.1:7878].
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+
+    /// Longest wait to connect, and for each read or write, in ms [env: COREKV_TIMEOUT_MS]
+    /// [default: 5000].
+    #[arg(long = "timeout-ms", value_parser = clap::value_parser!(u64).range(1..=TIMEOUT_MS_MAX), value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+
+    /// Send `Authorization: Bearer TOKEN` [env: COREKV_TOKEN].
+    #[arg(long, value_parser = parse_token, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// `text` or `json` [env: COREKV_OUTPUT] [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output: Option<Output>,
+}
+
+/// Where the server is, how long to wait, what to send and how to print: the client options
+/// after the command line, the environment and the defaults are laid over each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `HOST:PORT` of the server.
+    pub addr: String,
+    /// Bound on connecting and on each read or write.
+    pub timeout_ms: u64,
+    /// Bearer token for the `Authorization` header, when given.
+    pub token: Option<String>,
+    /// How results are printed.
+    pub output: Output,
+}
+
+/// Arguments of `corekv completions`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to write a completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The key, as a positional `KEY` or as `--key KEY` (seed 002's spelling): exactly one of them.
@@ -179,15 +309,38 @@ pub struct BulkUpdateArgs {
     pub connection: ConnectionArgs,
 }
 
-/// Runs one client command and returns the process exit code. Any failure is reported as one
-/// `ERROR: ...` line on stderr; nothing here panics on bad input, a bad server or a closed pipe.
-pub fn run(command: ClientCommand) -> i32 {
-    match commands::execute(command) {
+/// Runs one client command with the options before it (`global`) and returns the process exit
+/// code. Any failure is reported as one `ERROR: ...` line on stderr (and, with `--output json`,
+/// as `{"error": ..., "exit_code": N}` on stdout unless the command already printed its
+/// document); nothing here panics on bad input, a bad server or a closed pipe.
+pub fn run(global: &GlobalArgs, command: ClientCommand) -> i32 {
+    let settings = global.with(command.connection());
+    let mut printer = commands::Printer::new(settings.output);
+    match commands::execute(command, &settings, &mut printer) {
         Ok(()) => EXIT_OK,
         Err(error) => {
             // `eprintln!` would panic if stderr itself is closed; a lost report is the lesser harm.
             let _ = writeln!(std::io::stderr().lock(), "ERROR: {error}");
+            if settings.output == Output::Json && !printer.printed() {
+                let document = serde_json::json!({"error": error.to_string(), "exit_code": error.exit_code()});
+                // Already failing: a closed stdout cannot make it worse, so its error is dropped.
+                let _ = printer.json(&document);
+            }
             error.exit_code()
+        }
+    }
+}
+
+/// `corekv completions SHELL`: the completion script for `command` (the whole `corekv` CLI)
+/// on stdout. Returns the exit code.
+pub fn completions(shell: clap_complete::Shell, mut command: clap::Command) -> i32 {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "corekv", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Ok(()) => EXIT_OK,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr().lock(), "ERROR: {}", ClientError::Output(error));
+            EXIT_LOCAL_IO
         }
     }
 }
@@ -211,6 +364,18 @@ fn parse_addr(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// Checks a bearer token: visible ASCII only, so it cannot break or forge a header line.
+fn parse_token(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        // The token itself is not echoed: it is a secret.
+        return Err("the token holds spaces, control characters or non-ASCII bytes".into());
+    }
+    Ok(text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, FromArgMatches, Parser};
@@ -222,13 +387,25 @@ mod tests {
     #[derive(Debug, Parser)]
     #[command(name = "corekv")]
     struct Cli {
+        #[command(flatten)]
+        global: GlobalArgs,
         #[command(subcommand)]
         command: ClientCommand,
     }
 
-    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+    fn parse_both(args: &[&str]) -> Result<(GlobalArgs, ClientCommand), clap::Error> {
         let matches = Cli::command().try_get_matches_from(std::iter::once("corekv").chain(args.iter().copied()))?;
-        Cli::from_arg_matches(&matches).map(|cli| cli.command)
+        Cli::from_arg_matches(&matches).map(|cli| (cli.global, cli.command))
+    }
+
+    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+        parse_both(args).map(|(_, command)| command)
+    }
+
+    /// The settings a command line resolves to (with whatever COREKV_* the environment holds).
+    fn settings(args: &[&str]) -> Settings {
+        let (global, command) = parse_both(args).unwrap();
+        global.with(command.connection())
     }
 
     fn usage_error(args: &[&str]) -> clap::Error {
@@ -268,7 +445,7 @@ mod tests {
         assert_eq!(set.key.key.as_deref(), Some("k".as_ref()));
         assert_eq!(set.value.value.as_deref(), Some("v".as_ref()));
         assert_eq!(set.ttl_ms, Some(10));
-        assert_eq!(set.connection.addr, "h:1");
+        assert_eq!(set.connection.addr.as_deref(), Some("h:1"));
         let ClientCommand::Update(update) = parse(&["update", "k", "--value", "-"]).unwrap() else {
             panic!("not update")
         };
@@ -306,16 +483,65 @@ mod tests {
 
     #[test]
     fn connection_defaults_come_from_the_limits() {
-        let ClientCommand::Ping(connection) = parse(&["ping"]).unwrap() else {
-            panic!("not ping")
-        };
-        // COREKV_ADDR may be set in the environment running the tests; only check it when unset.
+        let defaults = settings(&["ping"]);
+        // COREKV_* may be set in the environment running the tests; only check them when unset.
         if std::env::var_os("COREKV_ADDR").is_none() {
-            assert_eq!(connection.addr, limits::ADDR_DEFAULT);
+            assert_eq!(defaults.addr, limits::ADDR_DEFAULT);
         }
-        assert_eq!(connection.timeout_ms, TIMEOUT_MS_DEFAULT);
+        if std::env::var_os("COREKV_TIMEOUT_MS").is_none() {
+            assert_eq!(defaults.timeout_ms, TIMEOUT_MS_DEFAULT);
+        }
         assert_eq!(parse_addr("[::1]:7878").unwrap(), "[::1]:7878");
         assert_eq!(parse_addr("localhost:1").unwrap(), "localhost:1");
+    }
+
+    #[test]
+    fn client_options_go_before_or_after_the_subcommand_and_after_wins() {
+        let before = settings(&[
+            "--addr",
+            "a:1",
+            "--timeout-ms",
+            "7",
+            "--token",
+            "t",
+            "--output",
+            "json",
+            "get",
+            "k",
+        ]);
+        let after = settings(&[
+            "get",
+            "k",
+            "--addr",
+            "a:1",
+            "--timeout-ms",
+            "7",
+            "--token",
+            "t",
+            "--output",
+            "json",
+        ]);
+        assert_eq!(before, after);
+        assert_eq!(
+            before,
+            Settings {
+                addr: "a:1".into(),
+                timeout_ms: 7,
+                token: Some("t".into()),
+                output: Output::Json,
+            }
+        );
+        let both = settings(&["--addr", "a:1", "--token", "t", "ping", "--addr", "b:2"]);
+        assert_eq!((both.addr.as_str(), both.token.as_deref()), ("b:2", Some("t")));
+        for args in [
+            &["--token", "", "ping"][..],
+            &["--token", "a b", "ping"],
+            &["ping", "--token", "a\nb"],
+            &["--output", "xml", "ping"],
+            &["--addr", "no-port", "ping"],
+        ] {
+            assert_eq!(usage_error(args).exit_code(), EXIT_USAGE, "{args:?}");
+        }
     }
 
     #[test]
@@ -335,5 +561,6 @@ mod tests {
         let help = usage_error(&["get", "--help"]).to_string();
         assert!(help.contains("Exit status:"), "{help}");
         assert!(help.contains("COREKV_ADDR"), "{help}");
+        assert!(TOP_LEVEL_HELP.ends_with(EXIT_CODES_HELP));
     }
 }

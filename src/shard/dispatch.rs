@@ -290,28 +290,19 @@ impl Outcomes for Reader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::config::{Cli, Command, ServeArgs};
+    use crate::config::ServeArgs;
     use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
     use crate::shard::harness::{Layout, on_shards};
     use crate::shard::message::Record;
     use crate::shard::shard_for;
     use crate::shard::store::Store;
 
-    fn args() -> ServeArgs {
-        match Cli::try_parse_from(["corekv", "serve"]).unwrap().command {
-            Command::Serve(args) => args,
-            _ => unreachable!("`serve` parses as Serve"),
-        }
-    }
-
     fn layout(nr_shards: usize, gone: Vec<ShardId>) -> Layout {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Layout {
             cpus: (0..nr_shards).map(|id| id % cpus).collect(),
-            args: args(),
+            args: ServeArgs::from_flags(&[]),
             gone,
         }
     }

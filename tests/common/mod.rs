@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use corekv::client::http::{ParseError, Want, read_response};
+
 /// How long a server gets to start listening and report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long any single test read waits before failing the test instead of hanging.
@@ -93,7 +95,7 @@ impl Server {
             if let Ok(mut conn) = TcpStream::connect(self.addr) {
                 conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
                 let asked = conn.write_all(b"GET /v1/readiness HTTP/1.1\r\nHost: t\r\n\r\n").is_ok();
-                if asked && read_response(&mut BufReader::new(conn)).is_ok_and(|resp| resp.status == 200) {
+                if asked && read_one(&mut BufReader::new(conn), Want::Final).is_ok_and(|resp| resp.status == 200) {
                     return;
                 }
             }
@@ -143,7 +145,8 @@ impl Drop for Server {
     }
 }
 
-/// A parsed HTTP response.
+/// A parsed HTTP response: the library's [`corekv::client::http::Response`] with the tests'
+/// JSON helpers.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
@@ -191,14 +194,14 @@ impl Conn {
         self.reader.get_mut().write_all(bytes).expect("write");
     }
 
-    /// Reads one response.
+    /// Reads the next response, interim (`100 Continue`) or final.
     pub fn read(&mut self) -> Response {
-        read_response(&mut self.reader).expect("read response")
+        read_one(&mut self.reader, Want::Next).unwrap_or_else(|error| panic!("read response: {error}"))
     }
 
     /// Reads one response to a HEAD request (no body whatever Content-Length says).
     pub fn read_head(&mut self) -> Response {
-        read_response_inner(&mut self.reader, true).expect("read response")
+        read_one(&mut self.reader, Want::FinalToHead).unwrap_or_else(|error| panic!("read response: {error}"))
     }
 
     /// Sends one request with a Content-Length body and reads its response.
@@ -242,45 +245,19 @@ pub fn encode_request(method: &str, path: &str, headers: &[(&str, &str)], body: 
     out
 }
 
-/// Reads one response (status line, headers, Content-Length body).
-pub fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<Response> {
-    read_response_inner(reader, false)
+/// Reads one final response (a 1xx is skipped) from `reader`.
+pub fn read_final(reader: &mut BufReader<TcpStream>) -> Result<Response, ParseError> {
+    read_one(reader, Want::Final)
 }
 
-fn read_response_inner(reader: &mut BufReader<TcpStream>, head_only: bool) -> std::io::Result<Response> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| std::io::Error::other("bad header"))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0; if head_only || status == 100 { 0 } else { length }];
-    reader.read_exact(&mut body)?;
-    Ok(Response { status, headers, body })
+/// Reads one response with the library's reader (`corekv::client::http`, on httparse), the
+/// same one the `corekv` client uses, so the tests and the client cannot disagree on HTTP.
+fn read_one(reader: &mut BufReader<TcpStream>, want: Want) -> Result<Response, ParseError> {
+    read_response(reader, want).map(|response| Response {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+    })
 }
 
 /// True when the `curl` command is installed.
