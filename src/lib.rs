@@ -17,6 +17,7 @@
 //! - [`client`]: the synchronous command-line client.
 //! - [`error`]: the one error type, and its HTTP status.
 //! - [`logging`]: a `RUST_LOG`-style logger that never prints values.
+//! - [`storage`]: durability: each shard's write-ahead log and snapshots, recovery, the data dir.
 //!
 //! `docs/ARCHITECTURE.md` draws a request's path from socket to owning shard and back.
 
@@ -31,4 +32,5 @@ pub mod load;
 pub mod logging;
 pub mod server;
 pub mod shard;
+pub mod storage;
 pub mod sync;
