@@ -478,25 +478,38 @@ fn a_shard_count_change_gives_every_key_to_exactly_one_new_shard() {
             write_sharded(&dir, 2, 3_000, &mut model).await;
             let (layout, shards, union) = recover_all(&dir, new_count).await;
             assert_eq!(union, model);
-            // Shard 0 snapshots first; a crash before the others do must lose nothing, even a
-            // key deleted after the snapshot that the old layout still holds.
+            // Shard 0 deletes a key the old layout still holds, then snapshots (dropping the
+            // segment with the delete); a crash before the other shards snapshot must not bring
+            // the key back: its snapshot is the whole truth for shard 0's keys.
             let stats = recover_model(&dir, &layout, 0).await.unwrap().1;
             assert!(stats.read_older_layouts);
             let log = ShardLog::open(small_config(FsyncPolicy::Always), &layout, 0, &stats)
                 .await
                 .unwrap();
             assert!(log.should_snapshot(u64::MAX / 4), "a migrated shard snapshots at once");
-            let mut snapshot = log.begin_snapshot().await.unwrap();
-            for (key, (value, deadline)) in &shards[0] {
-                snapshot.add(key, value, *deadline);
-            }
-            snapshot.finish().await.unwrap();
             let victim = shards[0].keys().next().unwrap().clone();
             log.reserve(record::delete_bytes(victim.len())).await.unwrap();
             let lsn = log.append_delete(&victim).unwrap();
             log.durable(lsn).await.unwrap();
-            log.close().await.unwrap();
             model.remove(&victim);
+            let mut snapshot = log.begin_snapshot().await.unwrap();
+            for (key, (value, deadline)) in shards[0].iter().filter(|(k, _)| **k != victim) {
+                snapshot.add(key, value, *deadline);
+            }
+            snapshot.finish().await.unwrap();
+            assert!(!log.should_snapshot(0));
+            log.close().await.unwrap();
+            if new_count == 3 {
+                // Crash mid-migration, restart with 1 shard: three layouts on disk, and the
+                // middle one's snapshot hides the oldest one's copy of its keys.
+                let chained = root.with_file_name(format!("reshard-chain-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&chained);
+                copy_dir(&root, &chained);
+                let chained = DataDir::lock(&chained).unwrap();
+                let (_, _, union) = recover_all(&chained, 1).await;
+                assert_eq!(union, model, "2 -> 3 (partial) -> 1 shards");
+                assert_eq!(chained.layouts().unwrap().len(), 3);
+            }
             let removed = dir.remove_superseded(&layout);
             if new_count > 1 {
                 assert!(removed.is_err(), "shards 1.. have no snapshot yet: {removed:?}");
