@@ -689,3 +689,59 @@ fn recovery_throughput_is_printed() {
         );
     });
 }
+
+#[test]
+fn errors_name_their_cause_and_map_to_507_or_503() {
+    let corrupt = StorageError::Corrupt {
+        file: "/d/log-1.wal".into(),
+        offset: 4096,
+        what: "record fails its CRC32C".into(),
+    };
+    assert_eq!(corrupt.to_string(), "/d/log-1.wal:4096: record fails its CRC32C");
+    let full = StorageError::io(Path::new("/d/x"), &std::io::Error::from_raw_os_error(libc::ENOSPC));
+    assert_eq!(
+        (full.status(), full.clone()),
+        (507, StorageError::NoSpace { file: "/d/x".into() })
+    );
+    let eio = StorageError::io(Path::new("/d/x"), &std::io::Error::from_raw_os_error(libc::EIO));
+    assert_eq!(eio.status(), 503);
+    assert_eq!(StorageError::LogBusy.status(), 503);
+}
+
+#[test]
+fn deadlines_convert_between_the_monotonic_and_the_wall_clock() {
+    let mono_in_a_minute = crate::clock::now_ms() + 60_000;
+    let unix = mono_to_unix_ms(mono_in_a_minute);
+    assert!(unix.abs_diff(now_unix_ms() + 60_000) <= 5, "{unix}");
+    assert!(unix_to_mono_ms(unix).abs_diff(mono_in_a_minute) <= 5);
+    assert_eq!(unix_to_mono_ms(1), 1, "a deadline long past is already expired");
+}
+
+#[test]
+fn an_append_without_reserve_is_refused_not_lost() {
+    let root = test_dir("busy");
+    run_on_executor(move || async move {
+        let dir = DataDir::lock(&root).unwrap();
+        let layout = dir.layout_for(1).unwrap();
+        let stats = recover_model(&dir, &layout, 0).await.unwrap().1;
+        let config = Config {
+            buffer_bytes_max: 1024,
+            ..small_config(FsyncPolicy::Never)
+        };
+        let log = ShardLog::open(config, &layout, 0, &stats).await.unwrap();
+        assert_eq!(log.append_delete(b"k"), Err(StorageError::LogBusy), "no segment yet");
+        log.reserve(record::set_bytes(1, 600)).await.unwrap();
+        let lsn = log.append_set(b"k", &[1; 600], None).unwrap();
+        assert_eq!(
+            log.append_set(b"j", &[1; 600], None),
+            Err(StorageError::LogBusy),
+            "buffer bound"
+        );
+        log.reserve(record::set_bytes(1, 600)).await.unwrap();
+        let second = log.append_set(b"j", &[2; 600], None).unwrap();
+        assert!(second > lsn);
+        log.durable(second).await.unwrap();
+        log.close().await.unwrap();
+        assert_eq!(recover_model(&dir, &layout, 0).await.unwrap().0.len(), 2);
+    });
+}
