@@ -95,6 +95,8 @@ mod snapshot;
 
 pub use dir::{DataDir, Layout};
 pub use log::{LogStats, Lsn, ShardLog};
+/// Encoded sizes of records, for [`ShardLog::reserve`].
+pub use record::{delete_bytes, expire_at_bytes, set_bytes};
 pub use recover::{RecoveryStats, Replayed, TornTail, recover};
 pub use snapshot::SnapshotWriter;
 
