@@ -7,17 +7,22 @@
 //! owner per read, and the answer comes back to the connection's shard.
 //!
 //! # Layout
-//! - `main.rs`: parse the command line, call [`server::main`] or [`client::run`].
+//! - `main.rs`: parse the command line, call [`server::main`] or [`client::run`]. No module
+//!   imports [`server`].
 //! - [`config`]: clap flags. [`limits`]: every limit and default, named with its unit.
 //! - [`server`]: start-up checks, executors and pinning, listeners, readiness, shutdown.
-//! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router.
-//! - [`http`]: request parsing (httparse), response encoding, the connection loop.
+//! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router,
+//!   the shard's shared state (`context`) and the dispatcher that runs operations where their
+//!   keys live (`dispatch`).
+//! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
+//!   registry of open connections and their deadlines.
 //! - [`api`]: what each route means: turns a parsed request into store operations and back.
 //! - [`sync`]: the project's own cross-thread primitives (loom-checked in `loom-tests/`).
 //! - [`client`]: the synchronous command-line client.
 //! - [`error`]: the one error type, and its HTTP status.
 //! - [`logging`]: a `RUST_LOG`-style logger that never prints values, and rate-limited log macros.
 //! - [`os`]: sockets, rlimits, signals and the io_uring probe, through socket2, rlimit and nix.
+//! - [`storage`]: durability: each shard's write-ahead log and snapshots, recovery, the data dir.
 //!
 //! `docs/ARCHITECTURE.md` draws a request's path from socket to owning shard and back.
 
@@ -33,4 +38,5 @@ pub mod logging;
 pub mod os;
 pub mod server;
 pub mod shard;
+pub mod storage;
 pub mod sync;

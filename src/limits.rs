@@ -137,6 +137,26 @@ pub const IO_MEMORY_BYTES_PER_SHARD: usize = 1 << 20;
 /// Smallest io_memory glommio accepts (it rounds up to this).
 pub const IO_MEMORY_BYTES_MIN: usize = 64 << 10;
 
+/// Largest payload (key, deadline and value) of one log or snapshot record, in bytes. The
+/// on-disk length field is a u32; this keeps recovery from believing a damaged length.
+pub const STORAGE_RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 30;
+/// Default size of one preallocated log segment, in bytes (`storage::Config::segment_bytes`).
+pub const STORAGE_SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Log bytes a shard may hold appended but not yet handed to the OS; past it
+/// `ShardLog::reserve` waits for the writer (a single larger record is admitted alone).
+pub const STORAGE_LOG_BUFFER_BYTES_MAX: usize = 4 << 20;
+/// Largest single io_uring write of log or snapshot bytes: small enough that its aligned DMA
+/// buffer usually comes from the executor's registered io_memory pool.
+pub const STORAGE_WRITE_BYTES_MAX: usize = 256 << 10;
+/// Bytes read per io_uring read during recovery.
+pub const STORAGE_READ_CHUNK_BYTES: usize = 256 << 10;
+/// Longest time between fdatasyncs of written log bytes under `--fsync everysec`, in ms.
+pub const STORAGE_EVERYSEC_SYNC_MS: u64 = 1_000;
+/// Default snapshot trigger: the log since the last snapshot exceeds this multiple of live data.
+pub const STORAGE_SNAPSHOT_LOG_RATIO_DEFAULT: u64 = 2;
+/// Default snapshot trigger floor: no snapshot while the log is smaller than this, in bytes.
+pub const STORAGE_SNAPSHOT_FLOOR_BYTES_DEFAULT: u64 = 64 << 20;
+
 const _: () = assert!(
     KEY_BYTES_MAX_CEILING as usize * 3 < HEADER_BYTES_MAX,
     "a %-encoded key must fit in the head"
@@ -170,3 +190,10 @@ const _: () = assert!(
     TIMEOUT_MS_CEILING.checked_mul(1 << 20).is_some(),
     "a deadline (coarse now + two timeouts) stays far below u64::MAX for ages of uptime"
 );
+const _: () = assert!(
+    VALUE_BYTES_MAX_CEILING as usize + KEY_BYTES_MAX_CEILING as usize + 8 <= STORAGE_RECORD_PAYLOAD_BYTES_MAX,
+    "the largest key and value must fit in one log record"
+);
+const _: () = assert!(STORAGE_RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(STORAGE_WRITE_BYTES_MAX.is_multiple_of(4096) && STORAGE_READ_CHUNK_BYTES.is_multiple_of(4096));
+const _: () = assert!(STORAGE_WRITE_BYTES_MAX <= IO_MEMORY_BYTES_MIN * 4);

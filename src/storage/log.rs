@@ -1,0 +1,559 @@
+//! A shard's write-ahead log: appends into a bounded tail buffer, one writer task that flushes
+//! it with group commit, segment rotation, and the fsync policy.
+//!
+//! Owns the shard's log segments (one folder, one executor: `!Send`, `Rc`/`Cell`). It never
+//! touches the store, never blocks the executor (io_uring via glommio's `DmaFile`), and never
+//! lets a record reach a segment before the previous segment is fdatasynced.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use glommio::io::{Directory, DmaFile, OpenOptions};
+
+use super::dir::{self, Layout};
+use super::record::{self, Kind, MAGIC_LOG};
+use super::{Config, FsyncPolicy, RecoveryStats, SnapshotWriter, StorageError, now_unix_ms};
+use crate::limits::{STORAGE_EVERYSEC_SYNC_MS, STORAGE_WRITE_BYTES_MAX};
+use crate::shard::ShardId;
+
+/// Position just past a record in the shard's log, in bytes appended since [`ShardLog::open`];
+/// [`ShardLog::durable`] waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Lsn(pub u64);
+
+/// A shard's log counters, for `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Record bytes in the segments since the newest snapshot (what a snapshot would drop).
+    pub log_bytes: u64,
+    /// Segments on disk since the newest snapshot.
+    pub segments: u64,
+    /// Bytes handed to the OS by the writer (aligned writes, so partial blocks count again).
+    pub written_bytes: u64,
+    /// io_uring writes issued.
+    pub writes: u64,
+    /// fdatasyncs of log segments, and their total and longest latency in microseconds.
+    pub fsyncs: u64,
+    pub fsync_us_sum: u64,
+    pub fsync_us_max: u64,
+    /// Snapshots finished since open, and when the newest finished (unix ms).
+    pub snapshots: u64,
+    pub snapshot_finished_unix_ms: Option<u64>,
+}
+
+impl LogStats {
+    /// Milliseconds since the newest snapshot finished, if one did since open.
+    pub fn snapshot_age_ms(&self) -> Option<u64> {
+        self.snapshot_finished_unix_ms.map(|t| now_unix_ms().saturating_sub(t))
+    }
+}
+
+/// The write-ahead log of one shard; lives on that shard's executor.
+pub struct ShardLog {
+    pub(super) inner: Rc<Inner>,
+}
+
+/// The segment appends go to.
+pub(super) struct Segment {
+    pub(super) seq: u64,
+    pub(super) file: Rc<DmaFile>,
+    /// Bytes preallocated; a record that would end past it goes to the next segment.
+    capacity: u64,
+    /// File offset just past the last appended record.
+    appended: u64,
+}
+
+/// Wakers of the tasks waiting for some condition to change; they re-check when woken.
+#[derive(Default)]
+pub(super) struct Notify {
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    pub(super) fn notify_all(&self) {
+        for waker in self.wakers.take() {
+            waker.wake();
+        }
+    }
+
+    pub(super) async fn wait_until(&self, mut ready: impl FnMut() -> bool) {
+        poll_fn(|cx| {
+            if ready() {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) config: Config,
+    pub(super) dir: PathBuf,
+    /// Records appended but not yet taken by the writer; at most `config.buffer_bytes_max`
+    /// (or one larger record alone).
+    buffer: RefCell<Vec<u8>>,
+    /// None until the first `reserve` allocates a segment (so a full disk at start-up only
+    /// refuses writes).
+    pub(super) segment: RefCell<Option<Segment>>,
+    /// Sequence number the next segment gets.
+    next_seq: Cell<u64>,
+    /// Segments since the newest snapshot, oldest first (deleted when a snapshot supersedes).
+    pub(super) live_segments: RefCell<Vec<u64>>,
+    /// Snapshots on disk (the newest, plus any a crash left behind).
+    pub(super) live_snapshots: RefCell<Vec<u64>>,
+    appended: Cell<Lsn>,
+    written: Cell<Lsn>,
+    synced: Cell<Lsn>,
+    /// Set while a segment is being sealed and replaced: appends are refused, reserves wait.
+    rotating: Cell<bool>,
+    pub(super) snapshotting: Cell<bool>,
+    /// Set by the migration from older layouts: a snapshot is due regardless of size.
+    pub(super) snapshot_due: Cell<bool>,
+    /// The first write or sync error; from then on the log refuses everything.
+    failed: RefCell<Option<StorageError>>,
+    closing: Cell<bool>,
+    writer_done: Cell<bool>,
+    /// Wakes the writer (bytes appended, closing).
+    doorbell: Notify,
+    /// Wakes `durable` and `reserve` waiters (bytes written or synced, buffer taken, rotation done).
+    progress: Notify,
+    pub(super) stats: RefCell<LogStats>,
+}
+
+impl ShardLog {
+    /// Opens shard `shard_id`'s log in `layout` after [`super::recover`] returned `recovered`.
+    /// Removes unfinished snapshots; the first segment is allocated by the first `reserve`.
+    pub async fn open(
+        config: Config,
+        layout: &Layout,
+        shard_id: ShardId,
+        recovered: &RecoveryStats,
+    ) -> Result<ShardLog, StorageError> {
+        let root = layout.path.parent().expect("a layout lives in a data dir");
+        dir::settle_io_probe(root).await?;
+        let dir = layout.shard_dir(shard_id);
+        let files = dir::list_shard_dir(&dir)?;
+        for leftover in &files.leftovers {
+            glommio::io::remove(leftover)
+                .await
+                .map_err(|e| StorageError::io(leftover, &e.into()))?;
+        }
+        let newest_snapshot = files.snapshots.last().copied().unwrap_or(0);
+        let live: Vec<u64> = files
+            .segments
+            .iter()
+            .copied()
+            .filter(|&s| s >= newest_snapshot)
+            .collect();
+        let next_seq = files
+            .segments
+            .last()
+            .copied()
+            .max(files.snapshots.last().copied())
+            .unwrap_or(0)
+            + 1;
+        let stats = LogStats {
+            log_bytes: recovered.own_log_bytes,
+            segments: live.len() as u64,
+            ..LogStats::default()
+        };
+        let inner = Rc::new(Inner {
+            config,
+            dir,
+            buffer: RefCell::new(Vec::new()),
+            segment: RefCell::new(None),
+            next_seq: Cell::new(next_seq),
+            live_segments: RefCell::new(live),
+            live_snapshots: RefCell::new(files.snapshots),
+            appended: Cell::new(Lsn(0)),
+            written: Cell::new(Lsn(0)),
+            synced: Cell::new(Lsn(0)),
+            rotating: Cell::new(false),
+            snapshotting: Cell::new(false),
+            snapshot_due: Cell::new(recovered.read_older_layouts),
+            failed: RefCell::new(None),
+            closing: Cell::new(false),
+            writer_done: Cell::new(false),
+            doorbell: Notify::default(),
+            progress: Notify::default(),
+            stats: RefCell::new(stats),
+        });
+        glommio::spawn_local(writer(inner.clone())).detach();
+        Ok(ShardLog { inner })
+    }
+
+    /// Waits until `record_bytes` (one record, or a batch's records summed) can be appended
+    /// without an `await`: room in the tail buffer and in the current segment (allocating
+    /// the next one if needed). Fails with `NoSpace` (nothing to apply, retry later) or the
+    /// log's I/O error.
+    pub async fn reserve(&self, record_bytes: usize) -> Result<(), StorageError> {
+        let inner = &*self.inner;
+        loop {
+            inner.check_failed()?;
+            if inner.rotating.get() || !inner.buffer_has_room(record_bytes) {
+                let ready =
+                    || inner.failed.borrow().is_some() || !inner.rotating.get() && inner.buffer_has_room(record_bytes);
+                inner.progress.wait_until(ready).await;
+                continue;
+            }
+            if !inner.segment_has_room(record_bytes) {
+                inner.rotate(record_bytes).await?;
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Appends a Set record. Synchronous; fails with `LogBusy` unless `reserve` made room.
+    pub fn append_set(&self, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>) -> Result<Lsn, StorageError> {
+        self.inner.append(record::set_bytes(key.len(), value.len()), |out| {
+            record::encode_set(out, key, value, expires_at_unix_ms)
+        })
+    }
+
+    /// Appends a Delete record (see [`ShardLog::append_set`]).
+    pub fn append_delete(&self, key: &[u8]) -> Result<Lsn, StorageError> {
+        self.inner.append(record::delete_bytes(key.len()), |out| {
+            record::encode(out, Kind::Delete, key, &[])
+        })
+    }
+
+    /// Appends an ExpireAt record: `None` removes the key's deadline.
+    pub fn append_expire_at(&self, key: &[u8], expires_at_unix_ms: Option<u64>) -> Result<Lsn, StorageError> {
+        let deadline = expires_at_unix_ms.unwrap_or(0).to_le_bytes();
+        self.inner.append(record::expire_at_bytes(key.len()), |out| {
+            record::encode(out, Kind::ExpireAt, key, &[&deadline])
+        })
+    }
+
+    /// Resolves once the record ending at `lsn` is written to the OS (`everysec`, `never`) or
+    /// fdatasynced (`always`); fails if the log failed before it got there.
+    pub async fn durable(&self, lsn: Lsn) -> Result<(), StorageError> {
+        let inner = &*self.inner;
+        let reached = || match inner.config.fsync {
+            FsyncPolicy::Always => inner.synced.get() >= lsn,
+            FsyncPolicy::EverySec | FsyncPolicy::Never => inner.written.get() >= lsn,
+        };
+        inner
+            .progress
+            .wait_until(|| reached() || inner.failed.borrow().is_some())
+            .await;
+        if reached() { Ok(()) } else { inner.check_failed() }
+    }
+
+    /// The position just past the newest appended record.
+    pub fn appended(&self) -> Lsn {
+        self.inner.appended.get()
+    }
+
+    /// True when a snapshot should start: none is running, and the log since the newest
+    /// snapshot exceeds `snapshot_log_ratio × live_bytes` and `snapshot_floor_bytes`, or the
+    /// shard recovered from an older layout.
+    pub fn should_snapshot(&self, live_bytes: u64) -> bool {
+        let inner = &*self.inner;
+        let threshold = inner
+            .config
+            .snapshot_floor_bytes
+            .max(live_bytes.saturating_mul(inner.config.snapshot_log_ratio));
+        !inner.snapshotting.get() && (inner.snapshot_due.get() || inner.stats.borrow().log_bytes > threshold)
+    }
+
+    /// Starts a snapshot: rotates to a fresh segment (the snapshot's sequence) and creates
+    /// its temporary file. Feed it the store's entries, then `finish` it.
+    pub async fn begin_snapshot(&self) -> Result<SnapshotWriter, StorageError> {
+        let inner = &self.inner;
+        if inner.snapshotting.replace(true) {
+            return Err(StorageError::Layout("a snapshot is already being written".into()));
+        }
+        let begun = async {
+            while inner.rotating.get() {
+                inner.progress.wait_until(|| !inner.rotating.get()).await;
+            }
+            let log_bytes_before = inner.stats.borrow().log_bytes;
+            inner.rotate(0).await?;
+            let seq = inner.segment.borrow().as_ref().expect("rotate installed a segment").seq;
+            SnapshotWriter::create(inner.clone(), seq, log_bytes_before).await
+        };
+        let result = begun.await;
+        if result.is_err() {
+            inner.snapshotting.set(false);
+        }
+        result
+    }
+
+    /// The log's counters.
+    pub fn stats(&self) -> LogStats {
+        self.inner.stats.borrow().clone()
+    }
+
+    /// Writes and syncs everything appended, then stops the writer.
+    pub async fn close(self) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        drop(self);
+        inner.progress.wait_until(|| inner.writer_done.get()).await;
+        inner.check_failed()
+    }
+}
+
+impl Drop for ShardLog {
+    /// The writer goes on until everything appended is written and synced, then stops.
+    fn drop(&mut self) {
+        self.inner.closing.set(true);
+        self.inner.doorbell.notify_all();
+    }
+}
+
+impl Inner {
+    fn check_failed(&self) -> Result<(), StorageError> {
+        match &*self.failed.borrow() {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn buffer_has_room(&self, bytes: usize) -> bool {
+        let buffered = self.buffer.borrow().len();
+        buffered == 0 || buffered + bytes <= self.config.buffer_bytes_max
+    }
+
+    fn segment_has_room(&self, bytes: usize) -> bool {
+        let segment = self.segment.borrow();
+        segment
+            .as_ref()
+            .is_some_and(|s| s.appended + bytes as u64 <= s.capacity)
+    }
+
+    fn append(&self, bytes: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Lsn, StorageError> {
+        self.check_failed()?;
+        if self.rotating.get() || !self.buffer_has_room(bytes) || !self.segment_has_room(bytes) {
+            return Err(StorageError::LogBusy);
+        }
+        let mut buffer = self.buffer.borrow_mut();
+        let before = buffer.len();
+        encode(&mut buffer);
+        debug_assert_eq!(buffer.len() - before, bytes);
+        let mut segment = self.segment.borrow_mut();
+        let segment = segment.as_mut().expect("segment_has_room saw a segment");
+        segment.appended += bytes as u64;
+        self.stats.borrow_mut().log_bytes += bytes as u64;
+        let lsn = Lsn(self.appended.get().0 + bytes as u64);
+        self.appended.set(lsn);
+        self.doorbell.notify_all();
+        Ok(lsn)
+    }
+
+    /// Replaces the current segment by a new one with room for `record_bytes`: allocates it
+    /// (on failure nothing changed), waits for the writer to drain the old one, fdatasyncs
+    /// the old one, then switches. The new segment's header is its first record.
+    pub(super) async fn rotate(self: &Inner, record_bytes: usize) -> Result<(), StorageError> {
+        debug_assert!(!self.rotating.get());
+        self.rotating.set(true);
+        let result = self.rotate_inner(record_bytes).await;
+        self.rotating.set(false);
+        self.progress.notify_all();
+        result
+    }
+
+    async fn rotate_inner(&self, record_bytes: usize) -> Result<(), StorageError> {
+        let seq = self.next_seq.get();
+        let header_bytes = record::HEADER_BYTES + 16;
+        let needed = (header_bytes + record_bytes) as u64;
+        let capacity = self.config.segment_bytes.max(needed.next_multiple_of(4096));
+        let file = Rc::new(create_segment(&self.dir, seq, capacity).await?);
+        self.next_seq.set(seq + 1);
+        let drained = || self.written.get() == self.appended.get() || self.failed.borrow().is_some();
+        self.progress.wait_until(drained).await;
+        self.check_failed()?;
+        let old = self.segment.borrow_mut().take();
+        if let Some(old) = old {
+            self.sync(&old.file).await?;
+            self.synced.set(self.written.get());
+            drop(old); // glommio closes a dropped file's fd in the background
+        }
+        self.segment.replace(Some(Segment {
+            seq,
+            file,
+            capacity,
+            appended: 0,
+        }));
+        self.live_segments.borrow_mut().push(seq);
+        self.stats.borrow_mut().segments += 1;
+        self.rotating.set(false);
+        self.append(header_bytes, |out| record::encode_file_header(out, &MAGIC_LOG, seq))?;
+        Ok(())
+    }
+
+    /// fdatasyncs `file`, counting it; a failure poisons the log.
+    pub(super) async fn sync(&self, file: &DmaFile) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let result = file.fdatasync().await;
+        let micros = started.elapsed().as_micros() as u64;
+        let mut stats = self.stats.borrow_mut();
+        stats.fsyncs += 1;
+        stats.fsync_us_sum += micros;
+        stats.fsync_us_max = stats.fsync_us_max.max(micros);
+        drop(stats);
+        result.map_err(|e| self.poison(StorageError::io(&self.dir, &e.into())))
+    }
+
+    /// Records the log's first failure, wakes every waiter with it, and returns it.
+    fn poison(&self, error: StorageError) -> StorageError {
+        log::error!("{error}: this shard's log refuses writes until restart");
+        self.failed.borrow_mut().get_or_insert(error.clone());
+        self.progress.notify_all();
+        error
+    }
+}
+
+/// Creates, preallocates and syncs segment `seq` (and its folder); removes it on failure.
+async fn create_segment(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, StorageError> {
+    let path = dir::segment_path(dir, seq);
+    let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&path)
+        .await
+        .map_err(io)?;
+    let allocated = async {
+        file.pre_allocate(capacity, false).await.map_err(io)?;
+        file.fdatasync().await.map_err(io)?;
+        let folder = Directory::open(dir)
+            .await
+            .map_err(|e| StorageError::io(dir, &e.into()))?;
+        folder.sync().await.map_err(|e| StorageError::io(dir, &e.into()))?;
+        let _ = folder.close().await;
+        Ok(())
+    };
+    match allocated.await {
+        Ok(()) => Ok(file),
+        Err(error) => {
+            let _ = file.close().await;
+            let _ = glommio::io::remove(&path).await;
+            Err(error)
+        }
+    }
+}
+
+/// The shard's one writer: takes everything appended since its last write, writes it as
+/// aligned blocks (rewriting the partial last block), syncs per the policy, wakes waiters.
+async fn writer(inner: Rc<Inner>) {
+    let mut tail = Tail::default();
+    let mut taken = Vec::new();
+    let mut last_sync = Instant::now();
+    let sync_every = Duration::from_millis(STORAGE_EVERYSEC_SYNC_MS);
+    loop {
+        let idle = || inner.buffer.borrow().is_empty();
+        let unsynced = || inner.synced.get() < inner.written.get();
+        if idle() && inner.failed.borrow().is_none() {
+            if inner.closing.get() && !unsynced() {
+                break;
+            }
+            let work = inner.doorbell.wait_until(|| !idle() || inner.closing.get());
+            if inner.config.fsync == FsyncPolicy::EverySec && unsynced() {
+                let due = sync_every.saturating_sub(last_sync.elapsed());
+                futures_lite::future::or(work, glommio::timer::sleep(due)).await;
+            } else {
+                work.await;
+            }
+        }
+        if inner.failed.borrow().is_some() {
+            break;
+        }
+        if !idle() {
+            std::mem::swap(&mut *inner.buffer.borrow_mut(), &mut taken);
+            let end = inner.appended.get();
+            let file = inner.segment.borrow().as_ref().map(|s| (s.seq, s.file.clone()));
+            let (seq, file) = file.expect("bytes are appended only to a segment");
+            inner.progress.notify_all(); // the buffer has room again
+            if let Err(error) = tail.write(&inner, seq, &file, &taken).await {
+                inner.poison(error);
+                break;
+            }
+            taken.clear();
+            inner.written.set(end);
+            if inner.config.fsync == FsyncPolicy::Always {
+                if inner.sync(&file).await.is_err() {
+                    break;
+                }
+                inner.synced.set(end);
+                last_sync = Instant::now();
+            }
+            inner.progress.notify_all();
+        }
+        let sync_due = inner.config.fsync == FsyncPolicy::EverySec && last_sync.elapsed() >= sync_every;
+        if unsynced() && (sync_due || inner.closing.get() && idle()) {
+            let written = inner.written.get();
+            let file = inner.segment.borrow().as_ref().map(|s| s.file.clone());
+            if let Some(file) = file
+                && inner.sync(&file).await.is_err()
+            {
+                break;
+            }
+            inner.synced.set(written);
+            last_sync = Instant::now();
+            inner.progress.notify_all();
+        }
+    }
+    inner.writer_done.set(true);
+    inner.progress.notify_all();
+}
+
+/// The partial last block of the segment being written: every write starts with it, so
+/// O_DIRECT writes stay aligned and the file stays a prefix of records followed by zeros.
+#[derive(Default)]
+struct Tail {
+    seq: u64,
+    /// File offset of the block the tail bytes start (aligned).
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    async fn write(&mut self, inner: &Inner, seq: u64, file: &DmaFile, data: &[u8]) -> Result<(), StorageError> {
+        if self.seq != seq {
+            *self = Tail {
+                seq,
+                offset: 0,
+                bytes: Vec::new(),
+            };
+        }
+        let align = file.alignment().max(4096) as usize;
+        let path = dir::segment_path(&inner.dir, seq);
+        let mut from = 0;
+        while from < data.len() {
+            let take = (STORAGE_WRITE_BYTES_MAX - self.bytes.len()).min(data.len() - from);
+            let len = self.bytes.len() + take;
+            let aligned = len.next_multiple_of(align);
+            let mut buffer = file.alloc_dma_buffer(aligned);
+            let out = buffer.as_bytes_mut();
+            out[..self.bytes.len()].copy_from_slice(&self.bytes);
+            out[self.bytes.len()..len].copy_from_slice(&data[from..from + take]);
+            out[len..].fill(0);
+            let whole = len / align * align;
+            let next_tail = out[whole..len].to_vec();
+            let wrote = file.write_at(buffer, self.offset).await;
+            let wrote = wrote.map_err(|e| StorageError::io(&path, &e.into()))?;
+            if wrote != aligned {
+                let message = format!("short write: {wrote} of {aligned} bytes");
+                return Err(StorageError::Io { file: path, message });
+            }
+            let mut stats = inner.stats.borrow_mut();
+            stats.writes += 1;
+            stats.written_bytes += aligned as u64;
+            self.offset += whole as u64;
+            self.bytes = next_tail;
+            from += take;
+        }
+        Ok(())
+    }
+}
