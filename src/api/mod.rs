@@ -187,7 +187,7 @@ pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
 
 /// Answers a broken invariant with 503 (never a panic, never a 500 for a client's request).
 fn internal_error(out: &mut Vec<u8>, what: &'static str) -> u16 {
-    log::error!("internal error: {what}");
+    crate::log_limited!(log::Level::Error, "internal error: {what}");
     let error = Error::Unavailable("internal error");
     response::error(out, &error, false);
     error.status()
