@@ -90,6 +90,14 @@ pub const CHUNKS_PER_BODY_MAX: usize = 4096;
 pub const CHUNK_TRAILER_BYTES_MAX: usize = HEADER_BYTES_MAX;
 /// Bytes asked of the socket per read when the buffer has no better size in mind.
 pub const READ_CHUNK_BYTES: usize = 16 << 10;
+/// Most bytes of buffer an idle keep-alive connection keeps: before it waits for its next
+/// request its read buffer shrinks to twice what its last requests took (at least
+/// `CONNECTION_IDLE_BUFFER_BYTES_MIN`, at most this), and a write buffer or bookkeeping larger
+/// than that is given back. 16 pipelined GETs fit without growing it.
+pub const CONNECTION_IDLE_BUFFER_BYTES: usize = 2 << 10;
+/// Smallest read buffer a connection keeps, and the one it starts with (a GET or a small PUT
+/// fits).
+pub const CONNECTION_IDLE_BUFFER_BYTES_MIN: usize = 512;
 /// Most pipelined requests answered as one batch (one write); the rest wait for the next batch.
 pub const PIPELINE_REQUESTS_MAX: usize = 256;
 /// Response bytes buffered before a batch is flushed early (bounds memory for big GETs).
@@ -168,6 +176,8 @@ const _: () = assert!(
     "a base64 POST of the largest default value must fit in the default JSON body limit"
 );
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
+const _: () = assert!(CONNECTION_IDLE_BUFFER_BYTES_MIN <= CONNECTION_IDLE_BUFFER_BYTES);
+const _: () = assert!(CONNECTION_IDLE_BUFFER_BYTES <= READ_CHUNK_BYTES);
 const _: () = assert!(
     PEER_REPLY_VALUE_BYTES_MAX <= WRITE_BUFFER_FLUSH_BYTES,
     "a peer's reply fits in what a connection buffers before it writes"

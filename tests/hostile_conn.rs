@@ -205,3 +205,39 @@ fn a_large_body_then_small_requests_on_one_connection() {
         .unwrap();
     assert!(conn.reader.read(&mut byte).is_err(), "nothing more was sent");
 }
+
+// Goal: an idle keep-alive connection costs little user-space memory: its buffers are sized to
+// what it holds now, not to what it once held (issue 14: ≤ 2 KiB each, measured as RSS).
+#[test]
+fn idle_connections_are_cheap() {
+    const CONNECTIONS: usize = 4_000;
+    let server = Server::start(&["--max-connections", "10000"]);
+    let value = vec![b'v'; 100];
+    assert_eq!(server.request("PUT", "/v1/keys/idle", &value).status, 201);
+    // Warm the allocator with a first wave, so the measured wave pays for itself only.
+    let warm: Vec<Conn> = (0..200).map(|_| Conn::new(server.addr)).collect();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_bytes(&server);
+    let mut conns: Vec<Conn> = (0..CONNECTIONS).map(|_| Conn::new(server.addr)).collect();
+    // Every connection pipelines a few GETs once, then goes idle.
+    let mut pipeline = Vec::new();
+    for _ in 0..8 {
+        pipeline.extend(encode_request("GET", "/v1/keys/idle", &[], b""));
+    }
+    for conn in &mut conns {
+        conn.send(&pipeline);
+    }
+    for conn in &mut conns {
+        for _ in 0..8 {
+            assert_eq!(conn.read().status, 200);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let per_connection = rss_bytes(&server).saturating_sub(before) / CONNECTIONS as u64;
+    eprintln!("idle connection: {per_connection} bytes of RSS each");
+    assert!(
+        per_connection <= 6 << 10,
+        "{per_connection} bytes of RSS per idle connection"
+    );
+}

@@ -23,18 +23,22 @@ use crate::error::Error;
 use crate::http::registry::{Registration, Registry};
 use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
-use crate::limits::{PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS};
+use crate::limits::{
+    CONNECTION_IDLE_BUFFER_BYTES, CONNECTION_IDLE_BUFFER_BYTES_MIN, PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES,
+    WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
+};
 use crate::shard::context::ShardContext;
 use crate::shard::dispatch::Dispatcher;
 
-/// A buffer larger than this is given back once it is empty (after a large body).
-const READ_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
 /// After the last response of a closing connection, how long its further input is drained
 /// before the socket closes, in ms, and how much of it at most.
 const LINGER_MS: u64 = 500;
 const LINGER_DISCARD_BYTES_MAX: usize = 1 << 20;
 /// A write buffer larger than this is given back after it is flushed.
 const WRITE_BUFFER_KEEP_BYTES: usize = 4 * READ_CHUNK_BYTES;
+/// Plans and outcome slots an idle connection keeps room for (more after a deep pipeline are
+/// given back).
+const IDLE_PLANS_KEEP: usize = 16;
 
 /// Answers a connection over the shard's limit with 503 and closes it.
 pub async fn refuse(mut stream: TcpStream, limit: usize) {
@@ -62,6 +66,8 @@ struct ReadBuffer {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// Most bytes it held since it last shrank: sizes it for the connection's next requests.
+    peak: usize,
 }
 
 impl ReadBuffer {
@@ -74,9 +80,18 @@ impl ReadBuffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.data.len() > READ_BUFFER_KEEP_BYTES {
-                self.data = vec![0; READ_CHUNK_BYTES];
-            }
+        }
+    }
+
+    /// Once the buffer is empty, gives back all but twice what the last requests took (within
+    /// `CONNECTION_IDLE_BUFFER_BYTES_MIN..=CONNECTION_IDLE_BUFFER_BYTES`).
+    fn shrink_when_empty(&mut self) {
+        let keep = (2 * self.peak).clamp(CONNECTION_IDLE_BUFFER_BYTES_MIN, CONNECTION_IDLE_BUFFER_BYTES);
+        self.peak = 0;
+        if self.start == self.end && self.data.len() > keep {
+            self.data = vec![0; keep];
+            self.start = 0;
+            self.end = 0;
         }
     }
 
@@ -85,16 +100,19 @@ impl ReadBuffer {
     /// (`total_bytes`, head plus declared body) is known. A declared length alone never
     /// reserves memory.
     fn spare(&mut self, total_bytes: Option<usize>) -> &mut [u8] {
-        const FREE_MIN: usize = READ_CHUNK_BYTES / 4;
-        if self.data.len() - self.end < FREE_MIN && self.start > 0 {
+        // Grow (or compact) once less than a quarter of the buffer is free.
+        let free_min = self.data.len() / 4;
+        if self.data.len() - self.end < free_min && self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.data.len() - self.end < FREE_MIN {
-            let mut step = self.end.max(READ_CHUNK_BYTES);
+        if self.data.len() - self.end < free_min.max(1) {
+            let mut step = self
+                .end
+                .clamp(CONNECTION_IDLE_BUFFER_BYTES_MIN, READ_CHUNK_BYTES.max(self.end));
             if let Some(rest) = total_bytes.and_then(|total| total.checked_sub(self.end)) {
-                step = step.min(rest.max(FREE_MIN));
+                step = step.min(rest.max(CONNECTION_IDLE_BUFFER_BYTES_MIN));
             }
             self.data.resize(self.end + step, 0);
         }
@@ -139,11 +157,12 @@ impl Connection {
             shard,
             registered,
             input: ReadBuffer {
-                data: vec![0; READ_CHUNK_BYTES],
+                data: vec![0; CONNECTION_IDLE_BUFFER_BYTES_MIN],
                 start: 0,
                 end: 0,
+                peak: 0,
             },
-            output: Vec::with_capacity(READ_CHUNK_BYTES),
+            output: Vec::new(),
             clock: RequestClock::default(),
             framing: request::BodyProgress::default(),
             plans: Vec::new(),
@@ -234,15 +253,33 @@ impl Connection {
         (need, closing)
     }
 
+    /// Before waiting for a next request that may be long in coming: keep only
+    /// `CONNECTION_IDLE_BUFFER_BYTES` of read buffer, and give back the write buffer and any
+    /// bookkeeping a deep pipeline grew.
+    fn shrink_for_idle(&mut self) {
+        self.input.shrink_when_empty();
+        if self.output.capacity() > CONNECTION_IDLE_BUFFER_BYTES {
+            self.output = Vec::new();
+        }
+        if self.plans.capacity() > IDLE_PLANS_KEEP {
+            self.plans = Vec::new();
+            self.outcome_counts = Vec::new();
+            self.dispatcher.shrink();
+        }
+    }
+
     /// Reads more input under the deadline of the current phase. Returns false on a clean end
     /// (peer closed, idle timeout, shutdown); answers 408 when a started request times out.
     ///
     /// The deadline is enforced by the shard's sweeper ([`Registry::sweep_forever`]), which
     /// ends the read with `shutdown(SHUT_RD)`: a read arms no timer and reads no clock.
     async fn read_more(&mut self, need: Need) -> io::Result<bool> {
-        let args = &self.shard.args;
         let now = self.registered.coarse_now_ms();
         self.registered.set_mid_request(matches!(need, Need::Body { .. }));
+        if self.input.filled().is_empty() {
+            self.shrink_for_idle();
+        }
+        let args = &self.shard.args;
         let (deadline_ms, phase, limit_ms) = if self.input.filled().is_empty() {
             (now.saturating_add(args.idle_timeout_ms), None, args.idle_timeout_ms)
         } else if let Need::Head = need {
@@ -291,6 +328,7 @@ impl Connection {
                     self.clock.started = Some(self.registered.coarse_now_ms());
                 }
                 self.input.end += bytes;
+                self.input.peak = self.input.peak.max(self.input.end - self.input.start);
                 Ok(true)
             }
             Err(e) => Err(e),
@@ -336,7 +374,7 @@ impl Connection {
             self.stream.write_all(&self.output).await?;
             self.output.clear();
             if self.output.capacity() > WRITE_BUFFER_KEEP_BYTES {
-                self.output = Vec::with_capacity(READ_CHUNK_BYTES);
+                self.output = Vec::new();
             }
         }
         Ok(())

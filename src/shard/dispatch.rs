@@ -200,6 +200,15 @@ impl Dispatcher {
         }
     }
 
+    /// Gives back the room a deep pipeline grew (between batches, for an idle connection).
+    pub fn shrink(&mut self) {
+        debug_assert!(self.slots.is_empty(), "shrink between batches only");
+        self.slots = VecDeque::new();
+        for state in &mut self.owners {
+            *state = Owner::default();
+        }
+    }
+
     /// Forgets the batch: every reply's values are freed, nothing is pending.
     pub fn clear(&mut self) {
         debug_assert!(
