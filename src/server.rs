@@ -33,6 +33,8 @@ use crate::warn_limited;
 
 /// How often a draining shard checks whether its connections have finished.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often a shard's executor wakes while it joins the mesh (see `run_shard`).
+const MESH_JOIN_TICK: Duration = Duration::from_millis(10);
 /// How often the main thread wakes to check on the shards while waiting for a signal.
 const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Pause after an accept error that is about resources (EMFILE, ENFILE, ENOBUFS, ENOMEM).
@@ -229,11 +231,21 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         locked,
     } = setup;
     let listener = Listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // glommio's shared channels wake a sleeping executor through an eventfd, and a wake-up that
+    // races the executor going to sleep can be lost: seen here as 1 start in 24 hanging in the
+    // mesh handshake, both executors asleep. A timer that keeps the executor waking while it
+    // joins makes it look at its channels again; it is dropped (cancelled) once joined.
+    let ticker = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(MESH_JOIN_TICK).await;
+        }
+    });
     let joined = future::or(async { Some(mesh.join().await) }, async {
         latches.shutdown.wait().await;
         None
     })
     .await;
+    drop(ticker);
     let Some(Ok((senders, mut receivers))) = joined else {
         return Err("stopped before every shard joined the mesh".into());
     };
