@@ -213,8 +213,19 @@ impl ShardLog {
 
     /// Appends a Set record. Synchronous; fails with `LogBusy` unless `reserve` made room.
     pub fn append_set(&self, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>) -> Result<Lsn, StorageError> {
+        self.append_set_versioned(key, value, expires_at_unix_ms, 0)
+    }
+
+    /// Appends a Set record carrying the key's version (see [`ShardLog::append_set`]).
+    pub fn append_set_versioned(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_at_unix_ms: Option<u64>,
+        version: u64,
+    ) -> Result<Lsn, StorageError> {
         self.inner.append(record::set_bytes(key.len(), value.len()), |out| {
-            record::encode_set(out, key, value, expires_at_unix_ms)
+            record::encode_set(out, key, value, expires_at_unix_ms, version)
         })
     }
 

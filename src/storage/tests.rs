@@ -46,6 +46,7 @@ fn apply(model: &mut Model, replayed: Replayed<'_>) {
             key,
             value,
             expires_at_unix_ms,
+            ..
         } => {
             model.insert(key.to_vec(), (value.to_vec(), expires_at_unix_ms));
         }
@@ -91,6 +92,7 @@ async fn random_write(log: &ShardLog, model: &RefCell<Model>, rng: &mut Rng, key
                     key: &key,
                     value: &value,
                     expires_at_unix_ms: deadline,
+                    version: 0,
                 },
             );
             lsn
