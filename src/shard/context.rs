@@ -316,4 +316,17 @@ mod tests {
         counters.count_connection(false);
         assert_eq!(counters.open_connections(), 1);
     }
+
+    // Goal: a connection waits for its newest write, and one failed append poisons the wait.
+    #[test]
+    fn logged_keeps_the_newest_position_and_the_first_failure() {
+        let at = |n| Logged::At(Lsn(n));
+        let Logged::At(lsn) = at(5).then(Logged::Nothing).then(at(9)).then(at(7)) else {
+            panic!("a position")
+        };
+        assert_eq!(lsn, Lsn(9));
+        assert!(matches!(Logged::Nothing.then(Logged::Nothing), Logged::Nothing));
+        let failed = at(3).then(Logged::Failed(StorageError::LogBusy)).then(at(11));
+        assert!(matches!(failed, Logged::Failed(StorageError::LogBusy)));
+    }
 }

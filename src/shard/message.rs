@@ -429,4 +429,38 @@ mod tests {
         );
         assert_eq!(Outcome::<&[u8]>::Deleted(true).to_owned(), Outcome::Deleted(true));
     }
+
+    // Goal: a peer reply whose log failed answers every write with the refusal, keeps reads;
+    // a write reserves exactly the record it may append.
+    #[test]
+    fn failed_logs_refuse_writes_and_writes_reserve_their_record() {
+        let mut reply = PeerReply {
+            outcomes: vec![
+                Outcome::Created,
+                Outcome::Found {
+                    value: Box::from(&b"v"[..]),
+                    ttl_ms: None,
+                },
+                Outcome::Deleted(true),
+                Outcome::Missing,
+            ],
+            deferred: Vec::new(),
+        };
+        reply.refuse_writes(Refusal::LogFailed);
+        assert_eq!(reply.outcomes[0], Outcome::Refused(Refusal::LogFailed));
+        assert!(matches!(reply.outcomes[1], Outcome::Found { .. }));
+        assert_eq!(reply.outcomes[2], Outcome::Refused(Refusal::LogFailed));
+        assert_eq!(reply.outcomes[3], Outcome::Missing);
+        let put = Op::Put {
+            record: Record::new(b"key", b"value"),
+            ttl_ms: None,
+        };
+        assert_eq!(put.log_bytes(), crate::storage::set_bytes(3, 5));
+        assert_eq!(
+            Op::Delete(Box::from(&b"key"[..])).log_bytes(),
+            crate::storage::delete_bytes(3)
+        );
+        assert_eq!(Op::Get(Box::from(&b"key"[..])).log_bytes(), 0);
+        assert!(!Op::Get(Box::from(&b"k"[..])).is_write());
+    }
 }
