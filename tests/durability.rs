@@ -71,6 +71,7 @@ fn serve_failing(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("corekv serve kept running where it should have failed");
 }
 
