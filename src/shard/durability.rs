@@ -25,6 +25,7 @@ use super::store::Store;
 use super::{StoreHandle, shard_for};
 use crate::limits::{STORAGE_SNAPSHOT_CHECK_MS, STORAGE_SNAPSHOT_CHUNK_KEYS, STORAGE_WRITE_BYTES_MAX};
 use crate::storage::{self, DataDir, Layout, Replayed, ShardLog, StorageError};
+use crate::warn_limited;
 
 /// The locked data dir and the layout this run writes; shared by every shard.
 pub struct Durability {
@@ -184,7 +185,8 @@ pub async fn snapshot_forever(shard: Rc<ShardContext>, durability: Arc<Durabilit
         if log.should_snapshot(live_bytes) {
             match write_snapshot(store, &log).await {
                 Ok(keys) => info!("shard {}: snapshot written ({keys} keys)", shard.id),
-                Err(e) => warn!("shard {}: snapshot failed (retried later): {e}", shard.id),
+                // Rate-limited: a full disk or a failed log fails every check until it is fixed.
+                Err(e) => warn_limited!("shard {}: snapshot failed (retried later): {e}", shard.id),
             }
         }
         drop(log);
@@ -247,7 +249,7 @@ async fn remove_superseded(durability: &Arc<Durability>) {
         }
         // Not every shard has its first snapshot yet: try again on the next check.
         Err(StorageError::Layout(_)) => {}
-        Err(e) => warn!("removing superseded layouts: {e}"),
+        Err(e) => warn_limited!("removing superseded layouts: {e}"),
     }
 }
 
