@@ -324,6 +324,9 @@ impl Connection {
             shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
                 self.flush().await?;
+                // The flush awaited: other tasks may have used the log room the rest of the
+                // batch's local writes had reserved.
+                self.dispatcher.reserve_local_writes(&shard).await;
             }
         }
         self.plans = plans;

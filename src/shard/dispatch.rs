@@ -155,8 +155,10 @@ impl Dispatcher {
 
     /// Reserves log room for every local write not yet run, as the last await before they
     /// run at render time (so nothing else can take the room meanwhile). When the log cannot
-    /// take them, they answer the refusal and never run.
-    async fn reserve_local_writes(&mut self, shard: &ShardContext) {
+    /// take them, they answer the refusal and never run. [`Dispatcher::send`] and
+    /// [`Dispatcher::resume`] end with it; a caller that awaits anything else between rendering
+    /// two outcomes (a flush) must call it again before rendering on.
+    pub async fn reserve_local_writes(&mut self, shard: &ShardContext) {
         let Some(log) = shard.log() else {
             return;
         };
