@@ -518,4 +518,70 @@ mod tests {
         assert_eq!(got.0[1], Ok(Outcome::Missing));
         assert!(matches!(got.1, Err(Error::Unavailable(_))));
     }
+
+    // Goal: a batch of local writes larger than the log's buffer bound is reserved whole and
+    // logged whole, even when another task uses the log between two of its renders (the
+    // caller re-reserves after its await); every write is recovered afterwards.
+    #[test]
+    fn local_writes_are_reserved_and_logged_across_an_await() {
+        use crate::storage::{self, Config, DataDir, FsyncPolicy, RecoveryStats, ShardLog};
+        use std::rc::Rc;
+        let root = storage::test_dir("dispatch-log");
+        let dir = DataDir::lock(&root).unwrap();
+        let layout_1 = dir.layout_for(1).unwrap();
+        let (open_layout, lock_path) = (layout_1.clone(), root.clone());
+        drop(dir);
+        let failed = on_shards(
+            layout(1, vec![]),
+            |_| Store::default(),
+            move |shard| async move {
+                let _dir = DataDir::lock(&lock_path).unwrap();
+                let config = Config {
+                    buffer_bytes_max: 4096,
+                    segment_bytes: 1 << 20,
+                    ..Config::new(FsyncPolicy::Always)
+                };
+                let log = ShardLog::open(config, &open_layout, 0, &RecoveryStats::default())
+                    .await
+                    .unwrap();
+                *shard.log.borrow_mut() = Some(Rc::new(log));
+                let mut dispatcher = Dispatcher::new(1);
+                for i in 0..20 {
+                    let record = Record::new(format!("k{i}").as_bytes(), &[b'v'; 1000]);
+                    dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                }
+                dispatcher.send(&shard).await;
+                let mut failed = 0;
+                for i in 0..20 {
+                    if i == 10 {
+                        // Another connection takes the log's room meanwhile.
+                        let other = shard.log().unwrap();
+                        other.reserve(storage::set_bytes(5, 3000)).await.unwrap();
+                        other.append_set(b"other", &[b'o'; 3000], None).unwrap();
+                        dispatcher.reserve_local_writes(&shard).await;
+                    }
+                    let ok = dispatcher.outcomes(&shard).next(|o| o == Ok(Outcome::Created));
+                    failed += usize::from(!ok);
+                }
+                dispatcher.clear();
+                let logged = dispatcher.take_logged();
+                let log = shard.log().unwrap();
+                logged.durable(Some(&log)).await.map_err(|e| e.to_string())?;
+                drop(log);
+                let log = shard.log.borrow_mut().take().unwrap();
+                Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+                Ok::<usize, String>(failed)
+            },
+        );
+        assert_eq!(failed, Ok(0));
+        let recovered = storage::run_on_executor(move || async move {
+            let dir = DataDir::lock(&root).unwrap();
+            let mut keys = 0;
+            storage::recover(&dir, &layout_1, 0, |_| true, |_| keys += 1)
+                .await
+                .unwrap();
+            keys
+        });
+        assert_eq!(recovered, 21, "every write of the batch, and the other connection's");
+    }
 }
