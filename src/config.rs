@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::limits;
 pub use crate::shard::store::{Budget, Eviction};
+use crate::storage::FsyncPolicy;
 
 /// corekv: a thread-per-core, shared-nothing HTTP key-value server on io_uring.
 #[derive(Debug, Parser)]
@@ -155,6 +156,34 @@ pub struct ServeArgs {
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,
+
+    /// Keep the data on disk in DIR (a write-ahead log and snapshots per shard) and recover
+    /// it at start-up. Without it the server keeps everything in memory only.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// With --data-dir: when a write is answered. `always`: after its record is fdatasynced;
+    /// `everysec`: once it reached the OS (fdatasync at least every second); `never`: once it
+    /// reached the OS.
+    #[arg(long, value_enum, default_value_t = FsyncPolicy::EverySec)]
+    pub fsync: FsyncPolicy,
+
+    /// With --data-dir: size each log segment is preallocated to, in bytes.
+    #[arg(long = "log-segment-bytes", default_value_t = limits::STORAGE_SEGMENT_BYTES_DEFAULT,
+          value_parser = clap::value_parser!(u64)
+              .range(limits::STORAGE_SEGMENT_BYTES_MIN..=limits::STORAGE_SEGMENT_BYTES_CEILING))]
+    pub log_segment_bytes: u64,
+
+    /// With --data-dir: snapshot once the log since the last snapshot is this many times the
+    /// live data...
+    #[arg(long = "snapshot-log-ratio", default_value_t = limits::STORAGE_SNAPSHOT_LOG_RATIO_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=limits::STORAGE_SNAPSHOT_LOG_RATIO_CEILING))]
+    pub snapshot_log_ratio: u64,
+
+    /// ...and at least this many bytes.
+    #[arg(long = "snapshot-floor-bytes", default_value_t = limits::STORAGE_SNAPSHOT_FLOOR_BYTES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=limits::STORAGE_SNAPSHOT_FLOOR_BYTES_CEILING))]
+    pub snapshot_floor_bytes: u64,
 }
 
 impl ServeArgs {
@@ -170,6 +199,16 @@ impl ServeArgs {
         {
             Command::Serve(args) => args,
             other => unreachable!("`corekv serve ...` parsed as {other:?}"),
+        }
+    }
+
+    /// The log settings every shard's [`crate::storage::ShardLog`] gets.
+    pub fn storage_config(&self) -> crate::storage::Config {
+        crate::storage::Config {
+            segment_bytes: self.log_segment_bytes,
+            snapshot_log_ratio: self.snapshot_log_ratio,
+            snapshot_floor_bytes: self.snapshot_floor_bytes,
+            ..crate::storage::Config::new(self.fsync)
         }
     }
 

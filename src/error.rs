@@ -51,6 +51,19 @@ pub enum Error {
     Unavailable(&'static str),
     /// 505: not HTTP/1.0 or HTTP/1.1.
     VersionNotSupported,
+    /// 507: no room on the disk for the write-ahead log: the write was not applied.
+    DiskFull,
+    /// 503: the write-ahead log failed: the write was not applied, or is not durable.
+    LogFailed,
+}
+
+impl From<crate::shard::message::Refusal> for Error {
+    fn from(refusal: crate::shard::message::Refusal) -> Error {
+        match refusal {
+            crate::shard::message::Refusal::DiskFull => Error::DiskFull,
+            crate::shard::message::Refusal::LogFailed => Error::LogFailed,
+        }
+    }
 }
 
 impl Error {
@@ -67,7 +80,8 @@ impl Error {
             Error::HeadersTooLarge { .. } => 431,
             Error::NotImplemented(_) => 501,
             Error::Unavailable(_) => 503,
-            Error::InsufficientStorage(_) => 507,
+            Error::InsufficientStorage(_) | Error::DiskFull => 507,
+            Error::LogFailed => 503,
             Error::VersionNotSupported => 505,
         }
     }
@@ -153,6 +167,16 @@ impl fmt::Display for Error {
             Error::VersionNotSupported => {
                 write!(f, "HTTP version not supported: use HTTP/1.1 or HTTP/1.0")
             }
+            Error::DiskFull => write!(
+                f,
+                "disk full: no room for the write-ahead log on the key's shard (--data-dir); \
+                 the write was not applied: free disk space and retry"
+            ),
+            Error::LogFailed => write!(
+                f,
+                "the write-ahead log failed on the key's shard (see the server's log): the write \
+                 was not applied or is not durable; the server needs a restart"
+            ),
         }
     }
 }
@@ -191,6 +215,8 @@ mod tests {
             (Error::UriTooLong { size: 300, limit: 250 }, 414, "250"),
             (Error::HeadersTooLarge { detail: "too many" }, 431, "too many"),
             (Error::VersionNotSupported, 505, "HTTP/1.1"),
+            (Error::DiskFull, 507, "disk full: "),
+            (Error::LogFailed, 503, "write-ahead log failed"),
             (Error::InsufficientStorage(Limit::Keys(7)), 507, "--max-keys (7 keys)"),
             (
                 Error::InsufficientStorage(Limit::Memory(9)),

@@ -13,7 +13,8 @@
 //! - [`server`]: start-up checks, executors and pinning, listeners, readiness, shutdown.
 //! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router,
 //!   the shard's shared state (`context`) and the dispatcher that runs operations where their
-//!   keys live (`dispatch`).
+//!   keys live (`dispatch`), and its durability at run time (`durability`: recovery,
+//!   snapshots, closing the log).
 //! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
 //!   registry of open connections and their deadlines.
 //! - [`api`]: what each route means: turns a parsed request into store operations and back.

@@ -164,6 +164,17 @@ pub const STORAGE_EVERYSEC_SYNC_MS: u64 = 1_000;
 pub const STORAGE_SNAPSHOT_LOG_RATIO_DEFAULT: u64 = 2;
 /// Default snapshot trigger floor: no snapshot while the log is smaller than this, in bytes.
 pub const STORAGE_SNAPSHOT_FLOOR_BYTES_DEFAULT: u64 = 64 << 20;
+/// Smallest and largest `--log-segment-bytes`, in bytes.
+pub const STORAGE_SEGMENT_BYTES_MIN: u64 = 64 << 10;
+pub const STORAGE_SEGMENT_BYTES_CEILING: u64 = 4 << 30;
+/// Largest `--snapshot-log-ratio`.
+pub const STORAGE_SNAPSHOT_LOG_RATIO_CEILING: u64 = 1_000;
+/// Largest `--snapshot-floor-bytes`, in bytes.
+pub const STORAGE_SNAPSHOT_FLOOR_BYTES_CEILING: u64 = 1 << 40;
+/// How often each shard asks its log whether a snapshot is due, in ms.
+pub const STORAGE_SNAPSHOT_CHECK_MS: u64 = 200;
+/// Keys a snapshot copies from the store per step before it writes and yields.
+pub const STORAGE_SNAPSHOT_CHUNK_KEYS: usize = 1_024;
 
 const _: () = assert!(
     KEY_BYTES_MAX_CEILING as usize * 3 < HEADER_BYTES_MAX,
@@ -207,3 +218,9 @@ const _: () = assert!(
 const _: () = assert!(STORAGE_RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX.is_multiple_of(4096) && STORAGE_READ_CHUNK_BYTES.is_multiple_of(4096));
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX <= IO_MEMORY_BYTES_MIN * 4);
+const _: () = assert!(
+    STORAGE_SEGMENT_BYTES_MIN <= STORAGE_SEGMENT_BYTES_DEFAULT
+        && STORAGE_SEGMENT_BYTES_DEFAULT <= STORAGE_SEGMENT_BYTES_CEILING
+        && STORAGE_SNAPSHOT_LOG_RATIO_DEFAULT <= STORAGE_SNAPSHOT_LOG_RATIO_CEILING
+        && STORAGE_SNAPSHOT_FLOOR_BYTES_DEFAULT <= STORAGE_SNAPSHOT_FLOOR_BYTES_CEILING
+);

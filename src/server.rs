@@ -24,6 +24,7 @@ use crate::limits::{
 };
 use crate::os::{self, Listener, ReserveFd, ShutdownSignals};
 use crate::shard::context::{Counters, Latches, ShardContext};
+use crate::shard::durability::{self, Durability};
 use crate::shard::locked::LockedStore;
 use crate::shard::message::ShardMessage;
 use crate::shard::router::{Router, serve_peer};
@@ -78,10 +79,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     check_fd_limit(nr_shards, args.connections_per_shard_max);
     let (addr, reservation) = reserve_port(args.addr)?;
     refuse_if_in_use(addr, 0)?;
+    let durability = open_data_dir(&args, nr_shards)?;
     let mut signals = ShutdownSignals::block().map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
     let latches = Latches::new(nr_shards);
     let args = ServeArgs { addr, ..args };
-    let handles = spawn_shards(&args, &cpus, nr_shards, &latches);
+    let handles = spawn_shards(&args, &cpus, nr_shards, &latches, durability);
     let mut failures = supervise(&args, &cpus, nr_shards, &latches, reservation, &mut signals);
     for (id, handle) in handles.into_iter().enumerate() {
         match handle.join() {
@@ -96,6 +98,29 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     } else {
         Err(failures.join("; "))
     }
+}
+
+/// With `--data-dir`: locks it (naming the pid that holds it otherwise) and picks the layout
+/// for `nr_shards`, on the main thread before any executor starts.
+fn open_data_dir(args: &ServeArgs, nr_shards: usize) -> Result<Option<Arc<Durability>>, String> {
+    let Some(dir) = &args.data_dir else {
+        return Ok(None);
+    };
+    if args.design == Design::Locked {
+        return Err(
+            "--data-dir is not supported with --design locked (a benchmark contender only): \
+             run the sharded design"
+                .into(),
+        );
+    }
+    let durability = Durability::open(dir, nr_shards).map_err(|e| e.to_string())?;
+    info!(
+        "data dir {} (--fsync {}), layout {}",
+        dir.display(),
+        format!("{:?}", args.fsync).to_lowercase(),
+        durability.layout.path.display()
+    );
+    Ok(Some(Arc::new(durability)))
 }
 
 /// The CPUs shards are pinned to: `--cpus`, which must lie in the affinity mask, or the mask.
@@ -118,7 +143,13 @@ type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
 
 /// Starts one pinned executor per shard, joined by one mesh. Stops at the first that cannot
 /// start, after opening `shutdown` so the ones already running stop too.
-fn spawn_shards(args: &ServeArgs, cpus: &[usize], nr_shards: usize, latches: &Latches) -> Vec<ShardHandle> {
+fn spawn_shards(
+    args: &ServeArgs,
+    cpus: &[usize],
+    nr_shards: usize,
+    latches: &Latches,
+    durability: Option<Arc<Durability>>,
+) -> Vec<ShardHandle> {
     let io_memory = io_memory_for(nr_shards);
     let mesh = MeshBuilder::<ShardMessage, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
     let locked = (args.design == Design::Locked).then(|| Arc::new(LockedStore::new(args.budget_for(0, 1))));
@@ -134,6 +165,7 @@ fn spawn_shards(args: &ServeArgs, cpus: &[usize], nr_shards: usize, latches: &La
             latches: latches.clone(),
             mesh: mesh.clone(),
             locked: locked.clone(),
+            durability: durability.clone(),
         };
         // The guard lives in the closure glommio runs on the new thread, so it also drops (and
         // the main thread learns of it) when glommio fails to build the executor before our
@@ -215,10 +247,12 @@ struct ShardSetup {
     latches: Latches,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
     locked: Option<Arc<LockedStore>>,
+    /// The data dir (`--data-dir`), shared by every shard.
+    durability: Option<Arc<Durability>>,
 }
 
-/// One shard's life: bind, join the mesh, load its part of `--load`, serve until shutdown,
-/// drain, leave the mesh.
+/// One shard's life: bind, join the mesh, recover its keys (`--data-dir`), load its part of
+/// `--load`, serve until shutdown, drain, leave the mesh, close its log.
 async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let ShardSetup {
         id,
@@ -229,6 +263,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         latches,
         mesh,
         locked,
+        durability,
     } = setup;
     let listener = Listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     // glommio's shared channels wake a sleeping executor through an eventfd, and a wake-up that
@@ -262,6 +297,8 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         router: Router::new(senders),
         latches: latches.clone(),
         counters: Counters::default(),
+        log: RefCell::new(None),
+        recovered: RefCell::default(),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
@@ -274,8 +311,21 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     if let Some(path) = shard.args.load.clone()
         && (shard.args.design == Design::Sharded || id == 0)
     {
+        if let Some(durability) = &durability {
+            durability::recover_shard(&shard, durability).await?;
+        }
         let loader = crate::load::Loader::new(&shard.args, id == 0);
         loader.load(&shard.store, |key| shard.owner(key) == id, &path).await?;
+        if durability.is_some() {
+            // Loaded keys bypass the log: a snapshot before ready makes them durable, so a
+            // restart without --load keeps them.
+            durability::snapshot_now(&shard).await?;
+        }
+    } else if let Some(durability) = &durability {
+        durability::recover_shard(&shard, durability).await?;
+    }
+    if let Some(durability) = &durability {
+        glommio::spawn_local(durability::snapshot_forever(Rc::clone(&shard), Arc::clone(durability))).detach();
     }
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
@@ -292,6 +342,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     for task in peer_tasks {
         task.await;
     }
+    durability::close(&shard).await;
     debug!("shard {id} stopped");
     Ok(())
 }

@@ -104,6 +104,72 @@ const METRICS: &[Metric] = &[
         kind: "gauge",
         value: |s| s.connections,
     },
+    Metric {
+        name: "log_bytes",
+        help: "Write-ahead log bytes since the newest snapshot (--data-dir).",
+        kind: "gauge",
+        value: |s| s.storage.log_bytes,
+    },
+    Metric {
+        name: "log_segments",
+        help: "Write-ahead log segments since the newest snapshot.",
+        kind: "gauge",
+        value: |s| s.storage.segments,
+    },
+    Metric {
+        name: "snapshot_age_ms",
+        help: "Milliseconds since the newest snapshot finished (0: none since start-up).",
+        kind: "gauge",
+        value: |s| s.storage.snapshot_age_ms.unwrap_or(0),
+    },
+    Metric {
+        name: "snapshots_total",
+        help: "Snapshots written since start-up.",
+        kind: "counter",
+        value: |s| s.storage.snapshots,
+    },
+    Metric {
+        name: "log_writes_total",
+        help: "Writes of log bytes to the OS (group commit: one per flush).",
+        kind: "counter",
+        value: |s| s.storage.writes,
+    },
+    Metric {
+        name: "log_written_bytes_total",
+        help: "Log bytes written to the OS.",
+        kind: "counter",
+        value: |s| s.storage.written_bytes,
+    },
+    Metric {
+        name: "fsyncs_total",
+        help: "fdatasyncs of log segments.",
+        kind: "counter",
+        value: |s| s.storage.fsyncs,
+    },
+    Metric {
+        name: "fsync_us_sum",
+        help: "Total fdatasync latency, in microseconds.",
+        kind: "counter",
+        value: |s| s.storage.fsync_us_sum,
+    },
+    Metric {
+        name: "fsync_us_max",
+        help: "Longest fdatasync, in microseconds.",
+        kind: "gauge",
+        value: |s| s.storage.fsync_us_max,
+    },
+    Metric {
+        name: "recovery_us",
+        help: "How long start-up recovery took, in microseconds.",
+        kind: "gauge",
+        value: |s| s.storage.recovery_us,
+    },
+    Metric {
+        name: "recovery_records",
+        help: "Records start-up recovery read.",
+        kind: "gauge",
+        value: |s| s.storage.recovery_records,
+    },
 ];
 
 /// The Prometheus text exposition (format 0.0.4) of every shard's numbers.

@@ -87,10 +87,12 @@ impl Plan {
         let status = match &self.render {
             Render::Error(_) | Render::Json(..) => render_now(&self.render, keep_alive, out),
             Render::BulkUpdate { keys, keys_only } => {
-                let updated: Result<Vec<bool>, Error> = keys
+                // Every outcome is read (even past an error) so the next request reads its own.
+                let read: Vec<Result<bool, Error>> = keys
                     .iter()
                     .map(|_| outcomes.next(|outcome| outcome.map(|outcome| matches!(outcome, Outcome::Updated))))
                     .collect();
+                let updated: Result<Vec<bool>, Error> = read.into_iter().collect();
                 match updated {
                     Ok(updated) => render_bulk(keys, &updated, *keys_only, keep_alive, out),
                     Err(error) => render_error(out, &error, keep_alive),
@@ -155,7 +157,9 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         // Until every shard has loaded `--load`, no half-loaded data is served.
         Some(Ok((Ops::One(_) | Ops::Many(_), _))) if !context.ready => (
             Ops::None,
-            Render::Error(Error::Unavailable("not ready: still loading data (--load)")),
+            Render::Error(Error::Unavailable(
+                "not ready: still loading data (--load, or recovering --data-dir)",
+            )),
         ),
         Some(Ok(planned)) => planned,
         Some(Err(error)) => (Ops::None, Render::Error(error)),

@@ -7,7 +7,8 @@
 //! [`crate::api`]'s. Every buffer here is bounded: the read buffer grows only as bytes arrive
 //! (at most about twice what has arrived, never from a declared length), the write buffer is
 //! flushed past `WRITE_BUFFER_FLUSH_BYTES`, and at most `PIPELINE_REQUESTS_MAX` requests are
-//! parsed per batch.
+//! parsed per batch. With `--data-dir`, nothing is written out before the writes it
+//! acknowledges are durable ([`Connection::flush`]).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::debug;
+
+use crate::warn_limited;
 
 use crate::api::{self, Context, Plan};
 use crate::error::Error;
@@ -359,6 +362,9 @@ impl Connection {
             shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
                 self.flush().await?;
+                // The flush awaited: other tasks may have used the log room the rest of the
+                // batch's local writes had reserved.
+                self.dispatcher.reserve_local_writes(&shard).await;
             }
         }
         self.plans = plans;
@@ -369,7 +375,16 @@ impl Connection {
         self.flush().await
     }
 
+    /// Writes out the rendered responses, once every write they acknowledge is durable
+    /// (`--data-dir`): an answer never leaves before its log record is written or synced, per
+    /// `--fsync`. When the log failed, the connection closes without those answers.
     async fn flush(&mut self) -> io::Result<()> {
+        let logged = self.dispatcher.take_logged();
+        if let Err(e) = logged.durable(self.shard.log().as_deref()).await {
+            warn_limited!("closing a connection unanswered: its writes will never be durable: {e}");
+            self.output.clear();
+            return Err(io::Error::other(e.to_string()));
+        }
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
             self.output.clear();

@@ -5,13 +5,15 @@
 //! requests). It lives on its shard's thread only (`Rc`, plain `Cell`s) and never hands a
 //! reference to its store to another thread; it knows nothing of HTTP or sockets.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use super::message::{Op, Outcome, PeerReply, RequestsByClass, ShardStats};
+use super::message::{Op, Outcome, PeerReply, Refusal, RequestsByClass, ShardStats, StorageStats};
 use super::router::Router;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
+use crate::storage::{Lsn, RecoveryStats, ShardLog, StorageError};
 use crate::sync::latch::Latch;
 use crate::sync::shim;
 
@@ -98,9 +100,63 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
+    /// The shard's write-ahead log (`--data-dir`), once recovery has opened it; taken out to
+    /// be closed at shutdown.
+    pub log: RefCell<Option<Rc<ShardLog>>>,
+    /// What this shard's start-up recovery read, for stats.
+    pub recovered: RefCell<RecoveryStats>,
+}
+
+/// A write applied here whose log record the answer must wait for.
+pub enum Logged {
+    /// Nothing to wait for: a read, an unchanged key, or no `--data-dir`.
+    Nothing,
+    /// Wait for [`ShardLog::durable`] of this position before answering.
+    At(Lsn),
+    /// The append failed (the log is poisoned): the write is applied but will never be durable.
+    Failed(StorageError),
 }
 
 impl ShardContext {
+    /// The shard's log, when it runs with `--data-dir` and has recovered.
+    pub fn log(&self) -> Option<Rc<ShardLog>> {
+        self.log.borrow().clone()
+    }
+
+    /// Executes an operation on this shard like [`ShardContext::apply_local`] and, with a log,
+    /// appends the key's resulting state when a write changed it: the value and deadline read
+    /// back from the store (a Set), or a Delete. The caller reserved the record's bytes
+    /// ([`Op::log_bytes`]) with no await since, so the append cannot find the log busy.
+    /// A refused write (507 capacity) and an unchanged key log nothing.
+    pub fn apply_logged<R>(&self, op: Op, f: impl FnOnce(Outcome<&[u8]>) -> R) -> (R, Logged) {
+        let log = if op.is_write() { self.log() } else { None };
+        let Some(log) = log else {
+            return (self.apply_local(op, f), Logged::Nothing);
+        };
+        let key: Box<[u8]> = op.key().into();
+        let (answer, changed) = self.apply_local(op, |outcome| {
+            let changed = matches!(
+                outcome,
+                Outcome::Created | Outcome::Replaced | Outcome::Updated | Outcome::Deleted(true)
+            );
+            (f(outcome), changed)
+        });
+        if !changed {
+            return (answer, Logged::Nothing);
+        }
+        let appended = self.store.peek(&key, |current| match current {
+            Some((value, ttl_ms)) => {
+                let deadline = ttl_ms.map(|ttl| crate::storage::now_unix_ms().saturating_add(ttl));
+                log.append_set(&key, value, deadline)
+            }
+            None => log.append_delete(&key),
+        });
+        match appended {
+            Ok(lsn) => (answer, Logged::At(lsn)),
+            Err(error) => (answer, Logged::Failed(error)),
+        }
+    }
+
     /// The shard whose store holds `key`: its owner in the sharded design, this shard in the
     /// locked one (every executor reaches the one store directly).
     pub fn owner(&self, key: &[u8]) -> ShardId {
@@ -124,13 +180,33 @@ impl ShardContext {
     /// until they pass [`PEER_REPLY_VALUE_BYTES_MAX`]; the operations after that point are
     /// handed back unexecuted (`deferred`), and the asker sends them again once it has written
     /// what it has. The first operation always runs, so every batch makes progress.
-    pub fn answer_peer(&self, ops: Vec<Op>) -> PeerReply {
+    ///
+    /// With a log, room for every write's record is reserved first (if that fails, the writes
+    /// answer [`Outcome::Refused`] unapplied and the reads still run); then the batch runs
+    /// without an await. The reply must not be sent before [`ShardLog::durable`] of the
+    /// returned position (see [`crate::shard::router::serve_peer`]).
+    pub async fn answer_peer(&self, ops: Vec<Op>) -> (PeerReply, Logged) {
         self.counters.count_message_received();
+        let mut refused = None;
+        if let Some(log) = self.log() {
+            let bytes: usize = ops.iter().map(Op::log_bytes).sum();
+            if bytes > 0
+                && let Err(error) = log.reserve(bytes).await
+            {
+                refused = Some(Refusal::from_storage(&error));
+            }
+        }
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut value_bytes = 0usize;
+        let mut logged = Logged::Nothing;
         let mut ops = ops.into_iter();
         for op in ops.by_ref() {
-            let outcome = self.apply_local(op, |outcome| outcome.to_owned());
+            if let Some(refusal) = refused.filter(|_| op.is_write()) {
+                outcomes.push(Outcome::Refused(refusal));
+                continue;
+            }
+            let (outcome, this) = self.apply_logged(op, |outcome| outcome.to_owned());
+            logged = logged.then(this);
             if let Outcome::Found { value, .. } = &outcome {
                 value_bytes += value.len();
             }
@@ -139,10 +215,11 @@ impl ShardContext {
                 break;
             }
         }
-        PeerReply {
+        let reply = PeerReply {
             outcomes,
             deferred: ops.collect(),
-        }
+        };
+        (reply, logged)
     }
 
     /// This shard's numbers. In the locked design the one store's numbers are reported by
@@ -160,6 +237,9 @@ impl ShardContext {
         stats.messages_sent = self.counters.messages_sent.get();
         stats.messages_received = self.counters.messages_received.get();
         stats.connections = self.counters.open_connections();
+        if let Some(log) = self.log() {
+            stats.storage = storage_stats(&log, &self.recovered.borrow());
+        }
         stats
     }
 
@@ -167,6 +247,46 @@ impl ShardContext {
     pub fn answer_stats(&self) -> ShardStats {
         self.counters.count_message_received();
         self.stats()
+    }
+}
+
+impl Logged {
+    /// The later of two writes' waits: the newest position, or the first failure.
+    pub fn then(self, next: Logged) -> Logged {
+        match (self, next) {
+            (Logged::Failed(error), _) | (_, Logged::Failed(error)) => Logged::Failed(error),
+            (Logged::At(a), Logged::At(b)) => Logged::At(a.max(b)),
+            (Logged::At(lsn), Logged::Nothing) | (Logged::Nothing, Logged::At(lsn)) => Logged::At(lsn),
+            (Logged::Nothing, Logged::Nothing) => Logged::Nothing,
+        }
+    }
+
+    /// Waits until what was logged is durable (per `--fsync`); the error when it never will be.
+    pub async fn durable(&self, log: Option<&ShardLog>) -> Result<(), StorageError> {
+        match (self, log) {
+            (Logged::Failed(error), _) => Err(error.clone()),
+            (Logged::At(lsn), Some(log)) => log.durable(*lsn).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A log's numbers and the recovery's, as `/stats` shows them.
+fn storage_stats(log: &ShardLog, recovered: &RecoveryStats) -> StorageStats {
+    let stats = log.stats();
+    StorageStats {
+        log_bytes: stats.log_bytes,
+        segments: stats.segments,
+        snapshot_age_ms: stats.snapshot_age_ms(),
+        snapshots: stats.snapshots,
+        writes: stats.writes,
+        written_bytes: stats.written_bytes,
+        fsyncs: stats.fsyncs,
+        fsync_us_sum: stats.fsync_us_sum,
+        fsync_us_max: stats.fsync_us_max,
+        recovery_us: recovered.elapsed_us,
+        recovery_records: recovered.records,
+        recovery_records_applied: recovered.records_applied,
     }
 }
 
@@ -195,5 +315,18 @@ mod tests {
         counters.count_connection(true);
         counters.count_connection(false);
         assert_eq!(counters.open_connections(), 1);
+    }
+
+    // Goal: a connection waits for its newest write, and one failed append poisons the wait.
+    #[test]
+    fn logged_keeps_the_newest_position_and_the_first_failure() {
+        let at = |n| Logged::At(Lsn(n));
+        let Logged::At(lsn) = at(5).then(Logged::Nothing).then(at(9)).then(at(7)) else {
+            panic!("a position")
+        };
+        assert_eq!(lsn, Lsn(9));
+        assert!(matches!(Logged::Nothing.then(Logged::Nothing), Logged::Nothing));
+        let failed = at(3).then(Logged::Failed(StorageError::LogBusy)).then(at(11));
+        assert!(matches!(failed, Logged::Failed(StorageError::LogBusy)));
     }
 }

@@ -16,8 +16,8 @@
 use std::collections::VecDeque;
 
 use super::ShardId;
-use super::context::ShardContext;
-use super::message::{Op, Outcome, PeerReply, ShardStats};
+use super::context::{Logged, ShardContext};
+use super::message::{Op, Outcome, PeerReply, Refusal, ShardStats};
 use crate::error::Error;
 
 /// The store operations of one request.
@@ -46,6 +46,8 @@ enum Slot {
     Remote { owner: ShardId, index: usize },
     /// The gathered stats.
     Stats,
+    /// A local write the log could not reserve room for: answered with the refusal, never run.
+    Refused(Refusal),
 }
 
 /// What one owner has answered so far in this batch.
@@ -71,6 +73,9 @@ pub struct Dispatcher {
     owners: Vec<Owner>,
     stats: Option<Result<Vec<ShardStats>, Error>>,
     wants_stats: bool,
+    /// What the local writes rendered since the last [`Dispatcher::take_logged`] appended:
+    /// their answers must not leave before it is durable.
+    logged: Logged,
 }
 
 const GONE: &str = "the shard owning this key did not answer (shutting down)";
@@ -83,6 +88,7 @@ impl Dispatcher {
             owners: (0..nr_shards).map(|_| Owner::default()).collect(),
             stats: None,
             wants_stats: false,
+            logged: Logged::Nothing,
         }
     }
 
@@ -144,6 +150,43 @@ impl Dispatcher {
             let reply = receiver.await;
             self.take_reply(owner, reply.ok());
         }
+        self.reserve_local_writes(shard).await;
+    }
+
+    /// Reserves log room for every local write not yet run, as the last await before they
+    /// run at render time (so nothing else can take the room meanwhile). When the log cannot
+    /// take them, they answer the refusal and never run. [`Dispatcher::send`] and
+    /// [`Dispatcher::resume`] end with it; a caller that awaits anything else between rendering
+    /// two outcomes (a flush) must call it again before rendering on.
+    pub async fn reserve_local_writes(&mut self, shard: &ShardContext) {
+        let Some(log) = shard.log() else {
+            return;
+        };
+        let bytes: usize = self
+            .slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Local(op) => op.log_bytes(),
+                _ => 0,
+            })
+            .sum();
+        if bytes == 0 {
+            return;
+        }
+        if let Err(error) = log.reserve(bytes).await {
+            let refusal = Refusal::from_storage(&error);
+            for slot in &mut self.slots {
+                if matches!(slot, Slot::Local(op) if op.is_write()) {
+                    *slot = Slot::Refused(refusal);
+                }
+            }
+        }
+    }
+
+    /// What the local writes rendered since the last call appended (see [`Logged::durable`]):
+    /// the caller waits for it before writing their answers out.
+    pub fn take_logged(&mut self) -> Logged {
+        std::mem::replace(&mut self.logged, Logged::Nothing)
     }
 
     /// True when one of the next `count` outcomes was handed back unexecuted: write out what
@@ -266,15 +309,21 @@ struct Reader<'a> {
 impl Outcomes for Reader<'_> {
     fn next<R>(&mut self, f: impl FnOnce(Result<Outcome<&[u8]>, Error>) -> R) -> R {
         match self.dispatcher.slots.pop_front() {
-            Some(Slot::Local(op)) => self.shard.apply_local(op, |outcome| f(Ok(outcome))),
+            Some(Slot::Local(op)) => {
+                let (answer, logged) = self.shard.apply_logged(op, |outcome| f(Ok(outcome)));
+                let before = std::mem::replace(&mut self.dispatcher.logged, Logged::Nothing);
+                self.dispatcher.logged = before.then(logged);
+                answer
+            }
+            Some(Slot::Refused(refusal)) => f(Err(Error::from(refusal))),
             Some(Slot::Remote { owner, index }) => {
                 let state = &mut self.dispatcher.owners[owner];
                 match index.checked_sub(state.base).and_then(|at| state.outcomes.get_mut(at)) {
                     // Taken out so its value is freed as soon as it is rendered.
-                    Some(outcome) => {
-                        let outcome = std::mem::replace(outcome, Outcome::Missing);
-                        f(Ok(outcome.map(|value| &**value)))
-                    }
+                    Some(outcome) => match std::mem::replace(outcome, Outcome::Missing) {
+                        Outcome::Refused(refusal) => f(Err(Error::from(refusal))),
+                        outcome => f(Ok(outcome.map(|value| &**value))),
+                    },
                     None => {
                         debug_assert!(state.gone, "an outcome was read before its owner answered");
                         f(Err(Error::Unavailable(GONE)))
@@ -477,5 +526,71 @@ mod tests {
         assert_eq!(got.0[0], Err(Error::Unavailable(GONE)));
         assert_eq!(got.0[1], Ok(Outcome::Missing));
         assert!(matches!(got.1, Err(Error::Unavailable(_))));
+    }
+
+    // Goal: a batch of local writes larger than the log's buffer bound is reserved whole and
+    // logged whole, even when another task uses the log between two of its renders (the
+    // caller re-reserves after its await); every write is recovered afterwards.
+    #[test]
+    fn local_writes_are_reserved_and_logged_across_an_await() {
+        use crate::storage::{self, Config, DataDir, FsyncPolicy, RecoveryStats, ShardLog};
+        use std::rc::Rc;
+        let root = storage::test_dir("dispatch-log");
+        let dir = DataDir::lock(&root).unwrap();
+        let layout_1 = dir.layout_for(1).unwrap();
+        let (open_layout, lock_path) = (layout_1.clone(), root.clone());
+        drop(dir);
+        let failed = on_shards(
+            layout(1, vec![]),
+            |_| Store::default(),
+            move |shard| async move {
+                let _dir = DataDir::lock(&lock_path).unwrap();
+                let config = Config {
+                    buffer_bytes_max: 4096,
+                    segment_bytes: 1 << 20,
+                    ..Config::new(FsyncPolicy::Always)
+                };
+                let log = ShardLog::open(config, &open_layout, 0, &RecoveryStats::default())
+                    .await
+                    .unwrap();
+                *shard.log.borrow_mut() = Some(Rc::new(log));
+                let mut dispatcher = Dispatcher::new(1);
+                for i in 0..20 {
+                    let record = Record::new(format!("k{i}").as_bytes(), &[b'v'; 1000]);
+                    dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                }
+                dispatcher.send(&shard).await;
+                let mut failed = 0;
+                for i in 0..20 {
+                    if i == 10 {
+                        // Another connection takes the log's room meanwhile.
+                        let other = shard.log().unwrap();
+                        other.reserve(storage::set_bytes(5, 3000)).await.unwrap();
+                        other.append_set(b"other", &[b'o'; 3000], None).unwrap();
+                        dispatcher.reserve_local_writes(&shard).await;
+                    }
+                    let ok = dispatcher.outcomes(&shard).next(|o| o == Ok(Outcome::Created));
+                    failed += usize::from(!ok);
+                }
+                dispatcher.clear();
+                let logged = dispatcher.take_logged();
+                let log = shard.log().unwrap();
+                logged.durable(Some(&log)).await.map_err(|e| e.to_string())?;
+                drop(log);
+                let log = shard.log.borrow_mut().take().unwrap();
+                Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+                Ok::<usize, String>(failed)
+            },
+        );
+        assert_eq!(failed, Ok(0));
+        let recovered = storage::run_on_executor(move || async move {
+            let dir = DataDir::lock(&root).unwrap();
+            let mut keys = 0;
+            storage::recover(&dir, &layout_1, 0, |_| true, |_| keys += 1)
+                .await
+                .unwrap();
+            keys
+        });
+        assert_eq!(recovered, 21, "every write of the batch, and the other connection's");
     }
 }

@@ -67,6 +67,8 @@ where
                         router: Router::new(senders),
                         latches: Latches::new(nr_shards),
                         counters: Counters::default(),
+                        log: Default::default(),
+                        recovered: Default::default(),
                     });
                     let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers

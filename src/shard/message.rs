@@ -196,6 +196,46 @@ pub enum Outcome<V> {
     Deleted(bool),
     /// A write that would create a key beyond the shard's budget, in reject mode.
     Rejected(Limit),
+    /// A write the owner's log (`--data-dir`) could not take: not applied, or not durable.
+    Refused(Refusal),
+}
+
+/// Why the durability layer refused a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No room on the disk for the log (507): the write was not applied.
+    DiskFull,
+    /// The log failed (an I/O error; 503): the write was not applied, or is not durable.
+    LogFailed,
+}
+
+impl Refusal {
+    /// The refusal a storage error means for a write.
+    pub fn from_storage(error: &crate::storage::StorageError) -> Refusal {
+        match error.status() {
+            507 => Refusal::DiskFull,
+            _ => Refusal::LogFailed,
+        }
+    }
+}
+
+impl Op {
+    /// True for an operation that may change its key.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Op::Get(_))
+    }
+
+    /// The log bytes this operation appends at most when it changes its key (0 for a read):
+    /// a Set record with the new value, or a Delete record.
+    pub fn log_bytes(&self) -> usize {
+        match self {
+            Op::Get(_) => 0,
+            Op::Put { record, .. } | Op::Update(record) => {
+                crate::storage::set_bytes(record.key().len(), record.value().len())
+            }
+            Op::Delete(key) => crate::storage::delete_bytes(key.len()),
+        }
+    }
 }
 
 /// The capacity limit a rejected write ran into: the shard's share, in keys or bytes.
@@ -222,6 +262,30 @@ pub struct ShardStats {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub connections: u64,
+    /// The shard's write-ahead log (`--data-dir`); all zero without it.
+    pub storage: StorageStats,
+}
+
+/// One shard's durability numbers, for `/v1/stats` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StorageStats {
+    /// Record bytes and segments in the log since the newest snapshot.
+    pub log_bytes: u64,
+    pub segments: u64,
+    /// Milliseconds since the newest snapshot finished (`None`: none since start-up).
+    pub snapshot_age_ms: Option<u64>,
+    pub snapshots: u64,
+    /// io_uring writes of log bytes, and the bytes they carried.
+    pub writes: u64,
+    pub written_bytes: u64,
+    /// fdatasyncs of log segments, their total and longest latency in microseconds.
+    pub fsyncs: u64,
+    pub fsync_us_sum: u64,
+    pub fsync_us_max: u64,
+    /// Start-up recovery: how long it took (µs) and the records it read and applied.
+    pub recovery_us: u64,
+    pub recovery_records: u64,
+    pub recovery_records_applied: u64,
 }
 
 /// Response counts by status class.
@@ -260,6 +324,7 @@ impl<V> Outcome<V> {
             Outcome::Updated => Outcome::Updated,
             Outcome::Deleted(removed) => Outcome::Deleted(*removed),
             Outcome::Rejected(limit) => Outcome::Rejected(*limit),
+            Outcome::Refused(refusal) => Outcome::Refused(*refusal),
         }
     }
 }
@@ -271,6 +336,21 @@ impl<V> Outcome<V> {
 pub struct PeerReply {
     pub outcomes: Vec<Outcome<Box<[u8]>>>,
     pub deferred: Vec<Op>,
+}
+
+impl PeerReply {
+    /// Answers every write in the reply with `refusal` instead (its log record will never be
+    /// durable); reads keep their outcomes.
+    pub fn refuse_writes(&mut self, refusal: Refusal) {
+        for outcome in &mut self.outcomes {
+            if matches!(
+                outcome,
+                Outcome::Created | Outcome::Replaced | Outcome::Updated | Outcome::Deleted(_)
+            ) {
+                *outcome = Outcome::Refused(refusal);
+            }
+        }
+    }
 }
 
 /// Operations for one owner, gathered from one read of one connection (or one bulk update),
@@ -348,5 +428,39 @@ mod tests {
             }
         );
         assert_eq!(Outcome::<&[u8]>::Deleted(true).to_owned(), Outcome::Deleted(true));
+    }
+
+    // Goal: a peer reply whose log failed answers every write with the refusal, keeps reads;
+    // a write reserves exactly the record it may append.
+    #[test]
+    fn failed_logs_refuse_writes_and_writes_reserve_their_record() {
+        let mut reply = PeerReply {
+            outcomes: vec![
+                Outcome::Created,
+                Outcome::Found {
+                    value: Box::from(&b"v"[..]),
+                    ttl_ms: None,
+                },
+                Outcome::Deleted(true),
+                Outcome::Missing,
+            ],
+            deferred: Vec::new(),
+        };
+        reply.refuse_writes(Refusal::LogFailed);
+        assert_eq!(reply.outcomes[0], Outcome::Refused(Refusal::LogFailed));
+        assert!(matches!(reply.outcomes[1], Outcome::Found { .. }));
+        assert_eq!(reply.outcomes[2], Outcome::Refused(Refusal::LogFailed));
+        assert_eq!(reply.outcomes[3], Outcome::Missing);
+        let put = Op::Put {
+            record: Record::new(b"key", b"value"),
+            ttl_ms: None,
+        };
+        assert_eq!(put.log_bytes(), crate::storage::set_bytes(3, 5));
+        assert_eq!(
+            Op::Delete(Box::from(&b"key"[..])).log_bytes(),
+            crate::storage::delete_bytes(3)
+        );
+        assert_eq!(Op::Get(Box::from(&b"key"[..])).log_bytes(), 0);
+        assert!(!Op::Get(Box::from(&b"k"[..])).is_write());
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod dispatch;
+pub mod durability;
 #[doc(hidden)]
 pub mod harness;
 pub mod locked;
@@ -39,6 +40,20 @@ impl StoreHandle {
         match self {
             StoreHandle::Owned(store) => f(store.borrow_mut().apply(op)),
             StoreHandle::Locked(store) => store.apply(op, f),
+        }
+    }
+
+    /// Hands `key`'s current value and remaining TTL (absent or expired: `None`) to `f`,
+    /// without counting a read or touching recency; no borrow outlives the call.
+    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], Option<u64>)>) -> R) -> R {
+        match self {
+            StoreHandle::Owned(store) => f(store.borrow().peek(key)),
+            // Not reached with a log (--data-dir is refused with --design locked); a read
+            // under the lock, which counts a hit or miss.
+            StoreHandle::Locked(store) => store.apply(message::Op::Get(key.into()), |outcome| match outcome {
+                message::Outcome::Found { value, ttl_ms } => f(Some((value, ttl_ms))),
+                _ => f(None),
+            }),
         }
     }
 

@@ -7,8 +7,8 @@
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
-use super::context::ShardContext;
-use super::message::{Batch, Op, PeerReply, ShardMessage, ShardStats};
+use super::context::{Logged, ShardContext};
+use super::message::{Batch, Op, PeerReply, Refusal, ShardMessage, ShardStats};
 use super::{ShardId, shard_for};
 use crate::sync::oneshot;
 
@@ -77,12 +77,29 @@ impl Router {
 }
 
 /// Answers the messages one peer sends, in order, until that peer closes its channel.
+///
+/// A batch whose writes were logged is answered by a small task of its own once they are
+/// durable, so this loop goes on to the next batch meanwhile: the channel is never held up
+/// by an fsync, and group commit gathers the writes of many batches (and connections) into one.
+/// Such tasks are bounded by the peer's connections: each waits for its reply before it sends
+/// its next batch.
 pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &ShardContext) {
     while let Some(message) = receiver.recv().await {
         // The asking connection may have gone away (closed, timed out); its answer is dropped.
         match message {
             ShardMessage::Batch(batch) => {
-                let _ = batch.reply.send(shard.answer_peer(batch.ops));
+                let (mut answer, logged) = shard.answer_peer(batch.ops).await;
+                let Some(log) = shard.log().filter(|_| !matches!(logged, Logged::Nothing)) else {
+                    let _ = batch.reply.send(answer);
+                    continue;
+                };
+                glommio::spawn_local(async move {
+                    if logged.durable(Some(&log)).await.is_err() {
+                        answer.refuse_writes(Refusal::LogFailed);
+                    }
+                    let _ = batch.reply.send(answer);
+                })
+                .detach();
             }
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.answer_stats());

@@ -113,6 +113,11 @@ pub(super) struct Inner {
     synced: Cell<Lsn>,
     /// Set while a segment is being sealed and replaced: appends are refused, reserves wait.
     rotating: Cell<bool>,
+    /// Bytes the latest successful `reserve` promised and appends have not used yet. Each
+    /// reserve replaces it: a reservation holds only until the caller's next await, and every
+    /// run of appends starts with its own reserve. Appends within it skip the buffer bound,
+    /// so one batch larger than `buffer_bytes_max` is admitted whole.
+    reserved: Cell<usize>,
     pub(super) snapshotting: Cell<bool>,
     /// Set by the migration from older layouts: a snapshot is due regardless of size.
     pub(super) snapshot_due: Cell<bool>,
@@ -176,6 +181,7 @@ impl ShardLog {
             written: Cell::new(Lsn(0)),
             synced: Cell::new(Lsn(0)),
             rotating: Cell::new(false),
+            reserved: Cell::new(0),
             snapshotting: Cell::new(false),
             snapshot_due: Cell::new(recovered.read_older_layouts),
             failed: RefCell::new(None),
@@ -207,14 +213,26 @@ impl ShardLog {
                 inner.rotate(record_bytes).await?;
                 continue;
             }
+            inner.reserved.set(record_bytes);
             return Ok(());
         }
     }
 
     /// Appends a Set record. Synchronous; fails with `LogBusy` unless `reserve` made room.
     pub fn append_set(&self, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>) -> Result<Lsn, StorageError> {
+        self.append_set_versioned(key, value, expires_at_unix_ms, 0)
+    }
+
+    /// Appends a Set record carrying the key's version (see [`ShardLog::append_set`]).
+    pub fn append_set_versioned(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_at_unix_ms: Option<u64>,
+        version: u64,
+    ) -> Result<Lsn, StorageError> {
         self.inner.append(record::set_bytes(key.len(), value.len()), |out| {
-            record::encode_set(out, key, value, expires_at_unix_ms)
+            record::encode_set(out, key, value, expires_at_unix_ms, version)
         })
     }
 
@@ -332,7 +350,14 @@ impl Inner {
 
     fn append(&self, bytes: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Lsn, StorageError> {
         self.check_failed()?;
-        if self.rotating.get() || !self.buffer_has_room(bytes) || !self.segment_has_room(bytes) {
+        let reserved = self.reserved.get();
+        let room = if bytes <= reserved && self.segment_has_room(bytes) {
+            self.reserved.set(reserved - bytes);
+            true
+        } else {
+            self.buffer_has_room(bytes) && self.segment_has_room(bytes)
+        };
+        if self.rotating.get() || !room {
             return Err(StorageError::LogBusy);
         }
         let mut buffer = self.buffer.borrow_mut();

@@ -27,18 +27,23 @@
 //! offset size field
 //!      0    4 crc32c       CRC32C (Castagnoli) of bytes 4 .. 16 + payload_len
 //!      4    4 payload_len  bytes after the 16-byte header (<= 1 GiB)
-//!      8    1 kind         1 Set, 2 Delete, 3 ExpireAt, 4 FileHeader, 5 SnapshotEnd
+//!      8    1 kind         1 Set, 2 Delete, 3 ExpireAt, 4 FileHeader, 5 SnapshotEnd,
+//!                          6 SetVersioned
 //!      9    3 reserved     zero
 //!     12    4 key_len      <= payload_len
 //!     16    …  payload     key, then by kind:
 //!                           Set         u64 expires_at_unix_ms (0 = none), value
+//!                           SetVersioned u64 expires_at_unix_ms, u64 version, value
 //!                           Delete      nothing
 //!                           ExpireAt    u64 expires_at_unix_ms (0 = remove the deadline)
 //!                           FileHeader  8-byte magic "CKVWAL01" or "CKVSNP01", u64 seq
 //!                           SnapshotEnd u64 count of Set records in the snapshot
 //! ```
 //! Every file opens with a FileHeader whose seq matches its name. A snapshot holds only Set
-//! records and ends with SnapshotEnd. Deadlines are wall-clock unix milliseconds, so a key that
+//! (or SetVersioned) records and ends with SnapshotEnd. Format change (issue #12 wiring):
+//! every Set, in logs and snapshots, is now written as SetVersioned, carrying the key's u64
+//! version (0 until versions exist) so versions persist without another format change; a
+//! kind-1 Set still reads, as version 0, and [`Replayed::Set`] carries the version. Deadlines are wall-clock unix milliseconds, so a key that
 //! expired while the server was down stays gone ([`unix_to_mono_ms`] converts on the way in).
 //!
 //! A segment is preallocated (`fallocate`) to its full size when created, so it reads as zeros

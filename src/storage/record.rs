@@ -26,6 +26,9 @@ pub enum Kind {
     FileHeader = 4,
     /// Closes every snapshot: payload is the u64 LE count of Set records before it.
     SnapshotEnd = 5,
+    /// As `Set`, with the key's u64 version between the deadline and the value (what every
+    /// Set is written as since the version field came; `Set` still reads, as version 0).
+    SetVersioned = 6,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             3 => Kind::ExpireAt,
             4 => Kind::FileHeader,
             5 => Kind::SnapshotEnd,
+            6 => Kind::SetVersioned,
             _ => return None,
         })
     }
@@ -75,9 +79,9 @@ pub enum Bad {
     Checksum,
 }
 
-/// Encoded length of a Set record.
+/// Encoded length of a Set record (as written: `SetVersioned`).
 pub fn set_bytes(key_len: usize, value_len: usize) -> usize {
-    HEADER_BYTES + key_len + 8 + value_len
+    HEADER_BYTES + key_len + 16 + value_len
 }
 
 /// Encoded length of a Delete record.
@@ -111,10 +115,23 @@ pub fn encode(out: &mut Vec<u8>, kind: Kind, key: &[u8], parts: &[&[u8]]) {
     debug_assert_eq!(out.len() - start, HEADER_BYTES + payload_len);
 }
 
-/// Appends a Set record; `expires_at_unix_ms` of `None` is stored as 0.
-pub fn encode_set(out: &mut Vec<u8>, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>) {
+/// Appends a Set record (kind `SetVersioned`); `expires_at_unix_ms` of `None` is stored as 0.
+pub fn encode_set(out: &mut Vec<u8>, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>, version: u64) {
     let deadline = expires_at_unix_ms.unwrap_or(0).to_le_bytes();
-    encode(out, Kind::Set, key, &[&deadline, value]);
+    encode(
+        out,
+        Kind::SetVersioned,
+        key,
+        &[&deadline, &version.to_le_bytes(), value],
+    );
+}
+
+/// Byte offset of the value in a Set record's body, and the record's version.
+pub fn set_value_at_and_version(rec: &Record<'_>) -> (usize, u64) {
+    match rec.kind {
+        Kind::SetVersioned => (16, rec.body_u64_at(8)),
+        _ => (8, 0),
+    }
 }
 
 /// Appends a file-header record carrying `magic` and the file's sequence number.
@@ -145,6 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), Bad> {
     let body_len = payload_len - key_len;
     let body_ok = match kind {
         Kind::Set => body_len >= 8,
+        Kind::SetVersioned => body_len >= 16,
         Kind::Delete => body_len == 0,
         Kind::ExpireAt | Kind::SnapshotEnd => body_len == 8,
         Kind::FileHeader => body_len == 16,
@@ -171,15 +189,21 @@ mod tests {
     #[test]
     fn every_kind_round_trips_and_reports_its_length() {
         let mut out = Vec::new();
-        encode_set(&mut out, b"k", b"value", Some(7));
+        encode_set(&mut out, b"k", b"value", Some(7), 3);
         assert_eq!(out.len(), set_bytes(1, 5));
         encode(&mut out, Kind::Delete, b"key", &[]);
         encode(&mut out, Kind::ExpireAt, b"key", &[&9u64.to_le_bytes()]);
         encode_file_header(&mut out, &MAGIC_LOG, 42);
         let (set, n) = decode(&out).unwrap();
         assert_eq!(
-            (set.kind, set.key, set.body_u64_at(0), &set.body[8..]),
-            (Kind::Set, &b"k"[..], 7, &b"value"[..])
+            (
+                set.kind,
+                set.key,
+                set.body_u64_at(0),
+                set_value_at_and_version(&set),
+                &set.body[16..]
+            ),
+            (Kind::SetVersioned, &b"k"[..], 7, (16, 3), &b"value"[..])
         );
         let (delete, m) = decode(&out[n..]).unwrap();
         assert_eq!(
@@ -198,10 +222,23 @@ mod tests {
         );
     }
 
+    // Goal: a Set written before the version field (kind 1) still reads, as version 0.
+    #[test]
+    fn an_unversioned_set_reads_as_version_zero() {
+        let mut out = Vec::new();
+        encode(&mut out, Kind::Set, b"k", &[&5u64.to_le_bytes(), b"old"]);
+        let (set, _) = decode(&out).unwrap();
+        let (value_at, version) = set_value_at_and_version(&set);
+        assert_eq!(
+            (set.body_u64_at(0), &set.body[value_at..], version),
+            (5, &b"old"[..], 0)
+        );
+    }
+
     #[test]
     fn damaged_bytes_are_told_apart() {
         let mut out = Vec::new();
-        encode_set(&mut out, b"key", b"value", None);
+        encode_set(&mut out, b"key", b"value", None, 0);
         assert_eq!(decode(&[0; 32]), Err(Bad::Zeros));
         assert_eq!(decode(&out[..HEADER_BYTES - 1]), Err(Bad::Short));
         assert_eq!(decode(&out[..out.len() - 1]), Err(Bad::Short));

@@ -25,6 +25,8 @@ pub enum Replayed<'a> {
         key: &'a [u8],
         value: &'a [u8],
         expires_at_unix_ms: Option<u64>,
+        /// The key's version (0 when written before versions, or by a server without them).
+        version: u64,
     },
     /// `key` is gone (deleted, or its deadline passed, maybe while the server was down).
     Delete { key: &'a [u8] },
@@ -328,14 +330,16 @@ impl Reader {
         }
         let deadline = |at: usize| Some(rec.body_u64_at(at)).filter(|&d| d != 0);
         let replayed = match rec.kind {
-            Kind::Set => {
+            Kind::Set | Kind::SetVersioned => {
                 state.sets += 1;
+                let (value_at, version) = record::set_value_at_and_version(&rec);
                 match deadline(0) {
                     Some(d) if d <= self.now_unix_ms => Replayed::Delete { key: rec.key },
                     expires_at_unix_ms => Replayed::Set {
                         key: rec.key,
-                        value: &rec.body[8..],
+                        value: &rec.body[value_at..],
                         expires_at_unix_ms,
+                        version,
                     },
                 }
             }
@@ -437,7 +441,7 @@ async fn read_all_from(file: &DmaFile, path: &Path, offset: u64, size: u64) -> R
 fn find_record(bytes: &[u8]) -> Option<usize> {
     (1..bytes.len().saturating_sub(record::HEADER_BYTES - 1)).find(|&at| {
         let header = &bytes[at..at + record::HEADER_BYTES];
-        (1..=5).contains(&header[8]) && header[9..12] == [0, 0, 0] && record::decode(&bytes[at..]).is_ok()
+        (1..=6).contains(&header[8]) && header[9..12] == [0, 0, 0] && record::decode(&bytes[at..]).is_ok()
     })
 }
 

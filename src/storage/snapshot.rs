@@ -72,7 +72,12 @@ impl SnapshotWriter {
 
     /// Adds one entry (buffered; call [`SnapshotWriter::flush`] between chunks).
     pub fn add(&mut self, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>) {
-        record::encode_set(&mut self.buffer, key, value, expires_at_unix_ms);
+        self.add_versioned(key, value, expires_at_unix_ms, 0);
+    }
+
+    /// Adds one entry with the key's version.
+    pub fn add_versioned(&mut self, key: &[u8], value: &[u8], expires_at_unix_ms: Option<u64>, version: u64) {
+        record::encode_set(&mut self.buffer, key, value, expires_at_unix_ms, version);
         self.sets += 1;
     }
 

@@ -46,6 +46,7 @@ fn apply(model: &mut Model, replayed: Replayed<'_>) {
             key,
             value,
             expires_at_unix_ms,
+            ..
         } => {
             model.insert(key.to_vec(), (value.to_vec(), expires_at_unix_ms));
         }
@@ -91,6 +92,7 @@ async fn random_write(log: &ShardLog, model: &RefCell<Model>, rng: &mut Rng, key
                     key: &key,
                     value: &value,
                     expires_at_unix_ms: deadline,
+                    version: 0,
                 },
             );
             lsn
@@ -740,8 +742,17 @@ fn an_append_without_reserve_is_refused_not_lost() {
         log.reserve(record::set_bytes(1, 600)).await.unwrap();
         let second = log.append_set(b"j", &[2; 600], None).unwrap();
         assert!(second > lsn);
-        log.durable(second).await.unwrap();
+        // One reservation for a batch larger than the buffer bound admits the whole batch.
+        log.reserve(2 * record::set_bytes(1, 600)).await.unwrap();
+        log.append_set(b"a", &[3; 600], None).unwrap();
+        let fourth = log.append_set(b"b", &[4; 600], None).unwrap();
+        assert_eq!(
+            log.append_delete(b"c"),
+            Err(StorageError::LogBusy),
+            "past the reservation"
+        );
+        log.durable(fourth).await.unwrap();
         log.close().await.unwrap();
-        assert_eq!(recover_model(&dir, &layout, 0).await.unwrap().0.len(), 2);
+        assert_eq!(recover_model(&dir, &layout, 0).await.unwrap().0.len(), 4);
     });
 }

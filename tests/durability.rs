@@ -1,0 +1,499 @@
+//! `--data-dir` against the real binary (2 shards): acknowledged writes survive kill -9, torn
+//! tails and corruption at start-up, snapshots racing writes, shard-count changes, TTLs across
+//! restarts, the data-dir lock, a full disk, and the storage stats.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Server, binary};
+use corekv::shard::shard_for;
+
+/// Small segments keep recovery quick in a debug build (a segment is preallocated whole).
+const SEGMENT_BYTES: &str = "1048576";
+/// How long a stopped server gets to exit.
+const EXIT_WITHIN: Duration = Duration::from_secs(10);
+
+/// A fresh, empty data dir for one test under target/, named after it.
+fn data_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/durability-tests")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts a server on `dir` with small segments and `extra` flags.
+fn start(dir: &Path, extra: &[&str]) -> Server {
+    let mut flags = vec![
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--log-segment-bytes",
+        SEGMENT_BYTES,
+    ];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
+/// Stops a server with SIGTERM (a clean close of every log) and waits for it.
+fn stop(server: Server) {
+    let status = server.signal_and_wait(libc::SIGTERM, EXIT_WITHIN);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the server did not stop cleanly: {status:?}"
+    );
+}
+
+/// Runs `corekv serve` that must fail: returns its exit code and its log.
+fn serve_failing(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + EXIT_WITHIN;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+            return (status.code(), log);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("corekv serve kept running where it should have failed");
+}
+
+fn put(server: &Server, key: &str, value: &str) -> u16 {
+    server
+        .request("PUT", &format!("/v1/keys/{key}"), value.as_bytes())
+        .status
+}
+
+fn get(server: &Server, key: &str) -> Option<String> {
+    let response = server.request("GET", &format!("/v1/keys/{key}"), b"");
+    match response.status {
+        200 => Some(String::from_utf8(response.body).unwrap()),
+        404 => None,
+        status => panic!("GET {key}: {status}"),
+    }
+}
+
+/// Every key of `model` reads back with its value, and nothing else is asked.
+fn assert_model(server: &Server, model: &HashMap<String, Option<String>>) {
+    for (key, value) in model {
+        assert_eq!(&get(server, key), value, "key {key}");
+    }
+}
+
+/// One writer's record of a key: what was acknowledged last, and what was in flight.
+#[derive(Default, Clone)]
+struct Written {
+    acked: Option<String>,
+    in_flight: Option<String>,
+}
+
+/// 32 connections write their own keys until `stop`; each returns what it saw acknowledged.
+fn write_until_stopped(
+    server: &Server,
+    round: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<HashMap<String, Written>>> {
+    (0..32)
+        .map(|thread| {
+            let addr = server.addr;
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut seen: HashMap<String, Written> = HashMap::new();
+                let Ok(stream) = std::net::TcpStream::connect(addr) else {
+                    return seen;
+                };
+                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut conn = common::Conn {
+                    reader: std::io::BufReader::new(stream),
+                };
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("r{round}-t{thread}-k{}", i % 20);
+                    let value = format!("{thread}-{i}");
+                    seen.entry(key.clone()).or_default().in_flight = Some(value.clone());
+                    let request = common::encode_request("PUT", &format!("/v1/keys/{key}"), &[], value.as_bytes());
+                    if std::io::Write::write_all(conn.reader.get_mut(), &request).is_err() {
+                        break;
+                    }
+                    match common::read_final(&mut conn.reader) {
+                        Ok(response) if response.status < 300 => {
+                            let entry = seen.get_mut(&key).unwrap();
+                            entry.acked = entry.in_flight.take();
+                        }
+                        _ => break,
+                    }
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+// Goal: under --fsync always and everysec, every write acknowledged before a kill -9 is there
+// after the restart (or the value that was in flight for its key), over several rounds.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = data_dir("kill9");
+    for (round, fsync) in ["always", "always", "everysec", "everysec"].iter().enumerate() {
+        let server = start(&dir, &["--fsync", fsync]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = write_until_stopped(&server, round, Arc::clone(&stop));
+        std::thread::sleep(Duration::from_millis(1500));
+        let killed = server.signal_and_wait(libc::SIGKILL, EXIT_WITHIN);
+        assert!(killed.is_some(), "kill -9 ends the server");
+        stop.store(true, Ordering::Relaxed);
+        let seen: Vec<HashMap<String, Written>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let acked = seen
+            .iter()
+            .flat_map(|s| s.values())
+            .filter(|w| w.acked.is_some())
+            .count();
+        assert!(acked > 100, "round {round}: only {acked} keys acknowledged");
+        let server = start(&dir, &["--fsync", fsync]);
+        for (key, written) in seen.iter().flat_map(|s| s.iter()) {
+            let value = get(&server, key);
+            let ok = value == written.acked || value.is_some() && value == written.in_flight;
+            assert!(
+                ok,
+                "round {round} ({fsync}): {key} reads {value:?}; acknowledged {:?}, in flight {:?}",
+                written.acked, written.in_flight
+            );
+        }
+        stop_server_quietly(server);
+    }
+}
+
+fn stop_server_quietly(server: Server) {
+    let _ = server.signal_and_wait(libc::SIGTERM, EXIT_WITHIN);
+}
+
+/// Offsets of the records in a segment: (start, end) of each, from its file header on.
+fn record_bounds(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut bounds = Vec::new();
+    let mut at = 0;
+    while at + 16 <= bytes.len() && bytes[at..at + 16].iter().any(|&b| b != 0) {
+        let payload = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        bounds.push((at, at + 16 + payload));
+        at += 16 + payload;
+    }
+    bounds
+}
+
+/// The first segment of shard 0 in the data dir's only layout of 2 shards.
+fn shard0_segment(dir: &Path) -> PathBuf {
+    dir.join("layout-1-shards-2/shard-0/log-00000000000000000001.wal")
+}
+
+/// `count` keys shard 0 of 2 owns, in order.
+fn shard0_keys(count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("torn-{i}"))
+        .filter(|key| shard_for(key.as_bytes(), 2) == 0)
+        .take(count)
+        .collect()
+}
+
+// Goal: a segment cut inside its last records is truncated at the torn record with a warning
+// naming FILE:OFFSET and serves exactly the records before it; a flipped bit in the middle of
+// a segment stops start-up with exit 1 and `FILE:OFFSET:`.
+#[test]
+fn a_torn_tail_is_cut_and_a_flipped_bit_stops_start_up() {
+    let dir = data_dir("torn");
+    let keys = shard0_keys(12);
+    let server = start(&dir, &["--fsync", "always"]);
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(put(&server, key, &format!("value-{i}")), 201);
+    }
+    stop(server);
+    let segment = shard0_segment(&dir);
+    let original = std::fs::read(&segment).unwrap();
+    let bounds = record_bounds(&original);
+    assert_eq!(bounds.len(), keys.len() + 1, "a file header and one record per write");
+    for (torn, cut_into) in [(12, 5), (11, 20), (10, 1)] {
+        let (start_at, _) = bounds[torn];
+        std::fs::write(&segment, &original[..start_at + cut_into]).unwrap();
+        let server = start(&dir, &[]);
+        let warning = format!("{}:{start_at}: torn last record", segment.display());
+        assert!(server.log().contains(&warning), "no `{warning}` in:\n{}", server.log());
+        for (i, key) in keys.iter().enumerate() {
+            let expected = (i + 1 < torn).then(|| format!("value-{i}"));
+            assert_eq!(get(&server, key), expected, "cut in record {torn}: key {i}");
+        }
+        stop(server);
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len() as usize,
+            start_at,
+            "truncated at the torn record"
+        );
+    }
+    let mut flipped = original.clone();
+    let (start_at, end) = bounds[5];
+    flipped[(start_at + end) / 2] ^= 0x40;
+    std::fs::write(&segment, &flipped).unwrap();
+    let (code, log) = serve_failing(&dir, &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(&format!("{}:{start_at}: ", segment.display())), "{log}");
+}
+
+// Goal: snapshots taken while writes race them (tiny snapshot threshold), then a kill -9 and a
+// restart, give exactly the state the writers acknowledged.
+#[test]
+fn snapshots_racing_writes_recover_to_the_model() {
+    let dir = data_dir("snapshots");
+    let flags = [
+        "--fsync",
+        "never",
+        "--snapshot-floor-bytes",
+        "0",
+        "--snapshot-log-ratio",
+        "1",
+    ];
+    let server = start(&dir, &flags);
+    let writers: Vec<_> = (0..4)
+        .map(|thread| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut conn = common::Conn::new(addr);
+                let mut model = HashMap::new();
+                for i in 0..3000 {
+                    let key = format!("s{thread}-{}", i % 97);
+                    if i % 7 == 3 {
+                        let status = conn.request("DELETE", &format!("/v1/keys/{key}"), &[], b"").status;
+                        assert_eq!(status, 200);
+                        model.insert(key, None);
+                    } else {
+                        let value = format!("v{i}-{}", "x".repeat(i % 50));
+                        let status = conn
+                            .request("PUT", &format!("/v1/keys/{key}"), &[], value.as_bytes())
+                            .status;
+                        assert!(status < 300, "{status}");
+                        model.insert(key, Some(value));
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let model: HashMap<String, Option<String>> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let stats = server.request("GET", "/v1/stats", b"").json();
+    let snapshots: u64 = (0..2)
+        .map(|i| stats["shards"][i]["storage"]["snapshots"].as_u64().unwrap())
+        .sum();
+    assert!(snapshots >= 2, "snapshots ran during the writes: {stats}");
+    server.signal_and_wait(libc::SIGKILL, EXIT_WITHIN);
+    let server = start(&dir, &flags);
+    assert_model(&server, &model);
+    stop(server);
+}
+
+// Goal: every key survives shard-count changes 2 -> 3 -> 1 across restarts, deletes stay
+// deleted, and the superseded layouts are removed once the new shards have snapshotted.
+#[test]
+fn shard_count_changes_keep_every_key() {
+    let dir = data_dir("reshard");
+    let mut model = HashMap::new();
+    let server = start(&dir, &[]);
+    for i in 0..200 {
+        let (key, value) = (format!("m{i}"), format!("first-{i}"));
+        assert_eq!(put(&server, &key, &value), 201);
+        model.insert(key, Some(value));
+    }
+    stop(server);
+    for (shards, step) in [("3", "second"), ("1", "third")] {
+        let server = start(&dir, &["--shards", shards]);
+        assert_model(&server, &model);
+        for i in (0..200).step_by(3) {
+            let key = format!("m{i}");
+            if i % 2 == 0 {
+                let value = format!("{step}-{i}");
+                assert!(put(&server, &key, &value) < 300);
+                model.insert(key, Some(value));
+            } else {
+                assert_eq!(server.request("DELETE", &format!("/v1/keys/{key}"), b"").status, 200);
+                model.insert(key, None);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let layouts = || {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("layout-"))
+                .count()
+        };
+        while layouts() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            layouts(),
+            1,
+            "the superseded layout is removed after {shards} shards snapshotted"
+        );
+        stop(server);
+    }
+    let server = start(&dir, &["--shards", "1"]);
+    assert_model(&server, &model);
+}
+
+// Goal: a key whose TTL ran out while the server was down stays gone; a live TTL survives
+// with about its remaining time.
+#[test]
+fn ttls_count_down_across_restarts() {
+    let dir = data_dir("ttl");
+    let server = start(&dir, &[]);
+    assert_eq!(server.request("PUT", "/v1/keys/short?ttl_ms=700", b"s").status, 201);
+    assert_eq!(server.request("PUT", "/v1/keys/long?ttl_ms=60000", b"l").status, 201);
+    let written = Instant::now();
+    stop(server);
+    std::thread::sleep(Duration::from_millis(900).saturating_sub(written.elapsed()));
+    let server = start(&dir, &[]);
+    assert_eq!(get(&server, "short"), None, "expired while the server was down");
+    let response = server.request("GET", "/v1/keys/long", b"");
+    assert_eq!(response.status, 200);
+    let ttl: u64 = response.header("x-ttl-ms").unwrap().parse().unwrap();
+    let elapsed = written.elapsed().as_millis() as u64;
+    assert!(
+        ttl <= 60_000 - 800 && ttl + elapsed >= 59_000,
+        "ttl {ttl} after {elapsed} ms"
+    );
+}
+
+// Goal: a second server on a data dir in use exits 1 naming the holder's pid; --design locked
+// with --data-dir is refused.
+#[test]
+fn a_locked_data_dir_is_refused_naming_the_pid() {
+    let dir = data_dir("lock");
+    let server = start(&dir, &[]);
+    let (code, log) = serve_failing(&dir, &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("data dir in use by process {}", server.pid())),
+        "{log}"
+    );
+    let (code, log) = serve_failing(&data_dir("lock-locked"), &["--design", "locked"]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("--data-dir is not supported with --design locked"),
+        "{log}"
+    );
+}
+
+// Goal: the storage stats are present (zero without --data-dir) and move with writes.
+#[test]
+fn storage_stats_are_reported_and_move() {
+    let memory = Server::start(&[]);
+    let stats = memory.request("GET", "/v1/stats", b"").json();
+    assert_eq!(stats["shards"][0]["storage"]["writes"], 0);
+    let dir = data_dir("stats");
+    let server = start(&dir, &["--fsync", "always"]);
+    for i in 0..50 {
+        assert_eq!(put(&server, &format!("st{i}"), "v"), 201);
+    }
+    let stats = server.request("GET", "/v1/stats", b"").json();
+    let sum = |field: &str| {
+        (0..2)
+            .map(|i| stats["shards"][i]["storage"][field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert!(
+        sum("writes") > 0 && sum("fsyncs") > 0 && sum("log_bytes") > 0 && sum("segments") >= 2,
+        "{stats}"
+    );
+    assert!(sum("fsync_us_sum") >= sum("fsync_us_max"), "{stats}");
+    let metrics = String::from_utf8(server.request("GET", "/metrics", b"").body).unwrap();
+    assert!(metrics.contains("corekv_fsyncs_total{shard=\"0\"}"), "{metrics}");
+    stop(server);
+    let server = start(&dir, &[]);
+    let stats = server.request("GET", "/v1/stats", b"").json();
+    let recovered: u64 = (0..2)
+        .map(|i| stats["shards"][i]["storage"]["recovery_records"].as_u64().unwrap())
+        .sum();
+    assert!(recovered >= 50, "{stats}");
+}
+
+// Goal: on a full disk (a small tmpfs; needs root) writes answer 507 with a JSON error and are
+// not applied, reads keep working, and writes resume once space is freed.
+#[test]
+fn a_full_disk_refuses_writes_without_applying_them() {
+    // SAFETY: geteuid(2) only reads the process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let mount = data_dir("full-mount");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let filler = mount.join("filler");
+    std::fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
+    let dir = mount.join("data");
+    let result = std::panic::catch_unwind(|| full_disk_scenario(&dir, &filler));
+    let _ = Command::new("umount").arg(&mount).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn full_disk_scenario(dir: &Path, filler: &Path) {
+    let server = start(dir, &[]);
+    assert_eq!(put(&server, "kept", "old"), 201);
+    let value = "x".repeat(60_000);
+    let mut refused = None;
+    // Keys on the shard of `kept`: its log is the one that finds the disk full.
+    let owner = shard_for(b"kept", 2);
+    let fill = (0..)
+        .map(|i| format!("fill{i}"))
+        .filter(|k| shard_for(k.as_bytes(), 2) == owner);
+    for key in fill.take(200) {
+        let response = server.request("PUT", &format!("/v1/keys/{key}"), value.as_bytes());
+        if response.status == 507 {
+            refused = Some(response);
+            break;
+        }
+        assert!(response.status < 300, "{}", response.status);
+    }
+    let refused = refused.expect("the disk filled up");
+    assert!(refused.error().starts_with("disk full: "), "{}", refused.error());
+    // As large as the refused write: a smaller one could still fit the current segment.
+    let response = server.request("PUT", "/v1/keys/kept", value.as_bytes());
+    assert_eq!(response.status, 507, "a write to the full shard is refused");
+    assert_eq!(
+        get(&server, "kept").as_deref(),
+        Some("old"),
+        "a refused write is not applied"
+    );
+    assert_eq!(
+        server.request("GET", "/v1/stats", b"").status,
+        200,
+        "reads keep working"
+    );
+    std::fs::remove_file(filler).unwrap();
+    let response = server.request("PUT", "/v1/keys/kept", value.as_bytes());
+    assert_eq!(response.status, 200, "writes resume once space is freed");
+    assert_eq!(get(&server, "kept").as_deref(), Some(value.as_str()));
+}
