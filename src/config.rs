@@ -155,6 +155,16 @@ pub struct ServeArgs {
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,
+
+    /// Require `Authorization: Bearer TOKEN`: one `TOKEN ROLE` per line, ROLE `read`, `write`
+    /// (implies read) or `admin` (implies write, plus stats and metrics). Re-read on SIGHUP.
+    /// `/v1/ping` and `/v1/readiness` stay open.
+    #[arg(long = "auth-token-file", value_name = "FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
+    /// With `--auth-token-file`: serve `/metrics` without a token (for a scraper).
+    #[arg(long = "metrics-open")]
+    pub metrics_open: bool,
 }
 
 impl ServeArgs {

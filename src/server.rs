@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use log::{debug, error, info, warn};
 
+use crate::api::auth::{Published, ShardTokens, Tokens};
 use crate::config::{Design, ServeArgs};
 use crate::error::Error;
 use crate::http::registry::Registry;
@@ -22,7 +23,7 @@ use crate::limits::{
     CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, FD_EXHAUSTION_REFUSALS_PER_PASS_MAX,
     FDS_PER_PROCESS_HEADROOM, FDS_PER_SHARD_HEADROOM, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
 };
-use crate::os::{self, Listener, ReserveFd, ShutdownSignals};
+use crate::os::{self, Listener, Received, ReserveFd, ShutdownSignals};
 use crate::shard::context::{Counters, Latches, ShardContext};
 use crate::shard::locked::LockedStore;
 use crate::shard::message::ShardMessage;
@@ -76,11 +77,21 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     check_fd_limit(nr_shards, args.connections_per_shard_max);
     let (addr, reservation) = reserve_port(args.addr)?;
     refuse_if_in_use(addr, 0)?;
-    let mut signals = ShutdownSignals::block().map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
+    let auth = load_tokens(&args)?;
+    let mut signals =
+        ShutdownSignals::block(auth.is_some()).map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
     let latches = Latches::new(nr_shards);
     let args = ServeArgs { addr, ..args };
-    let handles = spawn_shards(&args, &cpus, nr_shards, &latches);
-    let mut failures = supervise(&args, &cpus, nr_shards, &latches, reservation, &mut signals);
+    let handles = spawn_shards(&args, &cpus, nr_shards, &latches, auth.as_ref());
+    let mut failures = supervise(
+        &args,
+        &cpus,
+        nr_shards,
+        &latches,
+        reservation,
+        &mut signals,
+        auth.as_deref(),
+    );
     for (id, handle) in handles.into_iter().enumerate() {
         match handle.join() {
             Ok(Ok(())) => {}
@@ -93,6 +104,36 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         Ok(())
     } else {
         Err(failures.join("; "))
+    }
+}
+
+/// `--auth-token-file`, read once at start (a bad file stops start-up).
+fn load_tokens(args: &ServeArgs) -> Result<Option<Arc<Published>>, String> {
+    let Some(path) = &args.auth_token_file else {
+        return Ok(None);
+    };
+    let tokens = Tokens::load(path)?;
+    if tokens.is_empty() {
+        warn!(
+            "--auth-token-file {}: no tokens: every guarded route answers 401",
+            path.display()
+        );
+    }
+    info!("access control on: {} tokens from {}", tokens.len(), path.display());
+    Ok(Some(Published::new(tokens)))
+}
+
+/// SIGHUP: re-reads `--auth-token-file`; a bad file keeps the tokens in force.
+fn reload_tokens(args: &ServeArgs, auth: Option<&Published>) {
+    let (Some(path), Some(auth)) = (&args.auth_token_file, auth) else {
+        return;
+    };
+    match Tokens::load(path) {
+        Ok(tokens) => {
+            info!("SIGHUP: {} tokens from {}", tokens.len(), path.display());
+            auth.replace(tokens);
+        }
+        Err(message) => warn!("SIGHUP: {message}; the previous tokens stay in force"),
     }
 }
 
@@ -116,7 +157,13 @@ type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
 
 /// Starts one pinned executor per shard, joined by one mesh. Stops at the first that cannot
 /// start, after opening `shutdown` so the ones already running stop too.
-fn spawn_shards(args: &ServeArgs, cpus: &[usize], nr_shards: usize, latches: &Latches) -> Vec<ShardHandle> {
+fn spawn_shards(
+    args: &ServeArgs,
+    cpus: &[usize],
+    nr_shards: usize,
+    latches: &Latches,
+    auth: Option<&Arc<Published>>,
+) -> Vec<ShardHandle> {
     let io_memory = io_memory_for(nr_shards);
     let mesh = MeshBuilder::<ShardMessage, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
     let locked = (args.design == Design::Locked).then(|| Arc::new(LockedStore::new(args.budget_for(0, 1))));
@@ -132,6 +179,7 @@ fn spawn_shards(args: &ServeArgs, cpus: &[usize], nr_shards: usize, latches: &La
             latches: latches.clone(),
             mesh: mesh.clone(),
             locked: locked.clone(),
+            auth: auth.cloned(),
         };
         // The guard lives in the closure glommio runs on the new thread, so it also drops (and
         // the main thread learns of it) when glommio fails to build the executor before our
@@ -166,7 +214,8 @@ fn spawn_shards(args: &ServeArgs, cpus: &[usize], nr_shards: usize, latches: &La
 }
 
 /// The main thread's watch until every shard has exited: announce readiness (once no other
-/// server shares the port), and turn SIGINT/SIGTERM into `shutdown`. Returns start-up failures.
+/// server shares the port), turn SIGINT/SIGTERM into `shutdown` and SIGHUP into a reload of
+/// `--auth-token-file`. Returns start-up failures.
 fn supervise(
     args: &ServeArgs,
     cpus: &[usize],
@@ -174,6 +223,7 @@ fn supervise(
     latches: &Latches,
     mut reservation: Option<socket2::Socket>,
     signals: &mut ShutdownSignals,
+    auth: Option<&Published>,
 ) -> Vec<String> {
     let mut announced = false;
     let mut failures = Vec::new();
@@ -193,11 +243,15 @@ fn supervise(
                 }
             }
         }
-        if let Some(signal) = signals.wait(SIGNAL_POLL_INTERVAL) {
-            if !latches.shutdown.is_open() {
-                info!("received {signal}: draining connections and stopping");
+        match signals.wait(SIGNAL_POLL_INTERVAL) {
+            Some(Received::Shutdown(signal)) => {
+                if !latches.shutdown.is_open() {
+                    info!("received {signal}: draining connections and stopping");
+                }
+                latches.shutdown.count_down();
             }
-            latches.shutdown.count_down();
+            Some(Received::Reload) => reload_tokens(args, auth),
+            None => {}
         }
     }
     failures
@@ -213,6 +267,8 @@ struct ShardSetup {
     latches: Latches,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
     locked: Option<Arc<LockedStore>>,
+    /// With `--auth-token-file`: the table the main thread publishes.
+    auth: Option<Arc<Published>>,
 }
 
 /// One shard's life: bind, join the mesh, load its part of `--load`, serve until shutdown,
@@ -227,6 +283,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         latches,
         mesh,
         locked,
+        auth,
     } = setup;
     let listener = Listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let joined = future::or(async { Some(mesh.join().await) }, async {
@@ -250,6 +307,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         router: Router::new(senders),
         latches: latches.clone(),
         counters: Counters::default(),
+        auth: auth.map(ShardTokens::new),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()

@@ -98,6 +98,8 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
+    /// With `--auth-token-file`: this shard's copy of the token table, refreshed on SIGHUP.
+    pub auth: Option<crate::api::auth::ShardTokens>,
 }
 
 impl ShardContext {
