@@ -3,13 +3,13 @@
 # (a fuzzer nobody on this project wrote): every response must conform to the document (status,
 # content type, schema, headers) and no input may give a 5xx or hang past --request-timeout.
 # Bounded for CI: MAX_EXAMPLES cases per operation (default 20) and MAX_TIME_S seconds in all
-# (default 60). A longer run: MAX_EXAMPLES=500 MAX_TIME_S=1800 scripts/schemathesis.sh
+# (default 45). A longer run: MAX_EXAMPLES=500 MAX_TIME_S=1800 scripts/schemathesis.sh
 # COREKV_BIN picks the binary (default: target/debug/corekv, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 max_examples=${MAX_EXAMPLES:-20}
-max_time_s=${MAX_TIME_S:-60}
+max_time_s=${MAX_TIME_S:-45}
 bin=${COREKV_BIN:-target/debug/corekv}
 command -v schemathesis >/dev/null || { echo "schemathesis is required: pip install schemathesis==4.32.5"; exit 1; }
 [ -x "$bin" ] || cargo build --quiet
