@@ -163,7 +163,7 @@ pub struct ServeArgs {
     pub auth_token_file: Option<std::path::PathBuf>,
 
     /// With `--auth-token-file`: serve `/metrics` without a token (for a scraper).
-    #[arg(long = "metrics-open")]
+    #[arg(long = "metrics-open", requires = "auth_token_file")]
     pub metrics_open: bool,
 }
 
