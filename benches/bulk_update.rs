@@ -45,6 +45,7 @@ fn plan(raw: &[u8], args: &ServeArgs) -> (Vec<Op>, Vec<String>) {
         args,
         ready: true,
         ready_shards: (1, 1),
+        tokens: None,
     };
     let Parsed::Complete(parsed, _) = request::parse(raw, &mut request::BodyProgress::default(), |head| {
         api::body_limit(head, args)

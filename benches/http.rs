@@ -44,6 +44,7 @@ fn parse_all(buf: &[u8], args: &ServeArgs, plan: bool) -> usize {
         args,
         ready: true,
         ready_shards: (1, 1),
+        tokens: None,
     };
     let mut consumed = 0;
     let mut count = 0;

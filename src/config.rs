@@ -184,6 +184,15 @@ pub struct ServeArgs {
     #[arg(long = "snapshot-floor-bytes", default_value_t = limits::STORAGE_SNAPSHOT_FLOOR_BYTES_DEFAULT,
           value_parser = clap::value_parser!(u64).range(0..=limits::STORAGE_SNAPSHOT_FLOOR_BYTES_CEILING))]
     pub snapshot_floor_bytes: u64,
+    /// Require `Authorization: Bearer TOKEN`: one `TOKEN ROLE` per line, ROLE `read`, `write`
+    /// (implies read) or `admin` (implies write, plus stats and metrics). Re-read on SIGHUP.
+    /// `/v1/ping` and `/v1/readiness` stay open.
+    #[arg(long = "auth-token-file", value_name = "FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
+    /// With `--auth-token-file`: serve `/metrics` without a token (for a scraper).
+    #[arg(long = "metrics-open", requires = "auth_token_file")]
+    pub metrics_open: bool,
 }
 
 impl ServeArgs {

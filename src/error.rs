@@ -13,6 +13,10 @@ use crate::shard::message::Limit;
 pub enum Error {
     /// 400: the request is malformed (bad syntax, percent-encoding, JSON, base64, framing).
     BadRequest(Cow<'static, str>),
+    /// 401: access control is on and the request carries no known bearer token.
+    Unauthorized(&'static str),
+    /// 403: the request's token has `role`, and the route needs `needed`.
+    Forbidden { role: &'static str, needed: &'static str },
     /// 404: the key does not exist.
     KeyNotFound,
     /// 404: no route has this path.
@@ -71,6 +75,8 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::Forbidden { .. } => 403,
             Error::KeyNotFound | Error::RouteNotFound => 404,
             Error::MethodNotAllowed { .. } | Error::ReadOnly { .. } => 405,
             Error::RequestTimeout { .. } => 408,
@@ -115,6 +121,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadRequest(message) => write!(f, "bad request: {message}"),
+            Error::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+            Error::Forbidden { role, needed } => {
+                write!(f, "forbidden: this token's role is {role}; this route needs {needed}")
+            }
             Error::KeyNotFound => write!(f, "key not found"),
             Error::RouteNotFound => write!(f, "no such route"),
             Error::MethodNotAllowed { allow } => {
@@ -192,6 +202,15 @@ mod tests {
         let cases = [
             (Error::bad_request("bad percent-encoding"), 400, "percent"),
             (Error::KeyNotFound, 404, "not found"),
+            (Error::Unauthorized("unknown token"), 401, "unknown token"),
+            (
+                Error::Forbidden {
+                    role: "read",
+                    needed: "write",
+                },
+                403,
+                "role is read; this route needs write",
+            ),
             (Error::MethodNotAllowed { allow: "GET" }, 405, "GET"),
             (
                 Error::RequestTimeout {

@@ -17,7 +17,9 @@
 //!   snapshots, closing the log).
 //! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
 //!   registry of open connections and their deadlines.
-//! - [`api`]: what each route means: turns a parsed request into store operations and back.
+//! - [`api`]: what each route means: turns a parsed request into store operations and back;
+//!   `api::auth` checks bearer tokens against the route's class before routing; `admin` serves
+//!   the OpenAPI document that `build.rs` makes from `docs/openapi.yaml`.
 //! - [`sync`]: the project's own cross-thread primitives (loom-checked in `loom-tests/`).
 //! - [`client`]: the synchronous command-line client.
 //! - [`error`]: the one error type, and its HTTP status.

@@ -27,6 +27,9 @@ pub const JSON_BODY_BYTES_MAX_CEILING: u32 = 1 << 30;
 /// Items one bulk update may carry.
 pub const BULK_ITEMS_MAX: usize = 100_000;
 
+/// Tokens one `--auth-token-file` may hold (each request compares against all of them).
+pub const AUTH_TOKENS_MAX: usize = 1_000;
+
 /// Default open connections per shard.
 pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: u32 = 10_000;
 /// Highest `--max-connections` accepted (each open connection holds at least a read buffer).

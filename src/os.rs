@@ -171,30 +171,44 @@ fn overlaps(listener: SocketAddr, addr: SocketAddr) -> bool {
     listener.port() == addr.port() && (a == b || a.is_unspecified() || b.is_unspecified())
 }
 
-/// SIGINT and SIGTERM, blocked in every thread and read from a signalfd on the main thread.
+/// SIGINT and SIGTERM (and SIGHUP when asked), blocked in every thread and read from a
+/// signalfd on the main thread.
 pub struct ShutdownSignals {
     fd: SignalFd,
 }
 
+/// A signal the main thread acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// SIGINT or SIGTERM (its name): drain and stop.
+    Shutdown(&'static str),
+    /// SIGHUP: re-read the files that are re-read (`--auth-token-file`).
+    Reload,
+}
+
 impl ShutdownSignals {
-    fn set() -> SigSet {
+    fn set(reload: bool) -> SigSet {
         let mut set = SigSet::empty();
         set.add(Signal::SIGINT);
         set.add(Signal::SIGTERM);
+        if reload {
+            set.add(Signal::SIGHUP);
+        }
         set
     }
 
     /// Blocks SIGINT and SIGTERM in the calling thread (threads started later inherit the
-    /// mask, so only [`ShutdownSignals::wait`] ever sees them) and opens their signalfd.
-    pub fn block() -> io::Result<ShutdownSignals> {
-        let set = Self::set();
+    /// mask, so only [`ShutdownSignals::wait`] ever sees them) and opens their signalfd. With
+    /// `reload`, SIGHUP too; without it SIGHUP keeps its default action (it ends the process).
+    pub fn block(reload: bool) -> io::Result<ShutdownSignals> {
+        let set = Self::set(reload);
         set.thread_block()?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(ShutdownSignals { fd })
     }
 
-    /// Waits up to `timeout` for SIGINT or SIGTERM; returns its name when one arrived.
-    pub fn wait(&mut self, timeout: Duration) -> Option<&'static str> {
+    /// Waits up to `timeout` for a signal of the set; returns it when one arrived.
+    pub fn wait(&mut self, timeout: Duration) -> Option<Received> {
         let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(&self.fd, PollFlags::POLLIN)];
         if !matches!(poll(&mut fds, timeout_ms), Ok(ready) if ready > 0) {
@@ -202,8 +216,9 @@ impl ShutdownSignals {
         }
         let info = self.fd.read_signal().ok()??;
         match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGINT) => Some("SIGINT"),
-            Ok(Signal::SIGTERM) => Some("SIGTERM"),
+            Ok(Signal::SIGINT) => Some(Received::Shutdown("SIGINT")),
+            Ok(Signal::SIGTERM) => Some(Received::Shutdown("SIGTERM")),
+            Ok(Signal::SIGHUP) => Some(Received::Reload),
             _ => None,
         }
     }

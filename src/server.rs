@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use log::{debug, error, info, warn};
 
+use crate::api::auth::{Published, ShardTokens, Tokens};
 use crate::config::{Design, ServeArgs};
 use crate::error::Error;
 use crate::http::registry::Registry;
@@ -22,7 +23,7 @@ use crate::limits::{
     CHANNEL_DEPTH_MESSAGES, EXPIRY_KEYS_PER_STEP_MAX, EXPIRY_TICK_MS, FD_EXHAUSTION_REFUSALS_PER_PASS_MAX,
     FDS_PER_PROCESS_HEADROOM, FDS_PER_SHARD_HEADROOM, IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_PER_SHARD,
 };
-use crate::os::{self, Listener, ReserveFd, ShutdownSignals};
+use crate::os::{self, Listener, Received, ReserveFd, ShutdownSignals};
 use crate::shard::context::{Counters, Latches, ShardContext};
 use crate::shard::durability::{self, Durability};
 use crate::shard::locked::LockedStore;
@@ -80,11 +81,21 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let (addr, reservation) = reserve_port(args.addr)?;
     refuse_if_in_use(addr, 0)?;
     let durability = open_data_dir(&args, nr_shards)?;
-    let mut signals = ShutdownSignals::block().map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
+    let auth = load_tokens(&args)?;
+    let mut signals =
+        ShutdownSignals::block(auth.is_some()).map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
     let latches = Latches::new(nr_shards);
     let args = ServeArgs { addr, ..args };
-    let handles = spawn_shards(&args, &cpus, nr_shards, &latches, durability);
-    let mut failures = supervise(&args, &cpus, nr_shards, &latches, reservation, &mut signals);
+    let handles = spawn_shards(&args, &cpus, nr_shards, &latches, durability, auth.as_ref());
+    let mut failures = supervise(
+        &args,
+        &cpus,
+        nr_shards,
+        &latches,
+        reservation,
+        &mut signals,
+        auth.as_deref(),
+    );
     for (id, handle) in handles.into_iter().enumerate() {
         match handle.join() {
             Ok(Ok(())) => {}
@@ -123,6 +134,36 @@ fn open_data_dir(args: &ServeArgs, nr_shards: usize) -> Result<Option<Arc<Durabi
     Ok(Some(Arc::new(durability)))
 }
 
+/// `--auth-token-file`, read once at start (a bad file stops start-up).
+fn load_tokens(args: &ServeArgs) -> Result<Option<Arc<Published>>, String> {
+    let Some(path) = &args.auth_token_file else {
+        return Ok(None);
+    };
+    let tokens = Tokens::load(path)?;
+    if tokens.is_empty() {
+        warn!(
+            "--auth-token-file {}: no tokens: every guarded route answers 401",
+            path.display()
+        );
+    }
+    info!("access control on: {} tokens from {}", tokens.len(), path.display());
+    Ok(Some(Published::new(tokens)))
+}
+
+/// SIGHUP: re-reads `--auth-token-file`; a bad file keeps the tokens in force.
+fn reload_tokens(args: &ServeArgs, auth: Option<&Published>) {
+    let (Some(path), Some(auth)) = (&args.auth_token_file, auth) else {
+        return;
+    };
+    match Tokens::load(path) {
+        Ok(tokens) => {
+            info!("SIGHUP: {} tokens from {}", tokens.len(), path.display());
+            auth.replace(tokens);
+        }
+        Err(message) => warn!("SIGHUP: {message}; the previous tokens stay in force"),
+    }
+}
+
 /// The CPUs shards are pinned to: `--cpus`, which must lie in the affinity mask, or the mask.
 fn shard_cpus(args: &ServeArgs) -> Result<Vec<usize>, String> {
     let allowed = affinity_cpus()?;
@@ -149,6 +190,7 @@ fn spawn_shards(
     nr_shards: usize,
     latches: &Latches,
     durability: Option<Arc<Durability>>,
+    auth: Option<&Arc<Published>>,
 ) -> Vec<ShardHandle> {
     let io_memory = io_memory_for(nr_shards);
     let mesh = MeshBuilder::<ShardMessage, _>::full(nr_shards, CHANNEL_DEPTH_MESSAGES);
@@ -166,6 +208,7 @@ fn spawn_shards(
             mesh: mesh.clone(),
             locked: locked.clone(),
             durability: durability.clone(),
+            auth: auth.cloned(),
         };
         // The guard lives in the closure glommio runs on the new thread, so it also drops (and
         // the main thread learns of it) when glommio fails to build the executor before our
@@ -200,7 +243,8 @@ fn spawn_shards(
 }
 
 /// The main thread's watch until every shard has exited: announce readiness (once no other
-/// server shares the port), and turn SIGINT/SIGTERM into `shutdown`. Returns start-up failures.
+/// server shares the port), turn SIGINT/SIGTERM into `shutdown` and SIGHUP into a reload of
+/// `--auth-token-file`. Returns start-up failures.
 fn supervise(
     args: &ServeArgs,
     cpus: &[usize],
@@ -208,6 +252,7 @@ fn supervise(
     latches: &Latches,
     mut reservation: Option<socket2::Socket>,
     signals: &mut ShutdownSignals,
+    auth: Option<&Published>,
 ) -> Vec<String> {
     let mut announced = false;
     let mut failures = Vec::new();
@@ -227,11 +272,15 @@ fn supervise(
                 }
             }
         }
-        if let Some(signal) = signals.wait(SIGNAL_POLL_INTERVAL) {
-            if !latches.shutdown.is_open() {
-                info!("received {signal}: draining connections and stopping");
+        match signals.wait(SIGNAL_POLL_INTERVAL) {
+            Some(Received::Shutdown(signal)) => {
+                if !latches.shutdown.is_open() {
+                    info!("received {signal}: draining connections and stopping");
+                }
+                latches.shutdown.count_down();
             }
-            latches.shutdown.count_down();
+            Some(Received::Reload) => reload_tokens(args, auth),
+            None => {}
         }
     }
     failures
@@ -249,6 +298,8 @@ struct ShardSetup {
     locked: Option<Arc<LockedStore>>,
     /// The data dir (`--data-dir`), shared by every shard.
     durability: Option<Arc<Durability>>,
+    /// With `--auth-token-file`: the table the main thread publishes.
+    auth: Option<Arc<Published>>,
 }
 
 /// One shard's life: bind, join the mesh, recover its keys (`--data-dir`), load its part of
@@ -264,6 +315,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         mesh,
         locked,
         durability,
+        auth,
     } = setup;
     let listener = Listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     // glommio's shared channels wake a sleeping executor through an eventfd, and a wake-up that
@@ -299,6 +351,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         counters: Counters::default(),
         log: RefCell::new(None),
         recovered: RefCell::default(),
+        auth: auth.map(ShardTokens::new),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()

@@ -160,9 +160,7 @@ fn shutdown_lets_an_upload_in_flight_finish() {
     let mut idle = Conn::new(server.addr);
     assert_eq!(idle.request("GET", "/v1/ping", &[], b"").status, 200);
     std::thread::sleep(Duration::from_millis(200));
-    let pid = server.pid() as i32;
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    server.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(idle.is_closed(), "an idle connection closes at shutdown");
     uploader.send(&body[50_000..]);

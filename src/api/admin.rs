@@ -1,5 +1,6 @@
 //! Operators' routes: `GET /v1/stats` (JSON) and `GET /metrics` (Prometheus text), both
-//! gathered from every shard by one `Stats` operation each.
+//! gathered from every shard by one `Stats` operation each, and `GET /v1/openapi.json`, the
+//! API document (`docs/openapi.yaml`, turned into JSON at build time by `build.rs`).
 //!
 //! Owns these routes and the two formats. Like all of [`crate::api`], it never touches a store
 //! or a socket: the numbers arrive as outcomes.
@@ -12,11 +13,20 @@ use crate::http::request::{Method, Request};
 use crate::http::response;
 use crate::shard::message::ShardStats;
 
+/// The OpenAPI 3.1 document of every route, as JSON.
+pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
+
 /// Plans an admin request; `None` when the path is not an admin route.
 pub fn route(request: &Request<'_>) -> Option<Result<(Ops, Render), Error>> {
     let prometheus = match request.head.path {
         "/v1/stats" => false,
         "/metrics" => true,
+        "/v1/openapi.json" => {
+            return Some(match request.head.method {
+                Method::Get | Method::Head => Ok((Ops::None, Render::Static(response::JSON, OPENAPI_JSON.as_bytes()))),
+                _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+            });
+        }
         _ => return None,
     };
     Some(match request.head.method {
@@ -236,6 +246,33 @@ mod tests {
             assert!(series.starts_with("corekv_") && series.contains("shard=\""), "{line}");
             value.parse::<u64>().unwrap();
         }
+    }
+
+    #[test]
+    fn the_openapi_document_is_json_and_names_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for path in [
+            "/v1/keys/{key}",
+            "/v1/keys",
+            "/v1/ping",
+            "/v1/readiness",
+            "/v1/stats",
+            "/metrics",
+            "/v1/openapi.json",
+            "/set",
+            "/get",
+            "/update",
+            "/updateBulk",
+            "/delete",
+            "/keys/{key}",
+            "/{key}",
+            "/{key}/{ttl_ms}",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} is not documented");
+        }
+        let unauthorized = &doc["components"]["responses"]["Unauthorized"];
+        assert!(unauthorized["headers"]["WWW-Authenticate"].is_object());
     }
 
     #[test]

@@ -185,6 +185,7 @@ mod tests {
                 path,
                 query,
                 json: true,
+                authorization: None,
             },
             body: Cow::Borrowed(body),
             keep_alive: true,

@@ -6,10 +6,12 @@
 //! never touches a store: operations run on their owners through [`crate::shard::dispatch`].
 
 pub mod admin;
+pub mod auth;
 pub mod compat;
 pub mod v1;
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use crate::config::ServeArgs;
 use crate::error::Error;
@@ -26,6 +28,8 @@ pub struct Context<'a> {
     pub ready: bool,
     /// Shards serving so far and in all, for the readiness message.
     pub ready_shards: (usize, usize),
+    /// With `--auth-token-file`: the shard's copy of the token table, checked before routing.
+    pub tokens: Option<Rc<auth::Tokens>>,
 }
 
 /// How a request's outcomes become its response.
@@ -35,6 +39,8 @@ pub enum Render {
     Error(Error),
     /// Answer at once with a JSON body.
     Json(u16, serde_json::Value),
+    /// Answer at once with 200 and a fixed body of this content type (the OpenAPI document).
+    Static(&'static str, &'static [u8]),
     /// `GET`/`HEAD` of one key: the value's bytes, or 404.
     Value { head: bool },
     /// `PUT`/`POST`: 201 when created, 200 when replaced.
@@ -85,7 +91,7 @@ impl Plan {
     pub fn render(&self, outcomes: &mut impl Outcomes, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
         let start = out.len();
         let status = match &self.render {
-            Render::Error(_) | Render::Json(..) => render_now(&self.render, keep_alive, out),
+            Render::Error(_) | Render::Json(..) | Render::Static(..) => render_now(&self.render, keep_alive, out),
             Render::BulkUpdate { keys, keys_only } => {
                 // Every outcome is read (even past an error) so the next request reads its own.
                 let read: Vec<Result<bool, Error>> = keys
@@ -150,6 +156,14 @@ pub fn json_body_limit(args: &ServeArgs) -> BodyLimit {
 pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
     let keep_alive = request.keep_alive;
     let head = request.head.method == Method::Head;
+    if let Some(tokens) = &context.tokens
+        && let Err(error) = auth::check(&request.head, tokens, context.args.metrics_open)
+    {
+        return Plan {
+            head,
+            ..Plan::error(error, keep_alive)
+        };
+    }
     let routed = admin::route(&request)
         .or_else(|| v1::route(&request, context))
         .or_else(|| compat::route(&request, context.args));
@@ -183,6 +197,10 @@ pub fn render_now(render: &Render, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
         Render::Json(status, body) => {
             response::json(out, *status, body, keep_alive);
             *status
+        }
+        Render::Static(content_type, body) => {
+            response::full(out, 200, content_type, body, keep_alive, &[]);
+            200
         }
         // Plans with operations never reach here; answer safely rather than panic.
         _ => internal_error(out, "response without outcome"),
@@ -443,6 +461,7 @@ mod tests {
                     path,
                     query: "",
                     json: false,
+                    authorization: None,
                 },
                 &args,
             )

@@ -199,6 +199,7 @@ mod tests {
             args: &args,
             ready: true,
             ready_shards: (2, 2),
+            tokens: None,
         };
         let request = Request {
             head: HeadInfo {
@@ -206,6 +207,7 @@ mod tests {
                 path,
                 query: "",
                 json,
+                authorization: None,
             },
             body: Cow::Borrowed(body),
             keep_alive: true,
@@ -292,6 +294,7 @@ mod tests {
             args: &args,
             ready: true,
             ready_shards: (2, 2),
+            tokens: None,
         };
         let refused = |method, path| {
             let request = Request {
@@ -300,6 +303,7 @@ mod tests {
                     path,
                     query: "",
                     json: false,
+                    authorization: None,
                 },
                 body: Cow::Borrowed(b"[]"),
                 keep_alive: true,
@@ -333,6 +337,7 @@ mod tests {
             args: &args,
             ready: false,
             ready_shards: (1, 2),
+            tokens: None,
         };
         let Render::Json(status, body) = readiness(&context) else {
             panic!()

@@ -219,6 +219,7 @@ impl Connection {
             args: &shard.args,
             ready,
             ready_shards: (serving, shard.nr_shards),
+            tokens: shard.auth.as_ref().map(|auth| auth.current()),
         };
         let mut consumed = 0;
         let mut need = Need::Head;

@@ -88,6 +88,8 @@ pub struct HeadInfo<'b> {
     pub query: &'b str,
     /// `Content-Type: application/json`.
     pub json: bool,
+    /// The first `Authorization` header's value (checked by [`crate::api::auth`]; never logged).
+    pub authorization: Option<&'b [u8]>,
 }
 
 /// A complete request.
@@ -308,6 +310,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, Error> {
             path,
             query,
             json: facts.json,
+            authorization: facts.authorization,
         },
         len,
         framing,
@@ -331,12 +334,13 @@ fn head_error(error: httparse::Error, buf: &[u8]) -> Error {
 
 /// What the headers say that framing and routing need.
 #[derive(Default)]
-struct HeaderFacts {
+struct HeaderFacts<'b> {
     content_length: Option<u64>,
     codings: TransferCodings,
     json: bool,
     expect_continue: bool,
     close: bool,
+    authorization: Option<&'b [u8]>,
 }
 
 /// The transfer codings of every `Transfer-Encoding` header, in order.
@@ -367,8 +371,8 @@ impl TransferCodings {
     }
 }
 
-impl HeaderFacts {
-    fn read(headers: &[httparse::Header<'_>]) -> Result<HeaderFacts, Error> {
+impl<'b> HeaderFacts<'b> {
+    fn read(headers: &[httparse::Header<'b>]) -> Result<HeaderFacts<'b>, Error> {
         let mut facts = HeaderFacts::default();
         for header in headers {
             let (name, value) = (header.name, header.value);
@@ -389,6 +393,8 @@ impl HeaderFacts {
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     facts.close |= token.eq_ignore_ascii_case(b"close");
                 }
+            } else if name.eq_ignore_ascii_case("authorization") {
+                facts.authorization = facts.authorization.or(Some(value));
             } else if name.eq_ignore_ascii_case("expect") {
                 facts.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }

@@ -13,6 +13,8 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         206 => "Partial Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -102,7 +104,8 @@ pub fn json(out: &mut Vec<u8>, status: u16, body: &serde_json::Value, keep_alive
     full(out, status, JSON, &body, keep_alive, &[]);
 }
 
-/// `{"error": "<message>"}` with the error's status (and `Allow` on every 405).
+/// `{"error": "<message>"}` with the error's status (and `Allow` on every 405,
+/// `WWW-Authenticate: Bearer` on every 401).
 pub fn error(out: &mut Vec<u8>, error: &Error, keep_alive: bool) {
     let body = serde_json::json!({ "error": error.to_string() });
     // Serialising a `Value` into memory cannot fail.
@@ -117,6 +120,16 @@ pub fn error(out: &mut Vec<u8>, error: &Error, keep_alive: bool) {
                 &body,
                 keep_alive,
                 &[("Allow", allow.as_bytes())],
+            );
+        }
+        Error::Unauthorized(_) => {
+            full(
+                out,
+                error.status(),
+                JSON,
+                &body,
+                keep_alive,
+                &[("WWW-Authenticate", b"Bearer")],
             );
         }
         _ => full(out, error.status(), JSON, &body, keep_alive, &[]),
@@ -162,6 +175,11 @@ mod tests {
             text.contains("\r\nAllow: \r\n"),
             "a read-only write route allows nothing: {text}"
         );
+        let mut out = Vec::new();
+        error(&mut out, &Error::Unauthorized("unknown token"), true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{text}");
+        assert!(text.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{text}");
         let mut out = Vec::new();
         error(&mut out, &Error::LengthRequired, true);
         assert!(

@@ -105,6 +105,8 @@ pub struct ShardContext {
     pub log: RefCell<Option<Rc<ShardLog>>>,
     /// What this shard's start-up recovery read, for stats.
     pub recovered: RefCell<RecoveryStats>,
+    /// With `--auth-token-file`: this shard's copy of the token table, refreshed on SIGHUP.
+    pub auth: Option<crate::api::auth::ShardTokens>,
 }
 
 /// A write applied here whose log record the answer must wait for.

@@ -69,6 +69,7 @@ where
                         counters: Counters::default(),
                         log: Default::default(),
                         recovered: Default::default(),
+                        auth: None,
                     });
                     let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers

@@ -124,6 +124,12 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends `signal` to the server (it keeps running unless the signal stops it).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; it touches no memory of ours.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// Sends `signal` and waits (bounded) for the exit status.
     pub fn signal_and_wait(mut self, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
         // SAFETY: kill(2) on our own child's pid; it touches no memory of ours.
