@@ -242,7 +242,7 @@ fn admit(client: TcpStream, shared: &Arc<Shared>) {
             upstream: None,
             threads: vec![thread],
         };
-        shared.links.lock().unwrap().push(link);
+        push_link(shared, link);
         return;
     }
     let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
@@ -266,11 +266,25 @@ fn admit(client: TcpStream, shared: &Arc<Shared>) {
         std::thread::spawn(move || pump(client_read, upstream_write, &a)),
         std::thread::spawn(move || pump(upstream_read, client_write, &b)),
     ];
-    shared.links.lock().unwrap().push(Link {
+    let link = Link {
         client,
         upstream: Some(upstream),
         threads,
-    });
+    };
+    push_link(shared, link);
+}
+
+/// Adds a link, then closes it if a `cut()` or `heal()` ran while it was being set up and so
+/// did not see it: a forwarded link made as a cut began, or a blackholed one as a heal began.
+/// (Each control sets its flag before walking the locked list, and this checks the flag with
+/// the list locked, so either the control sees the link or the link sees the flag.)
+fn push_link(shared: &Shared, link: Link) {
+    let mut links = shared.links.lock().unwrap();
+    let blackholed = link.upstream.is_none();
+    if shared.cut.load(Ordering::SeqCst) != blackholed {
+        link.close();
+    }
+    links.push(link);
 }
 
 /// A blackholed connection: read and throw away until it is closed.
