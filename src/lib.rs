@@ -26,10 +26,14 @@
 //! - [`logging`]: a `RUST_LOG`-style logger that never prints values, and rate-limited log macros.
 //! - [`os`]: sockets, rlimits, signals and the io_uring probe, through socket2, rlimit and nix.
 //! - [`storage`]: durability: each shard's write-ahead log and snapshots, recovery, the data dir.
+//! - `check` (hidden): test tooling, never used by the server: the linearizability checker the
+//!   replication tests run over recorded histories.
 //!
 //! `docs/ARCHITECTURE.md` draws a request's path from socket to owning shard and back.
 
 pub mod api;
+#[doc(hidden)]
+pub mod check;
 pub mod client;
 pub mod clock;
 pub mod config;

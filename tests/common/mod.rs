@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use corekv::client::http::{ParseError, Want, read_response};
 
+pub mod history;
+pub mod proxy;
+
 /// How long a server gets to start listening and report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long any single test read waits before failing the test instead of hanging.
