@@ -50,6 +50,7 @@ CONTENDERS = {
     # An older build to compare an optimisation against in the same interleaved run:
     # COREKV_BASELINE_BIN=path/to/old/corekv scripts/bench.sh --contenders sharded,baseline
     "baseline": {"kind": "corekv", "design": "sharded", "shards": 1, "bin_env": "COREKV_BASELINE_BIN"},
+    "axum": {"kind": "axum"},
     "nginx": {"kind": "nginx"},
     "redis": {"kind": "redis"},
 }
@@ -68,7 +69,7 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="smoke test: 2 s runs, 1 round, 64 connections")
     p.add_argument("--duration", type=int, default=int(env_default("duration", 10)), help="seconds per run")
     p.add_argument("--rounds", type=int, default=int(env_default("rounds", 2)))
-    p.add_argument("--connections", default=env_default("connections", "64,1000"))
+    p.add_argument("--connections", default=env_default("connections", "1,8,64,512"))
     p.add_argument("--workloads", default=env_default("workloads", "get,put,mix,get_p16,put_p16"))
     p.add_argument("--contenders", default=env_default("contenders", ",".join(CONTENDERS)))
     p.add_argument("--server-cpu", default=env_default("server_cpu", "1"))
@@ -107,6 +108,8 @@ def available(contender):
     kind = CONTENDERS[contender]["kind"]
     if contender == "baseline":
         return bool(os.environ.get("COREKV_BASELINE_BIN"))
+    if kind == "axum":
+        return os.path.exists(kvlib.AXUM_CONTENDER)
     if kind == "nginx":
         return shutil.which("nginx") is not None
     if kind == "redis":
@@ -129,6 +132,9 @@ def start_contender(contender, args, workdir):
         bin_env = spec.get("bin_env", "COREKV_BIN")
         proc = kvlib.start_corekv(port, log, "--shards", str(spec["shards"]), "--design", spec["design"],
                                   cpus=args.server_cpu, bin_env=bin_env)
+        kvlib.load(port, args.keys, args.value_bytes, "http")
+    elif spec["kind"] == "axum":
+        proc = kvlib.start_axum(port, args.server_cpu, log)
         kvlib.load(port, args.keys, args.value_bytes, "http")
     elif spec["kind"] == "nginx":
         proc = kvlib.start_nginx(port, args.server_cpu, os.path.join(workdir, "nginx"))

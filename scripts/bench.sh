@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The wrk benchmark: corekv's designs against nginx's fixed reply and Redis, in one
+# The wrk benchmark: corekv's designs against axum+tokio+RwLock<HashMap>, nginx's fixed reply
+# and Redis, in one
 # interleaved run. Usage (after `cargo build --release`):
 #
-#   scripts/bench.sh [--quick] [--duration S] [--rounds N] [--connections 64,1000]
+#   scripts/bench.sh [--quick] [--duration S] [--rounds N] [--connections 1,8,64,512]
 #                    [--server-cpu 1] [--client-cpu 0] [--profile sharded:get:64,...]
 #
 # Every flag also reads from an environment variable (BENCH_DURATION, BENCH_ROUNDS, ...); see
@@ -38,6 +39,13 @@ python3 -c 'import matplotlib' 2>/dev/null \
 if [[ -z "${COREKV_BIN:-}" && ! -x target/release/corekv ]]; then
   echo "building corekv (cargo build --release)" >&2
   cargo build --release >&2
+fi
+
+# The lock-based Rust contender, a separate crate so its dependencies stay out of corekv's.
+if command -v cargo >/dev/null && [[ ! -x scripts/axum-contender/target/release/axum-contender ]]; then
+  echo "building the axum contender (scripts/axum-contender)" >&2
+  cargo build --release --quiet --manifest-path scripts/axum-contender/Cargo.toml >&2 \
+    || echo "note: the axum contender did not build; it is skipped" >&2
 fi
 
 # 1,000 connections need that many sockets on each side.

@@ -166,6 +166,19 @@ http {{
     return proc
 
 
+AXUM_CONTENDER = os.path.join(ROOT, "scripts", "axum-contender", "target", "release", "axum-contender")
+
+
+def start_axum(port, cpu, log_path):
+    """The lock-based Rust contender (scripts/axum-contender): axum, one tokio worker, one
+    RwLock<HashMap>. Built by scripts/bench.sh; None when it is not built."""
+    if not os.path.exists(AXUM_CONTENDER):
+        return None
+    proc = start([AXUM_CONTENDER, str(port)], log_path, cpu=cpu)
+    wait_until(lambda: http_status(port, "/v1/readiness") == 200, proc, "axum-contender")
+    return proc
+
+
 def redis_ping(port):
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as s:
