@@ -152,6 +152,11 @@ pub struct ServeArgs {
     #[arg(long = "read-only")]
     pub read_only: bool,
 
+    /// Keep no ordered key index: saves its memory (about 60 bytes per key) and a key copy per
+    /// PUT, and prefix listing (`GET /v1/keys?prefix=`) answers 501.
+    #[arg(long = "no-key-index")]
+    pub key_index_off: bool,
+
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,

@@ -100,6 +100,17 @@ pub const WRITE_BUFFER_FLUSH_BYTES: usize = 4 << 20;
 /// reply holds at most this plus one value.
 pub const PEER_REPLY_VALUE_BYTES_MAX: usize = 1 << 20;
 
+/// Most keys one shard puts in one page of a prefix listing (`GET /v1/keys?prefix=`): a
+/// listing connection holds at most one page per shard at a time.
+pub const LIST_PAGE_KEYS_MAX: usize = 1_000;
+/// Bytes of keys and values one shard puts in one listing page; the first item always goes in,
+/// so a page holds at most this plus one key and value.
+pub const LIST_PAGE_BYTES_MAX: usize = 256 << 10;
+/// A listing's response is written as one HTTP chunk each time this many bytes are rendered.
+pub const LIST_CHUNK_BYTES: usize = 64 << 10;
+/// Largest `limit` a listing request may ask for (no `limit`: the whole listing, streamed).
+pub const LIST_LIMIT_MAX: u64 = 1 << 40;
+
 /// How often each shard reclaims expired keys without being asked, in ms (Redis: 10 Hz).
 pub const EXPIRY_TICK_MS: u64 = 100;
 /// Most expired keys reclaimed in one step; past it the shard yields to requests, then goes on.
@@ -197,3 +208,7 @@ const _: () = assert!(
 const _: () = assert!(STORAGE_RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX.is_multiple_of(4096) && STORAGE_READ_CHUNK_BYTES.is_multiple_of(4096));
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX <= IO_MEMORY_BYTES_MIN * 4);
+const _: () = assert!(
+    LIST_PAGE_BYTES_MAX <= WRITE_BUFFER_FLUSH_BYTES && LIST_CHUNK_BYTES <= WRITE_BUFFER_FLUSH_BYTES,
+    "a listing page and a listing chunk fit in what a connection buffers"
+);

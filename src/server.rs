@@ -250,6 +250,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         router: Router::new(senders),
         latches: latches.clone(),
         counters: Counters::default(),
+        index: Default::default(),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
@@ -265,6 +266,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         let loader = crate::load::Loader::new(&shard.args, id == 0);
         loader.load(&shard.store, |key| shard.owner(key) == id, &path).await?;
     }
+    shard.start_index();
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
     }
@@ -288,7 +290,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
 async fn expire_forever(shard: Rc<ShardContext>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
-        while shard.store.expire(EXPIRY_KEYS_PER_STEP_MAX) == EXPIRY_KEYS_PER_STEP_MAX {
+        while shard.expire(EXPIRY_KEYS_PER_STEP_MAX) == EXPIRY_KEYS_PER_STEP_MAX {
             futures_lite::future::yield_now().await;
         }
         shard.store.after_expiry_tick();

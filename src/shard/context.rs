@@ -7,7 +7,8 @@
 
 use std::cell::Cell;
 
-use super::message::{Op, Outcome, PeerReply, RequestsByClass, ShardStats};
+use super::index::KeyIndex;
+use super::message::{ListPage, ListQuery, Op, Outcome, PeerReply, RequestsByClass, ShardStats};
 use super::router::Router;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
@@ -67,7 +68,8 @@ impl Counters {
         self.messages_sent.set(self.messages_sent.get() + 1);
     }
 
-    fn count_message_received(&self) {
+    /// Counts one message received from another shard.
+    pub fn count_message_received(&self) {
         self.messages_received.set(self.messages_received.get() + 1);
     }
 
@@ -98,6 +100,8 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
+    /// The shard's keys in order, for prefix listings (off until [`ShardContext::start_index`]).
+    pub index: KeyIndex,
 }
 
 impl ShardContext {
@@ -117,7 +121,51 @@ impl ShardContext {
             self.id,
             "an operation ran on a shard that does not own its key"
         );
-        self.store.apply(op, f)
+        let StoreHandle::Owned(store) = &self.store else {
+            return self.store.apply(op, f);
+        };
+        if !self.index.is_on() {
+            return self.store.apply(op, f);
+        }
+        // The op moves into the store: a PUT's key is copied first, for the index if it creates.
+        let put_key: Option<Box<[u8]>> = matches!(op, Op::Put { .. }).then(|| op.key().into());
+        let answer = self.store.apply(op, |outcome| {
+            if let (Outcome::Created, Some(key)) = (&outcome, put_key) {
+                self.index.insert(key);
+            }
+            f(outcome)
+        });
+        self.index.take_removals(&mut store.borrow_mut(), |_, _| {});
+        answer
+    }
+
+    /// Turns on the key index when the flags and the design allow it, filled from the store
+    /// as it is now (call it once, after `--load` or a recovery filled the store).
+    pub fn start_index(&self) {
+        if self.args.key_index_off || self.args.design != Design::Sharded {
+            return;
+        }
+        if let StoreHandle::Owned(store) = &self.store {
+            self.index.start(&mut store.borrow_mut());
+        }
+    }
+
+    /// Reclaims at most `keys_max` expired keys (and takes them out of the index); returns
+    /// how many.
+    pub fn expire(&self, keys_max: usize) -> usize {
+        let expired = self.store.expire(keys_max);
+        if let (StoreHandle::Owned(store), true) = (&self.store, self.index.is_on()) {
+            self.index.take_removals(&mut store.borrow_mut(), |_, _| {});
+        }
+        expired
+    }
+
+    /// This shard's next page of a listing (empty when the index is off).
+    pub fn list_page(&self, query: &ListQuery) -> ListPage {
+        match &self.store {
+            StoreHandle::Owned(store) => self.index.page(&store.borrow(), query),
+            StoreHandle::Locked(_) => ListPage::default(),
+        }
     }
 
     /// Answers one batch from another shard, in order. Found values are copied into the reply

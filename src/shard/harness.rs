@@ -67,7 +67,9 @@ where
                         router: Router::new(senders),
                         latches: Latches::new(nr_shards),
                         counters: Counters::default(),
+                        index: Default::default(),
                     });
+                    shard.start_index();
                     let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers
                         .streams()

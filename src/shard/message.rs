@@ -283,6 +283,33 @@ pub struct Batch {
     pub reply: oneshot::Sender<PeerReply>,
 }
 
+/// Which keys a prefix listing asks one shard for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Keys that start with these bytes (empty: every key).
+    pub prefix: Box<[u8]>,
+    /// Only keys that sort strictly after this one (a cursor, or the last key of a page).
+    pub after: Option<Box<[u8]>>,
+    /// Whether the page carries values (otherwise each record's value is empty).
+    pub values: bool,
+}
+
+/// One shard's page of a listing: keys in byte order (with values when asked), bounded by
+/// [`crate::limits::LIST_PAGE_KEYS_MAX`] and [`crate::limits::LIST_PAGE_BYTES_MAX`].
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<Record>,
+    /// More keys may match: ask again with `after` set to this key. `None`: the shard is done.
+    pub resume_after: Option<Box<[u8]>>,
+}
+
+/// A listing's request for one shard's next page, with the slot it answers in.
+#[derive(Debug)]
+pub struct ListRequest {
+    pub query: ListQuery,
+    pub reply: oneshot::Sender<ListPage>,
+}
+
 /// Everything that travels the mesh between shards.
 #[derive(Debug)]
 pub enum ShardMessage {
@@ -290,6 +317,8 @@ pub enum ShardMessage {
     Batch(Batch),
     /// A request for the receiving shard's numbers.
     Stats(oneshot::Sender<ShardStats>),
+    /// A request for the receiving shard's next page of a prefix listing.
+    List(ListRequest),
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ pub mod context;
 pub mod dispatch;
 #[doc(hidden)]
 pub mod harness;
+pub mod index;
+pub mod listing;
 pub mod locked;
 pub mod message;
 pub mod router;

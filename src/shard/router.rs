@@ -8,7 +8,7 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::context::ShardContext;
-use super::message::{Batch, Op, PeerReply, ShardMessage, ShardStats};
+use super::message::{Batch, ListPage, ListQuery, ListRequest, Op, PeerReply, ShardMessage, ShardStats};
 use super::{ShardId, shard_for};
 use crate::sync::oneshot;
 
@@ -65,6 +65,15 @@ impl Router {
         Ok(receiver)
     }
 
+    /// Asks `peer` for its next page of a listing.
+    pub async fn ask_list(&self, peer: ShardId, query: ListQuery) -> Result<oneshot::Receiver<ListPage>, OwnerGone> {
+        debug_assert_ne!(peer, self.id, "a shard reads its own index directly");
+        let (reply, receiver) = oneshot::channel();
+        self.deliver(peer, ShardMessage::List(ListRequest { query, reply }))
+            .await?;
+        Ok(receiver)
+    }
+
     async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
         self.senders.send_to(peer, message).await.map_err(|_| OwnerGone)
     }
@@ -86,6 +95,10 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Shard
             }
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.answer_stats());
+            }
+            ShardMessage::List(request) => {
+                shard.counters.count_message_received();
+                let _ = request.reply.send(shard.list_page(&request.query));
             }
         }
     }
