@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod compat;
+pub mod list;
 pub mod v1;
 
 use std::borrow::Cow;
@@ -52,6 +53,9 @@ pub enum Render {
     BulkUpdate { keys: Vec<String>, keys_only: bool },
     /// `/v1/stats` (JSON) or `/metrics` (Prometheus text), from every shard's numbers.
     Stats { prometheus: bool },
+    /// `GET /v1/keys?prefix=`: a listing streamed by [`crate::http::stream::list`], never
+    /// rendered from outcomes.
+    List(list::ListSpec),
 }
 
 /// A planned request: operations to run on their owners, then how to answer.
@@ -80,6 +84,11 @@ impl Plan {
         !self.keep_alive || matches!(&self.render, Render::Error(error) if error.closes_connection())
     }
 
+    /// True when the response is streamed ([`Render::List`]) rather than rendered from outcomes.
+    pub fn streams(&self) -> bool {
+        matches!(self.render, Render::List(_))
+    }
+
     /// Writes this request's response from the outcomes of its operations, read in the order
     /// [`plan`] listed them; returns its status. `keep_alive: false` answers `Connection: close`.
     pub fn render(&self, outcomes: &mut impl Outcomes, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
@@ -96,6 +105,7 @@ impl Plan {
                     Err(error) => render_error(out, &error, keep_alive),
                 }
             }
+            Render::List(_) => internal_error(out, "a listing rendered as a plain response"),
             Render::Stats { prometheus } => match outcomes.stats() {
                 Ok(stats) => admin::render_stats(&stats, *prometheus, keep_alive, out),
                 Err(error) => render_error(out, &error, keep_alive),
@@ -153,7 +163,7 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         .or_else(|| compat::route(&request, context.args));
     let (ops, render) = match routed {
         // Until every shard has loaded `--load`, no half-loaded data is served.
-        Some(Ok((Ops::One(_) | Ops::Many(_), _))) if !context.ready => (
+        Some(Ok((Ops::One(_) | Ops::Many(_), _) | (_, Render::List(_)))) if !context.ready => (
             Ops::None,
             Render::Error(Error::Unavailable("not ready: still loading data (--load)")),
         ),

@@ -1,4 +1,5 @@
-//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update), `/v1/ping`, `/v1/readiness`.
+//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update, and listing: [`super::list`]),
+//! `/v1/ping`, `/v1/readiness`.
 //!
 //! Owns these routes' meaning and their errors, and the planning the seeds' routes share with
 //! them ([`plan_get`], [`plan_bulk_update`]). Like all of [`crate::api`], it never touches a
@@ -46,10 +47,11 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
     }
     Some(match head.path {
         "/v1/keys" => match method {
+            Method::Get => super::list::plan(head.query, context).map(|spec| (Ops::None, Render::List(spec))),
             Method::Patch => {
-                check_writable(context.args, "").and_then(|()| plan_bulk_update(&request.body, context.args, false))
+                check_writable(context.args, "GET").and_then(|()| plan_bulk_update(&request.body, context.args, false))
             }
-            _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
+            _ => Err(Error::MethodNotAllowed { allow: "GET, PATCH" }),
         },
         "/v1/ping" => match method {
             Method::Get | Method::Head => Ok((Ops::None, Render::Json(200, serde_json::json!({ "status": "ok" })))),
@@ -282,7 +284,11 @@ mod tests {
                 .status(),
             400
         );
-        assert_eq!(run(Method::Get, "/v1/keys", false, b"").unwrap_err().status(), 405);
+        assert_eq!(run(Method::Put, "/v1/keys", false, b"").unwrap_err().status(), 405);
+        assert!(matches!(
+            run(Method::Get, "/v1/keys", false, b""),
+            Ok((Ops::None, Render::List(_)))
+        ));
     }
 
     #[test]
@@ -314,7 +320,7 @@ mod tests {
             refused(Method::Delete, "/v1/keys/k"),
             Error::ReadOnly { allow: "GET, HEAD" }
         );
-        assert_eq!(refused(Method::Patch, "/v1/keys"), Error::ReadOnly { allow: "" });
+        assert_eq!(refused(Method::Patch, "/v1/keys"), Error::ReadOnly { allow: "GET" });
     }
 
     #[test]
