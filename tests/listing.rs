@@ -242,3 +242,32 @@ fn a_large_listing_streams_in_bounded_server_memory() {
         growth >> 20
     );
 }
+
+#[test]
+fn the_cli_pages_through_every_key_of_a_prefix() {
+    // Goal: `corekv list PREFIX` follows cursors past one page, in order, and `--limit` stops it.
+    let server = Server::start(&[]);
+    let keys: Vec<String> = (0..2_500).map(|i| format!("cli/{i:05}")).collect();
+    put_all(&server, &keys, |key| format!("v-{key}").into_bytes());
+    put_all(&server, &["other".to_string()], |_| b"v".to_vec());
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(common::binary())
+            .args(["list", "--addr", &server.addr.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = run(&["cli/"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), keys, "every key once, in order");
+    let limited = run(&["cli/", "--limit", "1500", "--values"]);
+    let lines: Vec<&str> = limited.lines().collect();
+    assert_eq!(lines.len(), 1500);
+    assert_eq!(lines[1499], "cli/01499\tv-cli/01499");
+    assert_eq!(run(&[]).lines().count(), 2_501, "no prefix: every key");
+}

@@ -1,4 +1,5 @@
-//! The command-line client: `corekv get | set | update | delete | bulk-update | ping | stats`,
+//! The command-line client: `corekv get | set | update | delete | bulk-update | list | ping |
+//! stats`,
 //! and `corekv completions`.
 //!
 //! Owns the client's subcommands, their flags (the client options `--addr`, `--timeout-ms`,
@@ -105,6 +106,9 @@ pub enum ClientCommand {
     /// Update many existing keys at once from a JSON array `[{"key": "...", "value": "..."}]`.
     #[command(after_help = EXIT_CODES_HELP)]
     BulkUpdate(BulkUpdateArgs),
+    /// List keys that start with PREFIX in byte order, one per line (paging through cursors).
+    #[command(after_help = EXIT_CODES_HELP)]
+    List(ListArgs),
     /// Check that the server answers; prints `pong`.
     #[command(after_help = EXIT_CODES_HELP)]
     Ping(ConnectionArgs),
@@ -121,6 +125,7 @@ impl ClientCommand {
             ClientCommand::Set(args) => &args.connection,
             ClientCommand::Update(args) => &args.connection,
             ClientCommand::BulkUpdate(args) => &args.connection,
+            ClientCommand::List(args) => &args.connection,
             ClientCommand::Ping(connection) | ClientCommand::Stats(connection) => connection,
         }
     }
@@ -303,6 +308,26 @@ pub struct BulkUpdateArgs {
     /// JSON file holding `[{"key": "...", "value": "..."}, ...]`; `-` reads stdin.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+
+    /// Where the server is.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Only keys that start with these bytes (default: every key).
+    #[arg(value_name = "PREFIX")]
+    pub prefix: Option<OsString>,
+
+    /// Print each key's value after it, separated by a tab.
+    #[arg(long)]
+    pub values: bool,
+
+    /// Print at most this many keys.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
 
     /// Where the server is.
     #[command(flatten)]
