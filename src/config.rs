@@ -157,6 +157,12 @@ pub struct ServeArgs {
     #[arg(long = "no-key-index")]
     pub key_index_off: bool,
 
+    /// Recent changes each shard keeps so a watcher can resume after a reconnect (`?from=`);
+    /// 0 keeps none (every resume answers `compacted`). Also bounded by 4 MiB per shard.
+    #[arg(long = "watch-history-changes", default_value_t = limits::WATCH_HISTORY_CHANGES_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=limits::WATCH_HISTORY_CHANGES_CEILING as i64))]
+    pub watch_history_changes: u32,
+
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,

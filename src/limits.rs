@@ -111,6 +111,23 @@ pub const LIST_CHUNK_BYTES: usize = 64 << 10;
 /// Largest `limit` a listing request may ask for (no `limit`: the whole listing, streamed).
 pub const LIST_LIMIT_MAX: u64 = 1 << 40;
 
+/// Changes a watcher's channel holds (`GET /v1/watch/...`) before the watcher is dropped.
+pub const WATCH_QUEUE_EVENTS_MAX: usize = 256;
+/// Bytes of changes (keys, values, bookkeeping) queued for one watcher before it is dropped
+/// (the first change always fits).
+pub const WATCH_QUEUE_BYTES_MAX: usize = 1 << 20;
+/// Default `--watch-history-changes`: recent changes each shard keeps for resuming watchers.
+pub const WATCH_HISTORY_CHANGES_DEFAULT: u32 = 1024;
+/// Highest `--watch-history-changes` accepted.
+pub const WATCH_HISTORY_CHANGES_CEILING: u32 = 1 << 20;
+/// Bytes of recent changes each shard keeps at most, whatever `--watch-history-changes` says.
+pub const WATCH_HISTORY_BYTES_MAX: usize = 4 << 20;
+/// Watchers registered on one shard (key watchers it owns, plus every prefix watcher).
+pub const WATCHERS_PER_SHARD_MAX: usize = 100_000;
+/// A watch stream with nothing to say sends a comment this often, in ms, so proxies keep it
+/// and a vanished client is noticed.
+pub const WATCH_HEARTBEAT_MS: u64 = 15_000;
+
 /// How often each shard reclaims expired keys without being asked, in ms (Redis: 10 Hz).
 pub const EXPIRY_TICK_MS: u64 = 100;
 /// Most expired keys reclaimed in one step; past it the shard yields to requests, then goes on.

@@ -251,6 +251,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         latches: latches.clone(),
         counters: Counters::default(),
         index: Default::default(),
+        watch: Default::default(),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
@@ -266,7 +267,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         let loader = crate::load::Loader::new(&shard.args, id == 0);
         loader.load(&shard.store, |key| shard.owner(key) == id, &path).await?;
     }
-    shard.start_index();
+    shard.start_change_tracking();
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
     }

@@ -324,10 +324,17 @@ impl Connection {
                 self.dispatcher.resume(&shard).await;
             }
             let keep_alive = !(plan.closes() || closing && at == last);
-            // A listing streams: what is rendered goes out first, then it writes by itself.
+            // A listing or a watch streams: what is rendered goes out first, then it writes by
+            // itself (a watch is always the batch's last: its plan closes the connection).
             if let api::Render::List(spec) = &plan.render {
                 self.flush().await?;
                 let status = stream::list(&shard, spec, keep_alive, &mut self.stream, &mut self.output).await?;
+                shard.counters.count_response(status);
+                continue;
+            }
+            if let api::Render::Watch(spec) = &plan.render {
+                self.flush().await?;
+                let status = stream::watch(&shard, spec, &mut self.stream, &mut self.output).await?;
                 shard.counters.count_response(status);
                 continue;
             }

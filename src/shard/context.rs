@@ -10,6 +10,7 @@ use std::cell::Cell;
 use super::index::KeyIndex;
 use super::message::{ListPage, ListQuery, Op, Outcome, PeerReply, RequestsByClass, ShardStats};
 use super::router::Router;
+use super::watch::Watch;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
@@ -100,8 +101,11 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
-    /// The shard's keys in order, for prefix listings (off until [`ShardContext::start_index`]).
+    /// The shard's keys in order, for prefix listings (off until
+    /// [`ShardContext::start_change_tracking`]).
     pub index: KeyIndex,
+    /// The watchers registered here and the recent changes they may resume from.
+    pub watch: Watch,
 }
 
 impl ShardContext {
@@ -124,38 +128,65 @@ impl ShardContext {
         let StoreHandle::Owned(store) = &self.store else {
             return self.store.apply(op, f);
         };
-        if !self.index.is_on() {
+        if !self.index.is_on() && !self.watch.is_on() {
             return self.store.apply(op, f);
         }
-        // The op moves into the store: a PUT's key is copied first, for the index if it creates.
-        let put_key: Option<Box<[u8]>> = matches!(op, Op::Put { .. }).then(|| op.key().into());
+        // The op moves into the store: a write's key is copied first, for the index (when it
+        // creates) and the watchers (when someone wants its changes).
+        let key: Option<Box<[u8]>> = match &op {
+            Op::Put { .. } => Some(op.key().into()),
+            Op::Update(_) if self.watch.wants(op.key()) => Some(op.key().into()),
+            _ => None,
+        };
+        let (mut created, mut set) = (false, false);
         let answer = self.store.apply(op, |outcome| {
-            if let (Outcome::Created, Some(key)) = (&outcome, put_key) {
-                self.index.insert(key);
-            }
+            created = matches!(outcome, Outcome::Created);
+            set = matches!(outcome, Outcome::Created | Outcome::Replaced | Outcome::Updated);
             f(outcome)
         });
-        self.index.take_removals(&mut store.borrow_mut(), |_, _| {});
+        let mut store = store.borrow_mut();
+        self.index
+            .take_removals(&mut store, |record, cause| self.watch.removed(record, cause));
+        if let Some(key) = key {
+            if set
+                && self.watch.wants(&key)
+                && let Some((value, _)) = store.peek(&key)
+            {
+                self.watch.set(&key, value);
+            }
+            if created {
+                self.index.insert(key);
+            }
+        }
         answer
     }
 
-    /// Turns on the key index when the flags and the design allow it, filled from the store
-    /// as it is now (call it once, after `--load` or a recovery filled the store).
-    pub fn start_index(&self) {
-        if self.args.key_index_off || self.args.design != Design::Sharded {
+    /// Turns on, as the flags and the design allow, the key index (filled from the store as it
+    /// is now) and change numbering for watchers. Call it once, after `--load` or a recovery
+    /// filled the store: changes made before are neither indexed twice nor watched.
+    pub fn start_change_tracking(&self) {
+        if self.args.design != Design::Sharded {
             return;
         }
-        if let StoreHandle::Owned(store) = &self.store {
-            self.index.start(&mut store.borrow_mut());
+        let StoreHandle::Owned(store) = &self.store else {
+            return;
+        };
+        let mut store = store.borrow_mut();
+        if !self.args.key_index_off {
+            self.index.start(&mut store);
         }
+        store.track_removals(true);
+        self.watch.start(self.args.watch_history_changes as usize);
     }
 
     /// Reclaims at most `keys_max` expired keys (and takes them out of the index); returns
     /// how many.
     pub fn expire(&self, keys_max: usize) -> usize {
         let expired = self.store.expire(keys_max);
-        if let (StoreHandle::Owned(store), true) = (&self.store, self.index.is_on()) {
-            self.index.take_removals(&mut store.borrow_mut(), |_, _| {});
+        if let (StoreHandle::Owned(store), true) = (&self.store, self.watch.is_on()) {
+            self.index.take_removals(&mut store.borrow_mut(), |record, cause| {
+                self.watch.removed(record, cause)
+            });
         }
         expired
     }

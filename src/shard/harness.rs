@@ -68,8 +68,9 @@ where
                         latches: Latches::new(nr_shards),
                         counters: Counters::default(),
                         index: Default::default(),
+                        watch: Default::default(),
                     });
-                    shard.start_index();
+                    shard.start_change_tracking();
                     let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers
                         .streams()

@@ -17,6 +17,7 @@ pub mod locked;
 pub mod message;
 pub mod router;
 pub mod store;
+pub mod watch;
 
 use std::cell::RefCell;
 use std::sync::Arc;
