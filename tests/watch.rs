@@ -279,3 +279,31 @@ fn a_thousand_watchers_of_one_key_all_see_a_write() {
     let saw: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(saw, WATCHERS);
 }
+
+#[test]
+fn the_cli_prints_each_change_as_it_happens() {
+    // Goal: `corekv watch KEY` prints `ID<TAB>EVENT<TAB>KEY[<TAB>VALUE]` lines as changes happen.
+    let server = Server::start(&[]);
+    let mut child = std::process::Command::new(common::binary())
+        .args(["watch", "cli-key", "--addr", &server.addr.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The watcher registers when the request arrives; give it a moment before writing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.request("PUT", "/v1/keys/cli-key", b"one").status, 201);
+    assert_eq!(server.request("DELETE", "/v1/keys/cli-key", b"").status, 200);
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    let first: Vec<&str> = first.split('\t').collect();
+    assert_eq!(first[1..], ["set", "cli-key", "one"]);
+    let second: Vec<&str> = second.split('\t').collect();
+    assert_eq!(second[1..], ["delete", "cli-key"]);
+    assert!(
+        first[0].parse::<u64>().unwrap() < second[0].parse::<u64>().unwrap(),
+        "ids rise"
+    );
+}

@@ -1,5 +1,5 @@
-//! The command-line client: `corekv get | set | update | delete | bulk-update | list | ping |
-//! stats`,
+//! The command-line client: `corekv get | set | update | delete | bulk-update | list | watch |
+//! ping | stats`,
 //! and `corekv completions`.
 //!
 //! Owns the client's subcommands, their flags (the client options `--addr`, `--timeout-ms`,
@@ -109,6 +109,11 @@ pub enum ClientCommand {
     /// List keys that start with PREFIX in byte order, one per line (paging through cursors).
     #[command(after_help = EXIT_CODES_HELP)]
     List(ListArgs),
+    /// Print every change to KEY (or to the keys under --prefix) as it happens, until
+    /// interrupted: `ID<TAB>EVENT<TAB>KEY[<TAB>VALUE]` per line (one JSON object per line with
+    /// --output json). `--from ID` resumes after an event's ID.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Watch(WatchArgs),
     /// Check that the server answers; prints `pong`.
     #[command(after_help = EXIT_CODES_HELP)]
     Ping(ConnectionArgs),
@@ -126,6 +131,7 @@ impl ClientCommand {
             ClientCommand::Update(args) => &args.connection,
             ClientCommand::BulkUpdate(args) => &args.connection,
             ClientCommand::List(args) => &args.connection,
+            ClientCommand::Watch(args) => &args.connection,
             ClientCommand::Ping(connection) | ClientCommand::Stats(connection) => connection,
         }
     }
@@ -328,6 +334,27 @@ pub struct ListArgs {
     /// Print at most this many keys.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+
+    /// Where the server is.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Arguments of `watch`.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "watched", required = true, multiple = false, args = ["key", "prefix"])]
+pub struct WatchArgs {
+    /// The key to watch.
+    #[arg(value_name = "KEY")]
+    pub key: Option<OsString>,
+
+    /// Watch every key that starts with PREFIX instead.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<OsString>,
+
+    /// Resume after this event ID (printed first on every line).
+    #[arg(long, value_name = "ID")]
+    pub from: Option<String>,
 
     /// Where the server is.
     #[command(flatten)]
