@@ -13,9 +13,11 @@
 //! - [`server`]: start-up checks, executors and pinning, listeners, readiness, shutdown.
 //! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router,
 //!   the shard's shared state (`context`) and the dispatcher that runs operations where their
-//!   keys live (`dispatch`).
+//!   keys live (`dispatch`); the ordered key index (`index`), prefix listings merged across
+//!   shards (`listing`) and watchers with their change history (`watch`).
 //! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
-//!   registry of open connections and their deadlines.
+//!   registry of open connections and their deadlines, streamed responses (`stream`: listings
+//!   and watches).
 //! - [`api`]: what each route means: turns a parsed request into store operations and back.
 //! - [`sync`]: the project's own cross-thread primitives (loom-checked in `loom-tests/`).
 //! - [`client`]: the synchronous command-line client.
