@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Prefix listing: what the key index costs, and how fast listings are answered.
 
-Starts corekv (2 shards) twice, with the key index (default) and with `--no-key-index`, loads
-the same keys into each (`key:0000000` .., 11 bytes, 64-byte values, pipelined PUTs) and
+Starts corekv (2 shards) three times: with neither the key index nor a watch history
+(`--no-key-index --watch-history-changes 0`), with the watch history only (`--no-key-index`),
+and as by default (both); loads the same keys into each (`key:0000000` .., 11 bytes, 64-byte values, pipelined PUTs) and
 reports per key: RSS after loading and the server's CPU time per PUT. With the index on, it
 then adds 100 keys under `pfx/` and measures
 
@@ -27,9 +28,8 @@ VALUE_BYTES = 64
 PREFIX_KEYS = 100
 
 
-def loaded_server(keys, cpus, workdir, *flags):
+def loaded_server(keys, cpus, workdir, name, *flags):
     port = kvlib.free_port()
-    name = "no-index" if flags else "index"
     proc = kvlib.start_corekv(port, os.path.join(workdir, f"list-bench-{name}.log"), "--shards", "2", *flags,
                               cpus=cpus)
     time.sleep(0.5)
@@ -90,9 +90,12 @@ def main():
     workdir = os.path.join(kvlib.ROOT, "target", "bench-results")
     os.makedirs(workdir, exist_ok=True)
 
-    proc, _, without = loaded_server(args.keys, args.cpus, workdir, "--no-key-index")
+    proc, _, neither = loaded_server(args.keys, args.cpus, workdir, "neither", "--no-key-index",
+                                     "--watch-history-changes", "0")
     kvlib.stop(proc)
-    proc, port, with_index = loaded_server(args.keys, args.cpus, workdir)
+    proc, _, without = loaded_server(args.keys, args.cpus, workdir, "history-only", "--no-key-index")
+    kvlib.stop(proc)
+    proc, port, with_index = loaded_server(args.keys, args.cpus, workdir, "default")
     latency = prefix_latency(port, args.queries)
     keys_only = full_listing(port, values=False)
     with_values = full_listing(port, values=True)
@@ -101,10 +104,13 @@ def main():
     print(f"{args.keys:,} keys (11 bytes, {VALUE_BYTES}-byte values), 2 shards\n")
     print("| | RSS per key | server CPU per PUT | load time |")
     print("|---|---:|---:|---:|")
-    for name, r in (("--no-key-index", without), ("key index (default)", with_index)):
+    for name, r in (("--no-key-index --watch-history-changes 0", neither),
+                    ("--no-key-index (watch history 1024)", without),
+                    ("default (key index, watch history 1024)", with_index)):
         print(f"| {name} | {r['rss_per_key']:.0f} B | {r['cpu_us_per_put']:.2f} µs | {r['load_s']:.1f} s |")
     print(f"\nindex cost: {with_index['rss_per_key'] - without['rss_per_key']:.0f} B per key, "
-          f"{with_index['cpu_us_per_put'] - without['cpu_us_per_put']:+.2f} µs CPU per PUT\n")
+          f"{with_index['cpu_us_per_put'] - without['cpu_us_per_put']:+.2f} µs CPU per PUT")
+    print(f"watch history cost: {without['cpu_us_per_put'] - neither['cpu_us_per_put']:+.2f} µs CPU per PUT\n")
     print(f"prefix of {PREFIX_KEYS} keys among {args.keys + PREFIX_KEYS:,}: "
           f"p50 {latency[50]:.0f} µs, p99 {latency[99]:.0f} µs ({args.queries} queries, one socket)")
     for name, r in (("keys only", keys_only), ("with values", with_values)):

@@ -128,6 +128,8 @@ pub async fn watch(
     out: &mut Vec<u8>,
 ) -> io::Result<u16> {
     let shared = Arc::new(WatchShared::default());
+    // However this ends (an error included), the registries may forget the watcher.
+    let _gone = Gone(Arc::clone(&shared));
     let owners: Vec<ShardId> = match &spec.target {
         WatchTarget::Key(key) => vec![shard.owner(key)],
         WatchTarget::Prefix(_) => (0..shard.nr_shards).collect(),
@@ -212,6 +214,15 @@ pub async fn watch(
         }
         stream.write_all(out).await?;
         out.clear();
+    }
+}
+
+/// Marks a watch's shared state `gone` when dropped.
+struct Gone(Arc<WatchShared>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::Release);
     }
 }
 

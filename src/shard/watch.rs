@@ -21,6 +21,9 @@ use super::store::Removal;
 use crate::limits::{WATCH_HISTORY_BYTES_MAX, WATCH_QUEUE_BYTES_MAX, WATCHERS_PER_SHARD_MAX};
 use crate::sync::shim::{Arc, AtomicBool, AtomicUsize, Ordering};
 
+/// Watchers a shard holds before its first sweep for ended connections.
+const WATCH_SWEEP_WATCHERS_MIN: usize = 1024;
+
 /// What a watcher's two ends share: the bytes queued between them, and whether the shard
 /// dropped it for falling behind (so its connection can say so).
 #[derive(Debug, Default)]
@@ -28,6 +31,9 @@ pub struct WatchShared {
     /// Bytes of the changes in the channel: added by the shard, taken off by the connection.
     pub queued_bytes: AtomicUsize,
     pub dropped: AtomicBool,
+    /// Set by the connection when its watch ends, so registries can forget a watcher of a key
+    /// that never changes again (see [`Watch::register`]'s sweep).
+    pub gone: AtomicBool,
 }
 
 /// The sending end of a watcher's channel: on this shard, or towards another shard's
@@ -76,11 +82,26 @@ struct State {
     keys: hashbrown::HashMap<Box<[u8]>, Vec<Watcher>>,
     prefixes: Vec<(Box<[u8]>, Watcher)>,
     watchers: usize,
+    /// The next registration sweeps out watchers whose connection has gone once `watchers`
+    /// reaches this (doubling, so sweeping costs O(1) per registration on average).
+    sweep_at: usize,
 }
 
 impl State {
     fn matches(&self, key: &[u8]) -> bool {
         self.keys.contains_key(key) || self.prefixes.iter().any(|(prefix, _)| key.starts_with(prefix))
+    }
+
+    /// Forgets the watchers whose connection has ended.
+    fn sweep(&mut self) {
+        let live = |watcher: &Watcher| !watcher.shared.gone.load(Ordering::Acquire);
+        self.keys.retain(|_, watchers| {
+            watchers.retain(live);
+            !watchers.is_empty()
+        });
+        self.prefixes.retain(|(_, watcher)| live(watcher));
+        self.watchers = self.keys.values().map(Vec::len).sum::<usize>() + self.prefixes.len();
+        self.sweep_at = (2 * self.watchers).max(WATCH_SWEEP_WATCHERS_MIN);
     }
 
     /// The oldest change a watcher resuming after `from` would need is retained.
@@ -179,6 +200,9 @@ impl Watch {
         shared: Arc<WatchShared>,
     ) -> WatchStart {
         let mut state = self.state.borrow_mut();
+        if state.watchers >= state.sweep_at.max(WATCH_SWEEP_WATCHERS_MIN) || state.watchers >= WATCHERS_PER_SHARD_MAX {
+            state.sweep();
+        }
         if state.watchers >= WATCHERS_PER_SHARD_MAX {
             return WatchStart::Refused("too many watchers on this shard");
         }
@@ -275,6 +299,31 @@ mod tests {
             let (sender, _receiver) = local_channel::new_bounded(16);
             let unknown = watch.register(key("k"), Some(99), WatchSender::Local(sender), Arc::default());
             assert!(matches!(unknown, WatchStart::Compacted { .. }), "a seq from the future");
+        });
+    }
+
+    #[test]
+    fn watchers_whose_connection_ended_are_swept_out() {
+        LocalExecutor::default().run(async {
+            let watch = Watch::default();
+            watch.start(0);
+            let mut receivers = Vec::new();
+            for i in 0..WATCH_SWEEP_WATCHERS_MIN + 10 {
+                let (sender, receiver) = local_channel::new_bounded(1);
+                let shared = Arc::new(WatchShared::default());
+                shared.gone.store(i % 2 == 0, Ordering::Release);
+                let target = key(&format!("k{i}"));
+                assert!(matches!(
+                    watch.register(target, None, WatchSender::Local(sender), shared),
+                    WatchStart::Started { .. }
+                ));
+                receivers.push(receiver);
+            }
+            let watchers = watch.watchers();
+            assert!(
+                watchers < WATCH_SWEEP_WATCHERS_MIN,
+                "the gone half was forgotten: {watchers}"
+            );
         });
     }
 
