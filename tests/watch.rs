@@ -307,3 +307,17 @@ fn the_cli_prints_each_change_as_it_happens() {
         "ids rise"
     );
 }
+
+#[test]
+fn shutdown_ends_every_watch_with_a_last_event() {
+    // Goal: SIGTERM ends open watch streams with `event: shutdown` and the server exits in time.
+    let server = Server::start(&["--shutdown-grace-ms", "2000"]);
+    let (mut key_watch, _) = Watch::open(&server, "/v1/watch/k");
+    let (mut prefix_watch, _) = Watch::open(&server, "/v1/watch?prefix=");
+    let status = server.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    for watch in [&mut key_watch, &mut prefix_watch] {
+        assert_eq!(watch.next().map(|e| e.name), Some("shutdown".to_string()));
+        assert_eq!(watch.next(), None);
+    }
+}
