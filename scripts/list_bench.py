@@ -2,10 +2,10 @@
 """Prefix listing: what the key index costs, and how fast listings are answered.
 
 Starts corekv (2 shards) three times: with neither the key index nor a watch history
-(`--no-key-index --watch-history-changes 0`), with the watch history only (`--no-key-index`),
-and as by default (both); loads the same keys into each (`key:0000000` .., 11 bytes, 64-byte values, pipelined PUTs) and
-reports per key: RSS after loading and the server's CPU time per PUT. With the index on, it
-then adds 100 keys under `pfx/` and measures
+(`--watch-history-changes 0`), with the watch history only (the default), and with both
+(`--key-index`); loads the same keys into each (`key:0000000` .., 11 bytes, 64-byte values,
+pipelined PUTs) and reports per key: RSS after loading and the server's CPU time per PUT.
+With the index on, it then adds 100 keys under `pfx/` and measures
 
 - the latency of `GET /v1/keys?prefix=pfx/` (100 of N+100 keys) over one keep-alive socket,
 - the throughput of a full listing (`GET /v1/keys`, and `&values=true`), streamed.
@@ -90,12 +90,11 @@ def main():
     workdir = os.path.join(kvlib.ROOT, "target", "bench-results")
     os.makedirs(workdir, exist_ok=True)
 
-    proc, _, neither = loaded_server(args.keys, args.cpus, workdir, "neither", "--no-key-index",
-                                     "--watch-history-changes", "0")
+    proc, _, neither = loaded_server(args.keys, args.cpus, workdir, "neither", "--watch-history-changes", "0")
     kvlib.stop(proc)
-    proc, _, without = loaded_server(args.keys, args.cpus, workdir, "history-only", "--no-key-index")
+    proc, _, without = loaded_server(args.keys, args.cpus, workdir, "history-only")
     kvlib.stop(proc)
-    proc, port, with_index = loaded_server(args.keys, args.cpus, workdir, "default")
+    proc, port, with_index = loaded_server(args.keys, args.cpus, workdir, "key-index", "--key-index")
     latency = prefix_latency(port, args.queries)
     keys_only = full_listing(port, values=False)
     with_values = full_listing(port, values=True)
@@ -104,9 +103,9 @@ def main():
     print(f"{args.keys:,} keys (11 bytes, {VALUE_BYTES}-byte values), 2 shards\n")
     print("| | RSS per key | server CPU per PUT | load time |")
     print("|---|---:|---:|---:|")
-    for name, r in (("--no-key-index --watch-history-changes 0", neither),
-                    ("--no-key-index (watch history 1024)", without),
-                    ("default (key index, watch history 1024)", with_index)):
+    for name, r in (("--watch-history-changes 0", neither),
+                    ("default (watch history 1024)", without),
+                    ("--key-index (and watch history 1024)", with_index)):
         print(f"| {name} | {r['rss_per_key']:.0f} B | {r['cpu_us_per_put']:.2f} µs | {r['load_s']:.1f} s |")
     print(f"\nindex cost: {with_index['rss_per_key'] - without['rss_per_key']:.0f} B per key, "
           f"{with_index['cpu_us_per_put'] - without['cpu_us_per_put']:+.2f} µs CPU per PUT")

@@ -60,7 +60,7 @@ fn list_pages(server: &Server, query: &str, limit: usize) -> (Vec<serde_json::Va
 #[test]
 fn pages_come_in_byte_order_across_shards_and_cursors_resume_exactly() {
     // Goal: paging by cursor yields every matching key once, in byte order, whichever shard owns it.
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     let mut keys: Vec<String> = (0..250).map(|i| format!("user/{}", i * 7)).collect();
     keys.extend(["user", "users/1", "admin/1", "usea"].map(String::from));
     put_all(&server, &keys, |key| key.as_bytes().to_vec());
@@ -77,7 +77,7 @@ fn pages_come_in_byte_order_across_shards_and_cursors_resume_exactly() {
 #[test]
 fn values_come_with_their_keys_and_no_match_is_an_empty_list() {
     // Goal: values=true answers {"items":[{"key","value"}]}; a prefix with no key answers an empty list.
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     let keys: Vec<String> = (0..30).map(|i| format!("v/{i:02}")).collect();
     put_all(&server, &keys, |key| format!("value of {key}").into_bytes());
     let (items, _) = list_pages(&server, "prefix=v/&values=true", 7);
@@ -94,7 +94,7 @@ fn values_come_with_their_keys_and_no_match_is_an_empty_list() {
 #[test]
 fn deleted_and_expired_keys_leave_the_listing() {
     // Goal: a DELETE and a TTL take keys out of the index (the store's removals reach it).
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     put_all(&server, &["d/1".into(), "d/2".into(), "d/3".into()], |_| b"v".to_vec());
     assert_eq!(server.request("DELETE", "/v1/keys/d/2", b"").status, 200);
     assert_eq!(server.request("PUT", "/v1/keys/d/4?ttl_ms=100", b"v").status, 201);
@@ -114,7 +114,7 @@ fn deleted_and_expired_keys_leave_the_listing() {
 #[test]
 fn bad_parameters_are_refused() {
     // Goal: every malformed parameter is a 400 (414 for a prefix longer than a key), other methods 405.
-    let server = Server::start(&["--max-key-bytes", "16"]);
+    let server = Server::start(&["--key-index", "--max-key-bytes", "16"]);
     for query in [
         "limit=0",
         "limit=-3",
@@ -139,7 +139,7 @@ fn bad_parameters_are_refused() {
 #[test]
 fn a_listing_keeps_its_place_among_pipelined_requests() {
     // Goal: a streamed listing between other pipelined requests is answered in request order.
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     let mut conn = Conn::new(server.addr);
     let mut batch = encode_request("PUT", "/v1/keys/pipe/a", &[], b"1");
     batch.extend(encode_request("GET", "/v1/keys?prefix=pipe/", &[], b""));
@@ -159,14 +159,14 @@ fn a_listing_keeps_its_place_among_pipelined_requests() {
 
 #[test]
 fn listing_answers_501_where_no_index_is_kept() {
-    // Goal: --design locked and --no-key-index answer 501 with the reason, and keys still work.
-    for flags in [&["--design", "locked"][..], &["--no-key-index"][..]] {
+    // Goal: no --key-index, or --design locked, answer 501 with the reason, and keys still work.
+    for flags in [&["--design", "locked", "--key-index"][..], &[][..]] {
         let server = Server::start(flags);
         assert_eq!(server.request("PUT", "/v1/keys/k", b"v").status, 201);
         let response = server.request("GET", "/v1/keys", b"");
         assert_eq!(response.status, 501, "{flags:?}");
         let error = response.error();
-        assert!(error.contains("locked") || error.contains("--no-key-index"), "{error}");
+        assert!(error.contains("locked") || error.contains("--key-index"), "{error}");
         assert_eq!(server.request("GET", "/v1/keys/k", b"").body, b"v");
     }
 }
@@ -207,7 +207,7 @@ impl Read for Sampling {
 #[test]
 fn a_large_listing_streams_in_bounded_server_memory() {
     // Goal: a 50 MB listing with values streams while the server's RSS grows far less than the body.
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     let keys: Vec<String> = (0..LARGE_KEYS).map(|i| format!("big/{i:06}")).collect();
     put_all(&server, &keys, |_| vec![b'x'; LARGE_VALUE_BYTES]);
     let before = rss_bytes(server.pid());
@@ -246,7 +246,7 @@ fn a_large_listing_streams_in_bounded_server_memory() {
 #[test]
 fn the_cli_pages_through_every_key_of_a_prefix() {
     // Goal: `corekv list PREFIX` follows cursors past one page, in order, and `--limit` stops it.
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     let keys: Vec<String> = (0..2_500).map(|i| format!("cli/{i:05}")).collect();
     put_all(&server, &keys, |key| format!("v-{key}").into_bytes());
     put_all(&server, &["other".to_string()], |_| b"v".to_vec());

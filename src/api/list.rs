@@ -34,9 +34,9 @@ pub fn plan(query: &str, context: &Context<'_>) -> Result<ListSpec, Error> {
             "listing keys in --design locked (it keeps no ordered key index)",
         ));
     }
-    if args.key_index_off {
+    if !args.key_index {
         return Err(Error::NotImplemented(
-            "listing keys without the key index (the server runs with --no-key-index)",
+            "listing keys needs the key index: start the server with --key-index",
         ));
     }
     parse(query, args.key_bytes_max as usize)

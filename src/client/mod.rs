@@ -106,7 +106,8 @@ pub enum ClientCommand {
     /// Update many existing keys at once from a JSON array `[{"key": "...", "value": "..."}]`.
     #[command(after_help = EXIT_CODES_HELP)]
     BulkUpdate(BulkUpdateArgs),
-    /// List keys that start with PREFIX in byte order, one per line (paging through cursors).
+    /// List keys that start with PREFIX in byte order, one per line (paging through cursors;
+    /// the server needs `--key-index`).
     #[command(after_help = EXIT_CODES_HELP)]
     List(ListArgs),
     /// Print every change to KEY (or to the keys under --prefix) as it happens, until

@@ -172,7 +172,7 @@ impl ShardContext {
             return;
         };
         let mut store = store.borrow_mut();
-        if !self.args.key_index_off {
+        if self.args.key_index {
             self.index.start(&mut store);
         }
         store.track_removals(true);

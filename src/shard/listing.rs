@@ -143,7 +143,7 @@ mod tests {
         };
         let layout = Layout {
             cpus: vec![0, 0],
-            args: ServeArgs::from_flags(&[]),
+            args: ServeArgs::from_flags(&["--key-index"]),
             gone: vec![],
         };
         let keys = on_shards(layout, store, |shard| async move {
