@@ -122,6 +122,9 @@ pub const WATCH_HISTORY_CHANGES_DEFAULT: u32 = 1024;
 pub const WATCH_HISTORY_CHANGES_CEILING: u32 = 1 << 20;
 /// Bytes of recent changes each shard keeps at most, whatever `--watch-history-changes` says.
 pub const WATCH_HISTORY_BYTES_MAX: usize = 4 << 20;
+/// Largest value the history keeps with a change nobody watches at the time (a larger one is
+/// kept without its value, so a big write costs no copy unless someone watches it).
+pub const WATCH_HISTORY_VALUE_BYTES_MAX: usize = 4 << 10;
 /// Watchers registered on one shard (key watchers it owns, plus every prefix watcher).
 pub const WATCHERS_PER_SHARD_MAX: usize = 100_000;
 /// A watch stream with nothing to say sends a comment this often, in ms, so proxies keep it

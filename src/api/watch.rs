@@ -120,7 +120,9 @@ pub fn change(out: &mut Vec<u8>, change: &Change, shard: Option<usize>, seqs: &[
         "key": String::from_utf8_lossy(change.record.key()),
         "seq": change.seq,
     });
-    if change.kind == crate::shard::message::ChangeKind::Set {
+    if change.value_omitted {
+        data["value_omitted"] = true.into();
+    } else if change.kind == crate::shard::message::ChangeKind::Set {
         data["value"] = String::from_utf8_lossy(change.record.value()).into();
     }
     if let Some(shard) = shard {
@@ -195,6 +197,7 @@ mod tests {
             seq: 5,
             kind: crate::shard::message::ChangeKind::Set,
             record: crate::shard::message::Record::new(b"k", b"v\n1"),
+            value_omitted: false,
         };
         change(&mut out, &set, Some(1), &[4, 5]);
         let text = String::from_utf8(out).unwrap();

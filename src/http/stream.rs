@@ -166,7 +166,21 @@ pub async fn watch(
     watch::ready(out, &seqs);
     stream.write_all(out).await?;
     out.clear();
-    let prefix = matches!(spec.target, WatchTarget::Prefix(_));
+    let prefix = matches!(spec.target, WatchTarget::Prefix(_)).then_some(&owners[..]);
+    stream_changes(shard, sources, prefix, seqs, &shared, stream, out).await
+}
+
+/// Writes each change as it arrives from `sources` (whose shards `prefix` names, for a prefix
+/// watch), heartbeats while idle, and the last event when the watch ends.
+async fn stream_changes(
+    shard: &ShardContext,
+    sources: Vec<Changes>,
+    prefix: Option<&[ShardId]>,
+    mut seqs: Vec<u64>,
+    shared: &WatchShared,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+) -> io::Result<u16> {
     let mut pending: Vec<Pending> = sources
         .into_iter()
         .enumerate()
@@ -189,7 +203,7 @@ pub async fn watch(
                 pending.push(Box::pin(changes.recv(at)));
                 shared.queued_bytes.fetch_sub(change.bytes(), Ordering::Relaxed);
                 seqs[at] = change.seq;
-                watch::change(out, &change, prefix.then_some(owners[at]), &seqs);
+                watch::change(out, &change, prefix.map(|owners| owners[at]), &seqs);
             }
             Wake::Change(..) => {
                 if shared.dropped.load(Ordering::Acquire) {

@@ -359,6 +359,10 @@ pub struct Change {
     pub kind: ChangeKind,
     /// The key, and its new value for a `Set` (empty otherwise).
     pub record: Record,
+    /// A `Set` whose value was too large to keep in the history (over
+    /// [`crate::limits::WATCH_HISTORY_VALUE_BYTES_MAX`]) while no one watched it: a watcher
+    /// resuming over it is told to re-read the key.
+    pub value_omitted: bool,
 }
 
 impl Change {

@@ -18,7 +18,9 @@ use glommio::channels::shared_channel::ConnectedSender;
 
 use super::message::{Change, ChangeKind, Record, WatchStart, WatchTarget};
 use super::store::Removal;
-use crate::limits::{WATCH_HISTORY_BYTES_MAX, WATCH_QUEUE_BYTES_MAX, WATCHERS_PER_SHARD_MAX};
+use crate::limits::{
+    WATCH_HISTORY_BYTES_MAX, WATCH_HISTORY_VALUE_BYTES_MAX, WATCH_QUEUE_BYTES_MAX, WATCHERS_PER_SHARD_MAX,
+};
 use crate::sync::shim::{Arc, AtomicBool, AtomicUsize, Ordering};
 
 /// Watchers a shard holds before its first sweep for ended connections.
@@ -169,13 +171,16 @@ impl Watch {
         }
         let mut state = self.state.borrow_mut();
         state.seq += 1;
-        if state.history_changes_max == 0 && !state.matches(key) {
+        let watched = state.matches(key);
+        if state.history_changes_max == 0 && !watched {
             return;
         }
+        let value_omitted = !watched && value.len() > WATCH_HISTORY_VALUE_BYTES_MAX;
         let change = Arc::new(Change {
             seq: state.seq,
             kind,
-            record: Record::new(key, value),
+            record: Record::new(key, if value_omitted { b"" } else { value }),
+            value_omitted,
         });
         if state.history_changes_max > 0 {
             state.history_bytes += change.bytes();
@@ -283,19 +288,23 @@ mod tests {
                 (1, ChangeKind::Set, &b"1"[..])
             );
             assert_eq!((second.seq, second.kind), (3, ChangeKind::Expired));
-            // Resume after seq 1 of a prefix: changes 2 and 3 are replayed.
+            // A large value nobody watches is kept without it.
+            watch.set(b"big", &vec![0u8; WATCH_HISTORY_VALUE_BYTES_MAX + 1]);
+            assert!(watch.state.borrow().history.back().unwrap().value_omitted);
+            // Resume after seq 1 of a prefix: changes 2 to 4 are replayed.
             let (sender, receiver) = local_channel::new_bounded(16);
             let target = WatchTarget::Prefix(Box::from(&b""[..]));
             let started = watch.register(target, Some(1), WatchSender::Local(sender), Arc::default());
-            assert_eq!(started, WatchStart::Started { seq: 3 });
+            assert_eq!(started, WatchStart::Started { seq: 4 });
             assert_eq!(receiver.recv().await.unwrap().seq, 2);
             assert_eq!(receiver.recv().await.unwrap().seq, 3);
+            assert_eq!(receiver.recv().await.unwrap().record.value(), b"");
             for _ in 0..4 {
                 watch.set(b"x", b"");
             }
             let (sender, _receiver) = local_channel::new_bounded(16);
             let compacted = watch.register(key("k"), Some(2), WatchSender::Local(sender), Arc::default());
-            assert_eq!(compacted, WatchStart::Compacted { oldest_seq: 4 });
+            assert_eq!(compacted, WatchStart::Compacted { oldest_seq: 5 });
             let (sender, _receiver) = local_channel::new_bounded(16);
             let unknown = watch.register(key("k"), Some(99), WatchSender::Local(sender), Arc::default());
             assert!(matches!(unknown, WatchStart::Compacted { .. }), "a seq from the future");
