@@ -296,10 +296,8 @@ mod tests {
             400
         );
         assert_eq!(run(Method::Put, "/v1/keys", false, b"").unwrap_err().status(), 405);
-        assert!(matches!(
-            run(Method::Get, "/v1/keys", false, b""),
-            Ok((Ops::None, Render::List(_)))
-        ));
+        let listing = run(Method::Get, "/v1/keys", false, b"").unwrap_err();
+        assert_eq!(listing.status(), 501, "GET lists keys, with --key-index only: {listing}");
     }
 
     #[test]
