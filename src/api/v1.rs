@@ -297,7 +297,11 @@ mod tests {
         );
         assert_eq!(run(Method::Put, "/v1/keys", false, b"").unwrap_err().status(), 405);
         let listing = run(Method::Get, "/v1/keys", false, b"").unwrap_err();
-        assert_eq!(listing.status(), 501, "GET lists keys, with --key-index only: {listing}");
+        assert_eq!(
+            listing.status(),
+            501,
+            "GET lists keys, with --key-index only: {listing}"
+        );
     }
 
     #[test]
