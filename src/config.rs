@@ -153,8 +153,8 @@ pub struct ServeArgs {
     pub read_only: bool,
 
     /// Keep an ordered index of each shard's keys, so that prefix listing
-    /// (`GET /v1/keys?prefix=`) works (without it, listing answers 501). It costs about 61 bytes
-    /// of memory per key and 0.3 µs of CPU per PUT that creates a key.
+    /// (`GET /v1/keys?prefix=`) works (without it, listing answers 501). It costs about 40 bytes
+    /// of memory per key (11-byte keys) and 0.3 to 0.5 µs of CPU per PUT.
     #[arg(long = "key-index")]
     pub key_index: bool,
 

@@ -155,7 +155,7 @@ impl ShardContext {
                 self.watch.set(&key, value);
             }
             if created {
-                self.index.insert(key);
+                self.index.insert(&key);
             }
         }
         answer

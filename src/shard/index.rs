@@ -7,10 +7,10 @@
 //! table or copies more than a page. It never changes the store, and lives on its shard's
 //! thread only. It is on only with `--key-index`, and never in the `locked` design.
 //!
-//! Cost: a `Box<[u8]>` per key (16 bytes in the tree's node, plus the key's own malloc chunk)
-//! and the B-tree's node overhead; on every PUT one key copy, and a tree insert when it
-//! creates. `scripts/list_bench.py` measured +61 bytes of RSS per key and +0.29 µs of server
-//! CPU per PUT (1M keys of 11 + 64 bytes, 2 shards): too much to be on by default.
+//! Cost: 24 bytes per key in the tree's nodes (keys up to 22 bytes inline, longer ones in an
+//! allocation of their own) plus the B-tree's node overhead; on every PUT one key copy, and a
+//! tree insert when it creates. See `scripts/list_bench.py` for the measured bytes per key
+//! and CPU per PUT: too much to be on by default.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
@@ -24,11 +24,75 @@ use crate::limits::{LIST_PAGE_BYTES_MAX, LIST_PAGE_KEYS_MAX};
 /// where to resume, so a run of expired keys cannot make one page unbounded work.
 const LIST_PAGE_KEYS_EXAMINED_MAX: usize = 4 * LIST_PAGE_KEYS_MAX;
 
+/// Bytes of a key stored inside its tree slot, without an allocation of its own.
+const INLINE_KEY_BYTES_MAX: usize = 22;
+
+/// A key as the index holds it: inline when short (most keys), else in its own allocation.
+/// 24 bytes in the tree's node either way; a short key saves the 16-byte pointer's malloc
+/// chunk (32 bytes or more) a `Box<[u8]>` would cost.
+#[derive(Clone)]
+enum IndexKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY_BYTES_MAX] },
+    Boxed(Box<[u8]>),
+}
+
+const _: () = assert!(std::mem::size_of::<IndexKey>() == 24);
+
+impl IndexKey {
+    fn new(key: &[u8]) -> IndexKey {
+        if key.len() <= INLINE_KEY_BYTES_MAX {
+            let mut bytes = [0u8; INLINE_KEY_BYTES_MAX];
+            bytes[..key.len()].copy_from_slice(key);
+            IndexKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            IndexKey::Boxed(key.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IndexKey::Inline { len, bytes } => &bytes[..*len as usize],
+            IndexKey::Boxed(key) => key,
+        }
+    }
+}
+
+// Ordered, compared and borrowed as the key's bytes, so the tree is in byte order and can be
+// searched with a `&[u8]`.
+impl std::borrow::Borrow<[u8]> for IndexKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for IndexKey {
+    fn eq(&self, other: &IndexKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for IndexKey {}
+
+impl PartialOrd for IndexKey {
+    fn partial_cmp(&self, other: &IndexKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IndexKey {
+    fn cmp(&self, other: &IndexKey) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
 /// A shard's live keys in byte order, or nothing when the index is off.
 #[derive(Default)]
 pub struct KeyIndex {
     /// `None` while off (before [`KeyIndex::start`], without `--key-index`, in the locked design).
-    keys: RefCell<Option<BTreeSet<Box<[u8]>>>>,
+    keys: RefCell<Option<BTreeSet<IndexKey>>>,
     /// Reused between operations: the records the store removed during the last one.
     removed: RefCell<Vec<(Record, Removal)>>,
     /// Whether the index is on (a `Cell` so the hot path checks it without a borrow).
@@ -48,7 +112,7 @@ impl KeyIndex {
         let mut cursor = Some(0);
         while let Some(from) = cursor {
             cursor = store.scan_from(from, 4096, |key, _, _| {
-                keys.insert(Box::from(key));
+                keys.insert(IndexKey::new(key));
             });
         }
         store.track_removals(true);
@@ -57,9 +121,9 @@ impl KeyIndex {
     }
 
     /// Records a key a write created.
-    pub fn insert(&self, key: Box<[u8]>) {
+    pub fn insert(&self, key: &[u8]) {
         if let Some(keys) = self.keys.borrow_mut().as_mut() {
-            keys.insert(key);
+            keys.insert(IndexKey::new(key));
         }
     }
 
@@ -107,7 +171,7 @@ impl KeyIndex {
         let mut page = ListPage::default();
         let (mut bytes, mut examined) = (0usize, 0usize);
         let mut last_examined: Option<&[u8]> = None;
-        for key in keys.range::<[u8], _>((start, Bound::Unbounded)) {
+        for key in keys.range::<[u8], _>((start, Bound::Unbounded)).map(IndexKey::as_bytes) {
             if !key.starts_with(prefix) {
                 return page;
             }
@@ -156,7 +220,7 @@ mod tests {
         let key: Box<[u8]> = op.key().into();
         let created = matches!(store.apply(op), crate::shard::message::Outcome::Created);
         if created {
-            index.insert(key);
+            index.insert(&key);
         }
         index.take_removals(store, |_, _| {});
     }
@@ -195,6 +259,26 @@ mod tests {
             ["a/1", "a/2", "a/3"]
         );
         assert_eq!(index.len(), store.len());
+    }
+
+    #[test]
+    fn short_and_long_keys_sort_together_in_byte_order() {
+        let long = "a/".repeat(INLINE_KEY_BYTES_MAX);
+        let mut keys: Vec<IndexKey> = ["a/b", &long, "a/", "a/a/a/a/a/a/a/a/a/a/a/b", "", "\u{ff}"]
+            .iter()
+            .map(|k| IndexKey::new(k.as_bytes()))
+            .collect();
+        assert!(matches!(IndexKey::new(long.as_bytes()), IndexKey::Boxed(_)));
+        assert!(matches!(
+            IndexKey::new(&[7; INLINE_KEY_BYTES_MAX]),
+            IndexKey::Inline { .. }
+        ));
+        keys.sort();
+        let mut bytes: Vec<&[u8]> = keys.iter().map(IndexKey::as_bytes).collect();
+        let sorted = bytes.clone();
+        bytes.sort();
+        assert_eq!(sorted, bytes);
+        assert!(IndexKey::new(b"xy") == IndexKey::new(b"xy"));
     }
 
     #[test]
@@ -259,7 +343,7 @@ mod tests {
             };
             let created = matches!(store.apply(op), crate::shard::message::Outcome::Created);
             assert!(created);
-            index.insert(key.as_bytes().into());
+            index.insert(key.as_bytes());
             index.take_removals(&mut store, |record, cause| causes.push((record.key().to_vec(), cause)));
         }
         assert_eq!(causes, [(b"a".to_vec(), Removal::Evicted)]);
