@@ -109,6 +109,14 @@ fn deleted_and_expired_keys_leave_the_listing() {
         .map(|s| s["expired"].as_u64().unwrap())
         .sum();
     assert_eq!(expired, 1, "the active expiry reclaimed d/4, not the listing: {stats}");
+    // A PUT over its own expired (not yet reclaimed) key: the reclaim, then the create.
+    for _ in 0..20 {
+        assert_eq!(server.request("PUT", "/v1/keys/d/5?ttl_ms=1", b"v").status / 100, 2);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert_eq!(server.request("PUT", "/v1/keys/d/5", b"v").status / 100, 2);
+    let response = server.request("GET", "/v1/keys?prefix=d/", b"");
+    assert_eq!(response.json(), serde_json::json!({ "keys": ["d/1", "d/3", "d/5"] }));
 }
 
 #[test]

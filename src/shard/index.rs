@@ -215,14 +215,16 @@ mod tests {
             .collect()
     }
 
-    /// Applies an op the way a shard does: insert on create, take removals after.
+    /// Applies an op the way a shard does (`ShardContext::apply_local`): the store's removals
+    /// first (a PUT may reclaim its own expired key before creating it again), then the key
+    /// the op created.
     fn apply(index: &KeyIndex, store: &mut Store, op: Op) {
         let key: Box<[u8]> = op.key().into();
         let created = matches!(store.apply(op), crate::shard::message::Outcome::Created);
+        index.take_removals(store, |_, _| {});
         if created {
             index.insert(&key);
         }
-        index.take_removals(store, |_, _| {});
     }
 
     #[test]
@@ -349,5 +351,63 @@ mod tests {
         assert_eq!(causes, [(b"a".to_vec(), Removal::Evicted)]);
         assert_eq!(keys(&index.page(&store, &query("", None, false))), ["b", "c"]);
         assert_eq!(index.len(), 2);
+    }
+
+    thread_local! {
+        static NOW_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    }
+
+    fn test_clock() -> u64 {
+        NOW_MS.with(std::cell::Cell::get)
+    }
+
+    #[test]
+    fn the_index_follows_the_store_through_random_churn() {
+        // Puts (some with TTLs), updates, deletes, reads (lazy expiry), active expiry and LRU
+        // evictions: after every step the index holds exactly the store's keys.
+        let budget = crate::shard::store::Budget {
+            keys_max: Some(60),
+            memory_bytes_max: None,
+            eviction: crate::shard::store::Eviction::Lru,
+        };
+        let mut store = Store::with_clock(budget, test_clock);
+        let index = KeyIndex::default();
+        index.start(&mut store);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..20_000 {
+            let key = format!("k{}", next() % 100).into_bytes();
+            let op = match next() % 6 {
+                0 | 1 => Op::Put {
+                    record: Record::new(&key, b"v"),
+                    ttl_ms: (next() % 3 == 0).then_some(1 + next() % 50),
+                },
+                2 => Op::Update(Record::new(&key, b"w")),
+                3 => Op::Delete(key.into()),
+                4 => Op::Get(key.into()),
+                _ => {
+                    NOW_MS.with(|now| now.set(now.get() + next() % 20));
+                    store.expire(1 + (next() % 10) as usize);
+                    index.take_removals(&mut store, |_, _| {});
+                    continue;
+                }
+            };
+            apply(&index, &mut store, op);
+            assert_eq!(index.len(), store.len(), "one entry per key the store holds");
+            let page = index.page(&store, &query("", None, false));
+            let mut live = Vec::new();
+            let mut cursor = Some(0);
+            while let Some(from) = cursor {
+                cursor = store.scan_from(from, 4096, |key, _, _| live.push(key.to_vec()));
+            }
+            live.sort();
+            let listed: Vec<Vec<u8>> = page.items.iter().map(|r| r.key().to_vec()).collect();
+            assert_eq!(listed, live, "a listing shows exactly the live keys");
+        }
     }
 }
