@@ -14,9 +14,11 @@
 //! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router,
 //!   the shard's shared state (`context`) and the dispatcher that runs operations where their
 //!   keys live (`dispatch`), and its durability at run time (`durability`: recovery,
-//!   snapshots, closing the log).
+//!   snapshots, closing the log); the ordered key index (`index`), prefix listings merged
+//!   across shards (`listing`) and watchers with their change history (`watch`).
 //! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
-//!   registry of open connections and their deadlines.
+//!   registry of open connections and their deadlines, streamed responses (`stream`: listings
+//!   and watches).
 //! - [`api`]: what each route means: turns a parsed request into store operations and back;
 //!   `api::auth` checks bearer tokens against the route's class before routing; `admin` serves
 //!   the OpenAPI document that `build.rs` makes from `docs/openapi.yaml`.

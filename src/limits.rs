@@ -111,6 +111,37 @@ pub const WRITE_BUFFER_FLUSH_BYTES: usize = 4 << 20;
 /// reply holds at most this plus one value.
 pub const PEER_REPLY_VALUE_BYTES_MAX: usize = 1 << 20;
 
+/// Most keys one shard puts in one page of a prefix listing (`GET /v1/keys?prefix=`): a
+/// listing connection holds at most one page per shard at a time.
+pub const LIST_PAGE_KEYS_MAX: usize = 1_000;
+/// Bytes of keys and values one shard puts in one listing page; the first item always goes in,
+/// so a page holds at most this plus one key and value.
+pub const LIST_PAGE_BYTES_MAX: usize = 256 << 10;
+/// A listing's response is written as one HTTP chunk each time this many bytes are rendered.
+pub const LIST_CHUNK_BYTES: usize = 64 << 10;
+/// Largest `limit` a listing request may ask for (no `limit`: the whole listing, streamed).
+pub const LIST_LIMIT_MAX: u64 = 1 << 40;
+
+/// Changes a watcher's channel holds (`GET /v1/watch/...`) before the watcher is dropped.
+pub const WATCH_QUEUE_EVENTS_MAX: usize = 256;
+/// Bytes of changes (keys, values, bookkeeping) queued for one watcher before it is dropped
+/// (the first change always fits).
+pub const WATCH_QUEUE_BYTES_MAX: usize = 1 << 20;
+/// Default `--watch-history-changes`: recent changes each shard keeps for resuming watchers.
+pub const WATCH_HISTORY_CHANGES_DEFAULT: u32 = 1024;
+/// Highest `--watch-history-changes` accepted.
+pub const WATCH_HISTORY_CHANGES_CEILING: u32 = 1 << 20;
+/// Bytes of recent changes each shard keeps at most, whatever `--watch-history-changes` says.
+pub const WATCH_HISTORY_BYTES_MAX: usize = 4 << 20;
+/// Largest value the history keeps with a change nobody watches at the time (a larger one is
+/// kept without its value, so a big write costs no copy unless someone watches it).
+pub const WATCH_HISTORY_VALUE_BYTES_MAX: usize = 4 << 10;
+/// Watchers registered on one shard (key watchers it owns, plus every prefix watcher).
+pub const WATCHERS_PER_SHARD_MAX: usize = 100_000;
+/// A watch stream with nothing to say sends a comment this often, in ms, so proxies keep it
+/// and a vanished client is noticed.
+pub const WATCH_HEARTBEAT_MS: u64 = 15_000;
+
 /// How often each shard reclaims expired keys without being asked, in ms (Redis: 10 Hz).
 pub const EXPIRY_TICK_MS: u64 = 100;
 /// Most expired keys reclaimed in one step; past it the shard yields to requests, then goes on.
@@ -226,4 +257,8 @@ const _: () = assert!(
         && STORAGE_SEGMENT_BYTES_DEFAULT <= STORAGE_SEGMENT_BYTES_CEILING
         && STORAGE_SNAPSHOT_LOG_RATIO_DEFAULT <= STORAGE_SNAPSHOT_LOG_RATIO_CEILING
         && STORAGE_SNAPSHOT_FLOOR_BYTES_DEFAULT <= STORAGE_SNAPSHOT_FLOOR_BYTES_CEILING
+);
+const _: () = assert!(
+    LIST_PAGE_BYTES_MAX <= WRITE_BUFFER_FLUSH_BYTES && LIST_CHUNK_BYTES <= WRITE_BUFFER_FLUSH_BYTES,
+    "a listing page and a listing chunk fit in what a connection buffers"
 );

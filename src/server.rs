@@ -352,6 +352,8 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         log: RefCell::new(None),
         recovered: RefCell::default(),
         auth: auth.map(ShardTokens::new),
+        index: Default::default(),
+        watch: Default::default(),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
@@ -380,6 +382,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     if let Some(durability) = &durability {
         glommio::spawn_local(durability::snapshot_forever(Rc::clone(&shard), Arc::clone(durability))).detach();
     }
+    shard.start_change_tracking();
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
     }
@@ -404,7 +407,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
 async fn expire_forever(shard: Rc<ShardContext>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
-        while shard.store.expire(EXPIRY_KEYS_PER_STEP_MAX) == EXPIRY_KEYS_PER_STEP_MAX {
+        while shard.expire(EXPIRY_KEYS_PER_STEP_MAX) == EXPIRY_KEYS_PER_STEP_MAX {
             futures_lite::future::yield_now().await;
         }
         shard.store.after_expiry_tick();

@@ -75,7 +75,7 @@ fn every_readme_command_runs_in_order_and_shows_what_the_readme_says() {
         steps.iter().any(|s| s.line.starts_with("corekv ")),
         "no CLI command found"
     );
-    let server = Server::start(&[]);
+    let server = Server::start(&["--key-index"]);
     let addr = server.addr.to_string();
     let scratch = std::env::temp_dir().join(format!("corekv-readme-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();

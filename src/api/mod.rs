@@ -8,7 +8,9 @@
 pub mod admin;
 pub mod auth;
 pub mod compat;
+pub mod list;
 pub mod v1;
+pub mod watch;
 
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -58,6 +60,12 @@ pub enum Render {
     BulkUpdate { keys: Vec<String>, keys_only: bool },
     /// `/v1/stats` (JSON) or `/metrics` (Prometheus text), from every shard's numbers.
     Stats { prometheus: bool },
+    /// `GET /v1/keys?prefix=`: a listing streamed by [`crate::http::stream::list`], never
+    /// rendered from outcomes.
+    List(list::ListSpec),
+    /// `GET /v1/watch/...`: an event stream written by [`crate::http::stream::watch`]; the
+    /// connection closes after it.
+    Watch(watch::WatchSpec),
 }
 
 /// A planned request: operations to run on their owners, then how to answer.
@@ -86,6 +94,11 @@ impl Plan {
         !self.keep_alive || matches!(&self.render, Render::Error(error) if error.closes_connection())
     }
 
+    /// True when the response is streamed ([`Render::List`]) rather than rendered from outcomes.
+    pub fn streams(&self) -> bool {
+        matches!(self.render, Render::List(_) | Render::Watch(_))
+    }
+
     /// Writes this request's response from the outcomes of its operations, read in the order
     /// [`plan`] listed them; returns its status. `keep_alive: false` answers `Connection: close`.
     pub fn render(&self, outcomes: &mut impl Outcomes, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
@@ -104,6 +117,7 @@ impl Plan {
                     Err(error) => render_error(out, &error, keep_alive),
                 }
             }
+            Render::List(_) | Render::Watch(_) => internal_error(out, "a stream rendered as a plain response"),
             Render::Stats { prometheus } => match outcomes.stats() {
                 Ok(stats) => admin::render_stats(&stats, *prometheus, keep_alive, out),
                 Err(error) => render_error(out, &error, keep_alive),
@@ -169,7 +183,7 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         .or_else(|| compat::route(&request, context.args));
     let (ops, render) = match routed {
         // Until every shard has loaded `--load`, no half-loaded data is served.
-        Some(Ok((Ops::One(_) | Ops::Many(_), _))) if !context.ready => (
+        Some(Ok((Ops::One(_) | Ops::Many(_), _) | (_, Render::List(_) | Render::Watch(_)))) if !context.ready => (
             Ops::None,
             Render::Error(Error::Unavailable(
                 "not ready: still loading data (--load, or recovering --data-dir)",
@@ -179,6 +193,8 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         Some(Err(error)) => (Ops::None, Render::Error(error)),
         None => (Ops::None, Render::Error(Error::RouteNotFound)),
     };
+    // A watch streams until the connection closes.
+    let keep_alive = keep_alive && !matches!(render, Render::Watch(_));
     Plan {
         ops,
         render,

@@ -1,4 +1,5 @@
-//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update), `/v1/ping`, `/v1/readiness`.
+//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update, and listing: [`super::list`]),
+//! `/v1/watch/{key}` and `/v1/watch?prefix=` ([`super::watch`]), `/v1/ping`, `/v1/readiness`.
 //!
 //! Owns these routes' meaning and their errors, and the planning the seeds' routes share with
 //! them ([`plan_get`], [`plan_bulk_update`]). Like all of [`crate::api`], it never touches a
@@ -44,13 +45,18 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
     if let Some(encoded) = head.path.strip_prefix(KEY_PREFIX) {
         return Some(key_route(method, encoded, request, context.args));
     }
+    if let Some(encoded) = head.path.strip_prefix(super::watch::WATCH_PREFIX) {
+        return Some(watch_route(method, Some(encoded), head.query, context));
+    }
     Some(match head.path {
         "/v1/keys" => match method {
+            Method::Get => super::list::plan(head.query, context).map(|spec| (Ops::None, Render::List(spec))),
             Method::Patch => {
-                check_writable(context.args, "").and_then(|()| plan_bulk_update(&request.body, context.args, false))
+                check_writable(context.args, "GET").and_then(|()| plan_bulk_update(&request.body, context.args, false))
             }
-            _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
+            _ => Err(Error::MethodNotAllowed { allow: "GET, PATCH" }),
         },
+        "/v1/watch" => watch_route(method, None, head.query, context),
         "/v1/ping" => match method {
             Method::Get | Method::Head => Ok((Ops::None, Render::Json(200, serde_json::json!({ "status": "ok" })))),
             _ => Err(Error::MethodNotAllowed { allow: READ_METHODS }),
@@ -63,6 +69,13 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
         path if path.starts_with("/v1/") => Err(Error::RouteNotFound),
         _ => return None,
     })
+}
+
+fn watch_route(method: Method, key: Option<&str>, query: &str, context: &Context<'_>) -> Result<(Ops, Render), Error> {
+    match method {
+        Method::Get => super::watch::plan(key, query, context).map(|spec| (Ops::None, Render::Watch(spec))),
+        _ => Err(Error::MethodNotAllowed { allow: "GET" }),
+    }
 }
 
 fn readiness(context: &Context<'_>) -> Render {
@@ -284,7 +297,13 @@ mod tests {
                 .status(),
             400
         );
-        assert_eq!(run(Method::Get, "/v1/keys", false, b"").unwrap_err().status(), 405);
+        assert_eq!(run(Method::Put, "/v1/keys", false, b"").unwrap_err().status(), 405);
+        let listing = run(Method::Get, "/v1/keys", false, b"").unwrap_err();
+        assert_eq!(
+            listing.status(),
+            501,
+            "GET lists keys, with --key-index only: {listing}"
+        );
     }
 
     #[test]
@@ -318,7 +337,7 @@ mod tests {
             refused(Method::Delete, "/v1/keys/k"),
             Error::ReadOnly { allow: "GET, HEAD" }
         );
-        assert_eq!(refused(Method::Patch, "/v1/keys"), Error::ReadOnly { allow: "" });
+        assert_eq!(refused(Method::Patch, "/v1/keys"), Error::ReadOnly { allow: "GET" });
     }
 
     #[test]

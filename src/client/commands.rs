@@ -12,8 +12,8 @@ use std::path::Path;
 use super::error::{ClientError, printable};
 use super::http::{Endpoint, Request, Response, percent_encode};
 use super::{
-    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, KeyArgs, KeyInput, Output, STDIN_VALUE_BYTES_MAX, SetArgs,
-    Settings, UpdateArgs, ValueInput,
+    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, KeyArgs, KeyInput, ListArgs, Output, STDIN_VALUE_BYTES_MAX,
+    SetArgs, Settings, UpdateArgs, ValueInput, WatchArgs,
 };
 
 /// How raw values are labelled on the wire: the API stores bytes, whatever they are.
@@ -81,6 +81,8 @@ pub fn execute(command: ClientCommand, settings: &Settings, printer: &mut Printe
         ClientCommand::Update(args) => update(&endpoint, args, printer),
         ClientCommand::Delete(args) => delete(&endpoint, args, printer),
         ClientCommand::BulkUpdate(args) => bulk_update(&endpoint, args, printer),
+        ClientCommand::List(args) => list(&endpoint, args, printer),
+        ClientCommand::Watch(args) => watch(&endpoint, args, printer),
         ClientCommand::Ping(_) => ping(&endpoint, printer),
         ClientCommand::Stats(_) => stats(&endpoint, printer),
     }
@@ -213,6 +215,148 @@ fn bulk_update(endpoint: &Endpoint, args: BulkUpdateArgs, printer: &mut Printer)
     } else {
         Err(ClientError::NotFound(missing))
     }
+}
+
+/// Keys asked for per page by `list` (each page is one request and one bounded response).
+const LIST_PAGE_KEYS: u64 = 1_000;
+
+/// `GET /v1/keys?prefix=...`, page after page through the cursors: one key per line (a tab
+/// and the value with `--values`) as each page arrives, or one `{"keys": [...]}` /
+/// `{"items": [...]}` document with `--output json`.
+fn list(endpoint: &Endpoint, args: ListArgs, printer: &mut Printer) -> Result<(), ClientError> {
+    let prefix = args.prefix.map(OsString::into_vec).unwrap_or_default();
+    let field = if args.values { "items" } else { "keys" };
+    let (mut cursor, mut printed, mut document) = (None::<String>, 0u64, Vec::new());
+    loop {
+        let page = args
+            .limit
+            .map_or(LIST_PAGE_KEYS, |limit| (limit - printed).min(LIST_PAGE_KEYS));
+        let mut target = format!("/v1/keys?prefix={}&limit={page}", percent_encode(&prefix));
+        if args.values {
+            target.push_str("&values=true");
+        }
+        if let Some(cursor) = &cursor {
+            target.push_str(&format!("&cursor={cursor}"));
+        }
+        let response = endpoint.send(&Request {
+            method: "GET",
+            target,
+            content_type: None,
+            body: None,
+        })?;
+        if response.status != 200 {
+            return Err(unexpected(&response));
+        }
+        let body = json_body(endpoint, &response)?;
+        let items = body
+            .get(field)
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| ClientError::BadResponse {
+                addr: endpoint.addr.clone(),
+                reason: format!("a listing without \"{field}\""),
+            })?;
+        printed += items.len() as u64;
+        match printer.output {
+            Output::Json => document.extend(items.iter().cloned()),
+            Output::Text => printer.bytes(list_lines(items, args.values).as_bytes())?,
+        }
+        cursor = body.get("cursor").and_then(|c| c.as_str()).map(String::from);
+        if cursor.is_none() || args.limit.is_some_and(|limit| printed >= limit) {
+            break;
+        }
+    }
+    if printer.output == Output::Json {
+        printer.json(&serde_json::json!({ field: document }))?;
+    }
+    Ok(())
+}
+
+/// A page of a listing as text: `key` or `key<TAB>value` per line.
+fn list_lines(items: &[serde_json::Value], values: bool) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut lines = String::new();
+    for item in items {
+        if values {
+            lines.push_str(&format!("{}\t{}\n", text(&item["key"]), text(&item["value"])));
+        } else {
+            lines.push_str(&format!("{}\n", text(item)));
+        }
+    }
+    lines
+}
+
+/// `GET /v1/watch/KEY` or `/v1/watch?prefix=`: prints each event as it arrives, until the
+/// server ends the stream (shutdown: success) or cuts the watcher off (`dropped`,
+/// `compacted`: a server error naming why).
+fn watch(endpoint: &Endpoint, args: WatchArgs, printer: &mut Printer) -> Result<(), ClientError> {
+    let from = args.from.map(|id| format!("from={}", percent_encode(id.as_bytes())));
+    let target = match (args.key, args.prefix) {
+        (Some(key), _) => format!(
+            "/v1/watch/{}?{}",
+            percent_encode(&key.into_vec()),
+            from.unwrap_or_default()
+        ),
+        (None, prefix) => {
+            let prefix = percent_encode(&prefix.map(OsString::into_vec).unwrap_or_default());
+            format!("/v1/watch?prefix={prefix}&{}", from.unwrap_or_default())
+        }
+    };
+    let request = Request {
+        method: "GET",
+        target,
+        content_type: None,
+        body: None,
+    };
+    let mut reader = match endpoint.open_stream(&request)? {
+        Ok(reader) => reader,
+        Err(response) => return Err(unexpected(&response)),
+    };
+    let lost = |source| ClientError::ConnectionLost {
+        addr: endpoint.addr.clone(),
+        phase: super::Phase::Receiving,
+        source,
+    };
+    let (mut name, mut id) = (String::new(), String::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if io::BufRead::read_line(&mut reader, &mut line).map_err(lost)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(value) = line.strip_prefix("event: ") {
+            name = value.to_string();
+        } else if let Some(value) = line.strip_prefix("id: ") {
+            id = value.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let data: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            watch_event(printer, &name, &id, &data)?;
+            if let "dropped" | "compacted" = name.as_str() {
+                return Err(ClientError::Server {
+                    status: 200,
+                    message: format!("{name}: {}", data["error"].as_str().unwrap_or_default()),
+                });
+            }
+        }
+    }
+}
+
+/// Prints one watch event: `ID<TAB>EVENT<TAB>KEY[<TAB>VALUE]`, or a JSON line.
+fn watch_event(printer: &mut Printer, name: &str, id: &str, data: &serde_json::Value) -> Result<(), ClientError> {
+    if printer.output == Output::Json {
+        return printer.json(&serde_json::json!({ "event": name, "id": id, "data": data }));
+    }
+    if let "ready" | "dropped" | "compacted" | "shutdown" = name {
+        return Ok(());
+    }
+    let text = |field: &str| data[field].as_str().unwrap_or_default().to_string();
+    let mut line = format!("{id}\t{name}\t{}", text("key"));
+    if data.get("value").is_some() {
+        line.push('\t');
+        line.push_str(&text("value"));
+    }
+    line.push('\n');
+    printer.bytes(line.as_bytes())
 }
 
 /// `GET /v1/ping`: prints `pong` on a 200.

@@ -136,6 +136,36 @@ impl Endpoint {
         })
     }
 
+    /// Sends `request` and reads the response head; a 200 hands back the connection to read
+    /// the body as it arrives (an event stream: no read timeout from then on), any other
+    /// status the whole response.
+    pub fn open_stream(&self, request: &Request<'_>) -> Result<Result<BufReader<TcpStream>, Response>, ClientError> {
+        let mut stream = self.connect()?;
+        let head = encode_head(&self.addr, self.token.as_deref(), request);
+        stream
+            .write_all(&head)
+            .and_then(|()| stream.flush())
+            .map_err(|error| self.io_error(error, Phase::Sending))?;
+        let mut reader = BufReader::new(stream);
+        let parse_error = |error| match error {
+            ParseError::Io(error) => self.io_error(error, Phase::Receiving),
+            ParseError::Malformed(reason) => ClientError::BadResponse {
+                addr: self.addr.clone(),
+                reason,
+            },
+        };
+        let (status, headers) = read_head(&mut reader).map_err(parse_error)?;
+        if status != 200 {
+            let body = read_body(&mut reader, &headers).map_err(parse_error)?;
+            return Ok(Err(Response { status, headers, body }));
+        }
+        reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|error| self.io_error(error, Phase::Receiving))?;
+        Ok(Ok(reader))
+    }
+
     /// Resolves `addr` and connects to the first address that accepts, within the timeout each.
     fn connect(&self) -> Result<TcpStream, ClientError> {
         let resolve_error = |source| ClientError::Resolve {

@@ -1,4 +1,5 @@
-//! The command-line client: `corekv get | set | update | delete | bulk-update | ping | stats`,
+//! The command-line client: `corekv get | set | update | delete | bulk-update | list | watch |
+//! ping | stats`,
 //! and `corekv completions`.
 //!
 //! Owns the client's subcommands, their flags (the client options `--addr`, `--timeout-ms`,
@@ -105,6 +106,15 @@ pub enum ClientCommand {
     /// Update many existing keys at once from a JSON array `[{"key": "...", "value": "..."}]`.
     #[command(after_help = EXIT_CODES_HELP)]
     BulkUpdate(BulkUpdateArgs),
+    /// List keys that start with PREFIX in byte order, one per line (paging through cursors;
+    /// the server needs `--key-index`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    List(ListArgs),
+    /// Print every change to KEY (or to the keys under --prefix) as it happens, until
+    /// interrupted: `ID<TAB>EVENT<TAB>KEY[<TAB>VALUE]` per line (one JSON object per line with
+    /// --output json). `--from ID` resumes after an event's ID.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Watch(WatchArgs),
     /// Check that the server answers; prints `pong`.
     #[command(after_help = EXIT_CODES_HELP)]
     Ping(ConnectionArgs),
@@ -121,6 +131,8 @@ impl ClientCommand {
             ClientCommand::Set(args) => &args.connection,
             ClientCommand::Update(args) => &args.connection,
             ClientCommand::BulkUpdate(args) => &args.connection,
+            ClientCommand::List(args) => &args.connection,
+            ClientCommand::Watch(args) => &args.connection,
             ClientCommand::Ping(connection) | ClientCommand::Stats(connection) => connection,
         }
     }
@@ -303,6 +315,47 @@ pub struct BulkUpdateArgs {
     /// JSON file holding `[{"key": "...", "value": "..."}, ...]`; `-` reads stdin.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+
+    /// Where the server is.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Only keys that start with these bytes (default: every key).
+    #[arg(value_name = "PREFIX")]
+    pub prefix: Option<OsString>,
+
+    /// Print each key's value after it, separated by a tab.
+    #[arg(long)]
+    pub values: bool,
+
+    /// Print at most this many keys.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// Where the server is.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Arguments of `watch`.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "watched", required = true, multiple = false, args = ["key", "prefix"])]
+pub struct WatchArgs {
+    /// The key to watch.
+    #[arg(value_name = "KEY")]
+    pub key: Option<OsString>,
+
+    /// Watch every key that starts with PREFIX instead.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<OsString>,
+
+    /// Resume after this event ID (printed first on every line).
+    #[arg(long, value_name = "ID")]
+    pub from: Option<String>,
 
     /// Where the server is.
     #[command(flatten)]

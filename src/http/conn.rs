@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::http::registry::{Registration, Registry};
 use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
+use crate::http::stream;
 use crate::limits::{
     CONNECTION_IDLE_BUFFER_BYTES, CONNECTION_IDLE_BUFFER_BYTES_MIN, PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES,
     WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
@@ -234,7 +235,13 @@ impl Connection {
                     consumed += used;
                     let plan = api::plan(request, &context);
                     closing = plan.closes();
+                    // A listing reads many keys: it must not see writes pipelined after it,
+                    // which this batch would run first. It ends the batch.
+                    let streams = plan.streams();
                     self.plans.push(plan);
+                    if streams {
+                        break;
+                    }
                 }
                 Parsed::Incomplete(Need::Head) => {
                     if let Some(error) = request::head_overflow(filled) {
@@ -359,6 +366,20 @@ impl Connection {
                 self.dispatcher.resume(&shard).await;
             }
             let keep_alive = !(plan.closes() || closing && at == last);
+            // A listing or a watch streams: what is rendered goes out first, then it writes by
+            // itself (a watch is always the batch's last: its plan closes the connection).
+            if let api::Render::List(spec) = &plan.render {
+                self.flush().await?;
+                let status = stream::list(&shard, spec, keep_alive, &mut self.stream, &mut self.output).await?;
+                shard.counters.count_response(status);
+                continue;
+            }
+            if let api::Render::Watch(spec) = &plan.render {
+                self.flush().await?;
+                let status = stream::watch(&shard, spec, &mut self.stream, &mut self.output).await?;
+                shard.counters.count_response(status);
+                continue;
+            }
             let status = plan.render(&mut self.dispatcher.outcomes(&shard), keep_alive, &mut self.output);
             shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {

@@ -84,6 +84,35 @@ pub fn head(
     out.extend_from_slice(b"\r\n\r\n");
 }
 
+/// Writes the head of a chunked response (`Transfer-Encoding: chunked`): its body follows as
+/// [`chunk`]s and ends with [`LAST_CHUNK`].
+pub fn chunked_head(out: &mut Vec<u8>, status: u16, content_type: &str, keep_alive: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    if !keep_alive {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends `data` as one chunk of a chunked body (nothing for empty data, which would end it).
+pub fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 /// A complete response with a body.
 pub fn full(
     out: &mut Vec<u8>,

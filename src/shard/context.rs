@@ -8,8 +8,10 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use super::message::{Op, Outcome, PeerReply, Refusal, RequestsByClass, ShardStats, StorageStats};
+use super::index::KeyIndex;
+use super::message::{ListPage, ListQuery, Op, Outcome, PeerReply, Refusal, RequestsByClass, ShardStats, StorageStats};
 use super::router::Router;
+use super::watch::Watch;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
@@ -69,7 +71,8 @@ impl Counters {
         self.messages_sent.set(self.messages_sent.get() + 1);
     }
 
-    fn count_message_received(&self) {
+    /// Counts one message received from another shard.
+    pub fn count_message_received(&self) {
         self.messages_received.set(self.messages_received.get() + 1);
     }
 
@@ -107,6 +110,11 @@ pub struct ShardContext {
     pub recovered: RefCell<RecoveryStats>,
     /// With `--auth-token-file`: this shard's copy of the token table, refreshed on SIGHUP.
     pub auth: Option<crate::api::auth::ShardTokens>,
+    /// The shard's keys in order, for prefix listings (off until
+    /// [`ShardContext::start_change_tracking`]).
+    pub index: KeyIndex,
+    /// The watchers registered here and the recent changes they may resume from.
+    pub watch: Watch,
 }
 
 /// A write applied here whose log record the answer must wait for.
@@ -175,7 +183,78 @@ impl ShardContext {
             self.id,
             "an operation ran on a shard that does not own its key"
         );
-        self.store.apply(op, f)
+        let StoreHandle::Owned(store) = &self.store else {
+            return self.store.apply(op, f);
+        };
+        if !self.index.is_on() && !self.watch.is_on() {
+            return self.store.apply(op, f);
+        }
+        // The op moves into the store: a write's key is copied first, for the index (when it
+        // creates) and the watchers (when someone wants its changes).
+        let key: Option<Box<[u8]>> = match &op {
+            Op::Put { .. } => Some(op.key().into()),
+            Op::Update(_) if self.watch.wants(op.key()) => Some(op.key().into()),
+            _ => None,
+        };
+        let (mut created, mut set) = (false, false);
+        let answer = self.store.apply(op, |outcome| {
+            created = matches!(outcome, Outcome::Created);
+            set = matches!(outcome, Outcome::Created | Outcome::Replaced | Outcome::Updated);
+            f(outcome)
+        });
+        let mut store = store.borrow_mut();
+        self.index
+            .take_removals(&mut store, |record, cause| self.watch.removed(record, cause));
+        if let Some(key) = key {
+            if set
+                && self.watch.wants(&key)
+                && let Some((value, _)) = store.peek(&key)
+            {
+                self.watch.set(&key, value);
+            }
+            if created {
+                self.index.insert(&key);
+            }
+        }
+        answer
+    }
+
+    /// Turns on, as the flags and the design allow, the key index (filled from the store as it
+    /// is now) and change numbering for watchers. Call it once, after `--load` or a recovery
+    /// filled the store: changes made before are neither indexed twice nor watched.
+    pub fn start_change_tracking(&self) {
+        if self.args.design != Design::Sharded {
+            return;
+        }
+        let StoreHandle::Owned(store) = &self.store else {
+            return;
+        };
+        let mut store = store.borrow_mut();
+        if self.args.key_index {
+            self.index.start(&mut store);
+        }
+        store.track_removals(true);
+        self.watch.start(self.args.watch_history_changes as usize);
+    }
+
+    /// Reclaims at most `keys_max` expired keys (and takes them out of the index); returns
+    /// how many.
+    pub fn expire(&self, keys_max: usize) -> usize {
+        let expired = self.store.expire(keys_max);
+        if let (StoreHandle::Owned(store), true) = (&self.store, self.watch.is_on()) {
+            self.index.take_removals(&mut store.borrow_mut(), |record, cause| {
+                self.watch.removed(record, cause)
+            });
+        }
+        expired
+    }
+
+    /// This shard's next page of a listing (empty when the index is off).
+    pub fn list_page(&self, query: &ListQuery) -> ListPage {
+        match &self.store {
+            StoreHandle::Owned(store) => self.index.page(&store.borrow(), query),
+            StoreHandle::Locked(_) => ListPage::default(),
+        }
     }
 
     /// Answers one batch from another shard, in order. Found values are copied into the reply

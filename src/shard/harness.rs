@@ -70,7 +70,10 @@ where
                         log: Default::default(),
                         recovered: Default::default(),
                         auth: None,
+                        index: Default::default(),
+                        watch: Default::default(),
                     });
+                    shard.start_change_tracking();
                     let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers
                         .streams()

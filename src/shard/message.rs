@@ -363,6 +363,125 @@ pub struct Batch {
     pub reply: oneshot::Sender<PeerReply>,
 }
 
+/// Which keys a prefix listing asks one shard for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Keys that start with these bytes (empty: every key).
+    pub prefix: Box<[u8]>,
+    /// Only keys that sort strictly after this one (a cursor, or the last key of a page).
+    pub after: Option<Box<[u8]>>,
+    /// Whether the page carries values (otherwise each record's value is empty).
+    pub values: bool,
+}
+
+/// One shard's page of a listing: keys in byte order (with values when asked), bounded by
+/// [`crate::limits::LIST_PAGE_KEYS_MAX`] and [`crate::limits::LIST_PAGE_BYTES_MAX`].
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<Record>,
+    /// More keys may match: ask again with `after` set to this key. `None`: the shard is done.
+    pub resume_after: Option<Box<[u8]>>,
+}
+
+/// A listing's request for one shard's next page, with the slot it answers in.
+#[derive(Debug)]
+pub struct ListRequest {
+    pub query: ListQuery,
+    pub reply: oneshot::Sender<ListPage>,
+}
+
+/// What a watcher watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchTarget {
+    /// One key (registered on its owner).
+    Key(Box<[u8]>),
+    /// Every key that starts with these bytes (registered on every shard).
+    Prefix(Box<[u8]>),
+}
+
+impl WatchTarget {
+    /// Whether a change of `key` concerns this watcher.
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            WatchTarget::Key(watched) => **watched == *key,
+            WatchTarget::Prefix(prefix) => key.starts_with(prefix),
+        }
+    }
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Set,
+    Delete,
+    Expired,
+    Evicted,
+}
+
+impl ChangeKind {
+    /// The name watchers see (the SSE event's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Set => "set",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Expired => "expired",
+            ChangeKind::Evicted => "evicted",
+        }
+    }
+}
+
+/// One change of one key on its owner, numbered by the owner's change sequence.
+#[derive(Debug)]
+pub struct Change {
+    /// The owner's change number: increases by one with every change on that shard, so it
+    /// orders the changes of each key.
+    pub seq: u64,
+    pub kind: ChangeKind,
+    /// The key, and its new value for a `Set` (empty otherwise).
+    pub record: Record,
+    /// A `Set` whose value was too large to keep in the history (over
+    /// [`crate::limits::WATCH_HISTORY_VALUE_BYTES_MAX`]) while no one watched it: a watcher
+    /// resuming over it is told to re-read the key.
+    pub value_omitted: bool,
+}
+
+impl Change {
+    /// Bytes a queued change accounts for: its key and value, plus its bookkeeping.
+    pub fn bytes(&self) -> usize {
+        self.record.data_len() + std::mem::size_of::<Change>() + 16
+    }
+}
+
+/// How a watcher's registration went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchStart {
+    /// Registered; changes after `seq` follow (after the replayed ones, on a resume).
+    Started { seq: u64 },
+    /// The resume point is older than the retained changes (or unknown): re-read, then watch.
+    Compacted { oldest_seq: u64 },
+    /// Not registered, and why.
+    Refused(&'static str),
+}
+
+/// A connection on another shard asks to watch keys this shard owns: changes go into
+/// `sender`, the registration's outcome into `reply`.
+pub struct WatchRequest {
+    pub target: WatchTarget,
+    pub from: Option<u64>,
+    pub sender: glommio::channels::shared_channel::SharedSender<std::sync::Arc<Change>>,
+    pub shared: std::sync::Arc<super::watch::WatchShared>,
+    pub reply: oneshot::Sender<WatchStart>,
+}
+
+impl std::fmt::Debug for WatchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchRequest")
+            .field("target", &self.target)
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
 /// Everything that travels the mesh between shards.
 #[derive(Debug)]
 pub enum ShardMessage {
@@ -370,6 +489,10 @@ pub enum ShardMessage {
     Batch(Batch),
     /// A request for the receiving shard's numbers.
     Stats(oneshot::Sender<ShardStats>),
+    /// A request for the receiving shard's next page of a prefix listing.
+    List(ListRequest),
+    /// A watcher to register on the receiving shard.
+    Watch(WatchRequest),
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! A shard is one glommio executor pinned to one CPU. It owns a [`store::Store`] that no
 //! other thread ever touches: other shards reach it only by sending a [`message::Batch`] over
 //! the channel mesh ([`router`]). [`context`] holds what a shard's tasks share;
-//! [`dispatch`] runs a connection's operations here or at their owners. This module must never hand out a reference to a store
+//! [`dispatch`] runs a connection's operations here or at their owners; [`index`], [`listing`]
+//! and [`watch`] answer prefix listings and watches beside the store. This module must never hand out a reference to a store
 //! across threads, and must never wrap one in a lock (the `--design locked` comparison keeps
 //! its own lock in [`locked`]).
 
@@ -12,10 +13,13 @@ pub mod dispatch;
 pub mod durability;
 #[doc(hidden)]
 pub mod harness;
+pub mod index;
+pub mod listing;
 pub mod locked;
 pub mod message;
 pub mod router;
 pub mod store;
+pub mod watch;
 
 use std::cell::RefCell;
 use std::sync::Arc;

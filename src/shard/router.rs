@@ -4,11 +4,16 @@
 //! that answers messages arriving from peers. It never executes a peer's operation anywhere but
 //! on the store of the shard it runs on, and never shares that store.
 
+use std::rc::Rc;
+
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::context::{Logged, ShardContext};
-use super::message::{Batch, Op, PeerReply, Refusal, ShardMessage, ShardStats};
+use super::message::{
+    Batch, ListPage, ListQuery, ListRequest, Op, PeerReply, Refusal, ShardMessage, ShardStats, WatchRequest,
+};
+use super::watch::WatchSender;
 use super::{ShardId, shard_for};
 use crate::sync::oneshot;
 
@@ -65,6 +70,21 @@ impl Router {
         Ok(receiver)
     }
 
+    /// Asks `peer` for its next page of a listing.
+    pub async fn ask_list(&self, peer: ShardId, query: ListQuery) -> Result<oneshot::Receiver<ListPage>, OwnerGone> {
+        debug_assert_ne!(peer, self.id, "a shard reads its own index directly");
+        let (reply, receiver) = oneshot::channel();
+        self.deliver(peer, ShardMessage::List(ListRequest { query, reply }))
+            .await?;
+        Ok(receiver)
+    }
+
+    /// Asks `peer` to register a watcher (its changes go into the request's channel).
+    pub async fn ask_watch(&self, peer: ShardId, request: WatchRequest) -> Result<(), OwnerGone> {
+        debug_assert_ne!(peer, self.id, "a shard registers its own watchers directly");
+        self.deliver(peer, ShardMessage::Watch(request)).await
+    }
+
     async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
         self.senders.send_to(peer, message).await.map_err(|_| OwnerGone)
     }
@@ -83,7 +103,7 @@ impl Router {
 /// by an fsync, and group commit gathers the writes of many batches (and connections) into one.
 /// Such tasks are bounded by the peer's connections: each waits for its reply before it sends
 /// its next batch.
-pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &ShardContext) {
+pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Rc<ShardContext>) {
     while let Some(message) = receiver.recv().await {
         // The asking connection may have gone away (closed, timed out); its answer is dropped.
         match message {
@@ -104,6 +124,32 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Shard
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.answer_stats());
             }
+            ShardMessage::Watch(request) => register_watcher(request, shard),
+            ShardMessage::List(request) => {
+                shard.counters.count_message_received();
+                let _ = request.reply.send(shard.list_page(&request.query));
+            }
         }
     }
+}
+
+/// Registers a peer's watcher. Connecting its channel waits for the asking connection to
+/// connect its end, so it runs as a task of its own: the peer's other messages never wait.
+fn register_watcher(request: WatchRequest, shard: &Rc<ShardContext>) {
+    shard.counters.count_message_received();
+    let shard = Rc::clone(shard);
+    glommio::spawn_local(async move {
+        let WatchRequest {
+            target,
+            from,
+            sender,
+            shared,
+            reply,
+        } = request;
+        let sender = WatchSender::Remote(sender.connect().await);
+        // The asker may have gone meanwhile: its end is then closed, and the first change
+        // offered drops the watcher.
+        let _ = reply.send(shard.watch.register(target, from, sender, shared));
+    })
+    .detach();
 }

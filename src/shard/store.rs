@@ -127,6 +127,19 @@ pub struct Store {
     misses: u64,
     evictions: u64,
     expired: u64,
+    /// Records removed since the last [`Store::take_removals`], when tracking is on.
+    removals: Option<Vec<(Record, Removal)>>,
+}
+
+/// Why a key left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A `DELETE`.
+    Deleted,
+    /// Its TTL ran out (or a restored write's deadline had already passed).
+    Expired,
+    /// LRU eviction made room for another key.
+    Evicted,
 }
 
 impl Default for Store {
@@ -164,6 +177,7 @@ impl Store {
             misses: 0,
             evictions: 0,
             expired: 0,
+            removals: None,
         }
     }
 
@@ -263,7 +277,7 @@ impl Store {
     fn live_index(&mut self, key: &[u8], now: &mut Option<u64>) -> Option<u32> {
         let index = self.find(key)?;
         if self.is_expired(index, now) {
-            self.remove_index(index);
+            self.remove_index(index, Removal::Expired);
             self.expired += 1;
             return None;
         }
@@ -291,7 +305,7 @@ impl Store {
         if deadline <= *now.get_or_insert_with(self.clock) {
             let removed = self
                 .live_index(record.key(), &mut now)
-                .map(|index| self.remove_index(index));
+                .map(|index| self.remove_index(index, Removal::Expired));
             return Outcome::Deleted(removed.is_some());
         }
         self.put_at(record, deadline, &mut now)
@@ -330,7 +344,7 @@ impl Store {
         let mut now = None;
         match self.live_index(key, &mut now) {
             Some(index) => {
-                self.remove_index(index);
+                self.remove_index(index, Removal::Deleted);
                 true
             }
             None => false,
@@ -375,7 +389,7 @@ impl Store {
         }
         self.expiry.pop();
         if index < self.nodes_used && self.node(index).expires_at_ms == deadline {
-            self.remove_index(index);
+            self.remove_index(index, Removal::Expired);
             self.expired += 1;
             Reclaim::Removed
         } else {
@@ -460,7 +474,7 @@ impl Store {
     fn evict_lru_tail(&mut self) {
         let victim = self.lru_tail;
         debug_assert!(victim != NIL, "evicting from an empty store");
-        self.remove_index(victim);
+        self.remove_index(victim, Removal::Evicted);
         self.evictions += 1;
     }
 
@@ -529,7 +543,7 @@ impl Store {
         debug_assert_eq!(self.expiry.len(), self.ttl_keys);
     }
 
-    fn remove_index(&mut self, index: u32) {
+    fn remove_index(&mut self, index: u32, cause: Removal) {
         debug_assert!(
             index < self.nodes_used && self.node(index).prev != FREE,
             "removing a free node"
@@ -552,7 +566,26 @@ impl Store {
         let bytes = Self::entry_bytes(&old);
         self.memory_bytes -= bytes;
         self.freed_bytes_since_trim += bytes;
+        if let Some(removals) = &mut self.removals {
+            removals.push((old, cause));
+        }
         debug_assert_eq!(self.table.len() + 1, len_before);
+    }
+
+    /// Starts (or stops) keeping every removed record, with why it went, until
+    /// [`Store::take_removals`] takes them: how a shard's key index and watchers learn of the
+    /// removals the store makes on its own (TTL expiry, LRU eviction). Off by default; whoever
+    /// turns it on drains it after every operation and expiry step, so it holds at most one
+    /// step's removals (`EXPIRY_KEYS_PER_STEP_MAX`, or one write's evictions and reclaims).
+    pub fn track_removals(&mut self, on: bool) {
+        self.removals = on.then(Vec::new);
+    }
+
+    /// Moves the records removed since the last call into `into` (nothing when not tracking).
+    pub fn take_removals(&mut self, into: &mut Vec<(Record, Removal)>) {
+        if let Some(removals) = &mut self.removals {
+            into.append(removals);
+        }
     }
 
     /// A node for a new key: a free one, or the next never used. The caller (`make_room`) has
