@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{
     Context, Ops, Render, check_key, check_value, check_writable, json_body_limit, percent_decode, ttl_from_query,
+    write_condition,
 };
 use crate::config::ServeArgs;
 use crate::error::Error;
@@ -87,11 +88,19 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
     }
     check_writable(args, READ_METHODS)?;
     let body = &request.body;
+    let condition = write_condition(&request.head)?;
     Ok(match method {
-        Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
+        Method::Delete => (
+            Ops::One(Op::Delete {
+                key: Box::from(&*key),
+                condition,
+            }),
+            Render::Delete,
+        ),
         Method::Patch => {
             check_value(body, args)?;
-            (Ops::One(Op::Update(Record::new(&key, body))), Render::Update)
+            let record = Record::new(&key, body);
+            (Ops::One(Op::Update { record, condition }), Render::Update)
         }
         // PUT, and POST (base64 JSON, or raw bytes like PUT).
         _ => {
@@ -108,6 +117,7 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
                 Ops::One(Op::Put {
                     record: Record::new(&key, value),
                     ttl_ms,
+                    condition,
                 }),
                 Render::Write,
             )
@@ -178,7 +188,7 @@ pub(super) fn plan_bulk_update(body: &[u8], args: &ServeArgs, keys_only: bool) -
     let items = parse_bulk(body, args)?;
     let ops = items
         .iter()
-        .map(|item| Op::Update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
+        .map(|item| Op::update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
         .collect();
     let keys = items.into_iter().map(|item| item.key).collect();
     Ok((Ops::Many(ops), Render::BulkUpdate { keys, keys_only }))
@@ -206,6 +216,8 @@ mod tests {
                 path,
                 query: "",
                 json,
+                if_match: None,
+                if_none_match: None,
             },
             body: Cow::Borrowed(body),
             keep_alive: true,
@@ -233,8 +245,12 @@ mod tests {
 
     #[test]
     fn json_post_decodes_base64_and_checks_the_decoded_size() {
-        let (Ops::One(Op::Put { record, ttl_ms: None }), Render::Write) =
-            run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGk="}"#).unwrap()
+        let (
+            Ops::One(Op::Put {
+                record, ttl_ms: None, ..
+            }),
+            Render::Write,
+        ) = run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGk="}"#).unwrap()
         else {
             panic!()
         };
@@ -273,7 +289,7 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(
             ops,
-            vec![Op::Update(Record::new(b"a", b"1")), Op::Update(Record::new(b"b", b"2"))]
+            vec![Op::update(Record::new(b"a", b"1")), Op::update(Record::new(b"b", b"2"))]
         );
         assert_eq!(run(Method::Patch, "/v1/keys", false, b"{}").unwrap_err().status(), 400);
         assert_eq!(
@@ -300,6 +316,8 @@ mod tests {
                     path,
                     query: "",
                     json: false,
+                    if_match: None,
+                    if_none_match: None,
                 },
                 body: Cow::Borrowed(b"[]"),
                 keep_alive: true,

@@ -88,6 +88,9 @@ pub struct HeadInfo<'b> {
     pub query: &'b str,
     /// `Content-Type: application/json`.
     pub json: bool,
+    /// The raw values of `If-Match` and `If-None-Match` (the api reads them as versions).
+    pub if_match: Option<&'b [u8]>,
+    pub if_none_match: Option<&'b [u8]>,
 }
 
 /// A complete request.
@@ -308,6 +311,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, Error> {
             path,
             query,
             json: facts.json,
+            if_match: facts.if_match,
+            if_none_match: facts.if_none_match,
         },
         len,
         framing,
@@ -331,7 +336,9 @@ fn head_error(error: httparse::Error, buf: &[u8]) -> Error {
 
 /// What the headers say that framing and routing need.
 #[derive(Default)]
-struct HeaderFacts {
+struct HeaderFacts<'b> {
+    if_match: Option<&'b [u8]>,
+    if_none_match: Option<&'b [u8]>,
     content_length: Option<u64>,
     codings: TransferCodings,
     json: bool,
@@ -367,8 +374,8 @@ impl TransferCodings {
     }
 }
 
-impl HeaderFacts {
-    fn read(headers: &[httparse::Header<'_>]) -> Result<HeaderFacts, Error> {
+impl<'b> HeaderFacts<'b> {
+    fn read(headers: &[httparse::Header<'b>]) -> Result<HeaderFacts<'b>, Error> {
         let mut facts = HeaderFacts::default();
         for header in headers {
             let (name, value) = (header.name, header.value);
@@ -389,6 +396,10 @@ impl HeaderFacts {
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     facts.close |= token.eq_ignore_ascii_case(b"close");
                 }
+            } else if name.eq_ignore_ascii_case("if-match") {
+                facts.if_match = Some(value.trim_ascii());
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                facts.if_none_match = Some(value.trim_ascii());
             } else if name.eq_ignore_ascii_case("expect") {
                 facts.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }

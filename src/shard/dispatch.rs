@@ -329,7 +329,7 @@ mod tests {
             outcomes.push(
                 dispatcher
                     .outcomes(shard)
-                    .next(|outcome| outcome.map(|o| o.map(|v| v.to_vec()))),
+                    .next(|outcome| outcome.map(|o| o.map(|v| v.to_vec()).without_versions())),
             );
         }
         dispatcher.clear();
@@ -349,23 +349,21 @@ mod tests {
                 let mut pushed = 0;
                 for (i, key) in keys.iter().enumerate() {
                     let record = Record::new(key, format!("v{i}").as_bytes());
-                    pushed += dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                    pushed += dispatcher.push(&shard, Ops::One(Op::put(record, None)));
                     pushed += dispatcher.push(&shard, Ops::One(Op::Get(key.clone().into())));
                 }
-                pushed += dispatcher.push(
-                    &shard,
-                    Ops::Many(keys.iter().map(|k| Op::Delete(k.clone().into())).collect()),
-                );
+                pushed += dispatcher.push(&shard, Ops::Many(keys.iter().map(|k| Op::delete(k)).collect()));
                 dispatcher.send(&shard).await;
                 read_all(&mut dispatcher, &shard, pushed).await
             },
         );
         let mut expected = Vec::new();
         for i in 0..3 {
-            expected.push(Ok(Outcome::Created));
+            expected.push(Ok(Outcome::Created { version: 0 }));
             expected.push(Ok(Outcome::Found {
                 value: format!("v{i}").into_bytes(),
                 ttl_ms: None,
+                version: 0,
             }));
         }
         expected.extend((0..3).map(|_| Ok(Outcome::Deleted(true))));
@@ -396,7 +394,7 @@ mod tests {
                     pushed += dispatcher.push(&shard, Ops::One(Op::Get(remote.clone().into())));
                 }
                 let record = Record::new(&remote, b"small");
-                pushed += dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                pushed += dispatcher.push(&shard, Ops::One(Op::put(record, None)));
                 pushed += dispatcher.push(&shard, Ops::One(Op::Get(remote.clone().into())));
                 dispatcher.send(&shard).await;
                 assert!(dispatcher.must_resume(pushed), "the first reply stopped at the budget");
@@ -409,17 +407,19 @@ mod tests {
                 outcome,
                 &Ok(Outcome::Found {
                     value: vec![b'a'; VALUE_BYTES],
-                    ttl_ms: None
+                    ttl_ms: None,
+                    version: 0,
                 })
             );
         }
         assert_eq!(
             rest,
             &[
-                Ok(Outcome::Replaced),
+                Ok(Outcome::Replaced { version: 0 }),
                 Ok(Outcome::Found {
                     value: b"small".to_vec(),
-                    ttl_ms: None
+                    ttl_ms: None,
+                    version: 0,
                 })
             ]
         );
