@@ -127,6 +127,28 @@ pub const LOG_LINES_PER_WINDOW_MAX: u32 = 5;
 /// Length of a rate-limited log call site's window, in ms.
 pub const LOG_RATE_WINDOW_MS: u64 = 10_000;
 
+/// Most operations in one transaction (`POST /v1/txn`): compares plus both branches' operations
+/// (413 past it). An atomic bulk update counts two per item (a compare and an update). Each one
+/// may lock a key and copy a value into the answer, so this bounds a transaction's locks, its
+/// messages and its answer (at most this many values).
+pub const TXN_OPS_MAX: usize = 1_000;
+/// Most keys one shard's transaction lock table holds at once; a transaction that would lock
+/// more waits for room like for a locked key.
+pub const TXN_LOCKS_PER_SHARD_MAX: usize = 100_000;
+/// Longest a transaction waits for its keys' locks, in ms, before it gives up (503) and
+/// releases the ones it holds.
+pub const TXN_LOCK_WAIT_MS_MAX: u64 = 2_000;
+/// Longest a transaction lock is honoured, in ms: past it the owning shard takes the lock back
+/// (a coordinator that never finishes must not leave keys locked forever), and that
+/// transaction's late commit on that shard is refused (503). Far above the wait limit plus a
+/// commit's round trip, so a live coordinator never meets it.
+pub const TXN_LOCK_HOLD_MS_MAX: u64 = 10_000;
+/// First and longest pause between two tries of a key a transaction holds (a plain operation
+/// on a locked key, or a transaction's lock), in µs; the pause doubles from the first to the
+/// longest.
+pub const TXN_RETRY_PAUSE_US_MIN: u64 = 20;
+pub const TXN_RETRY_PAUSE_US_MAX: u64 = 1_000;
+
 /// Messages queued per shard-to-shard channel before senders wait.
 pub const CHANNEL_DEPTH_MESSAGES: usize = 1024;
 
@@ -197,3 +219,12 @@ const _: () = assert!(
 const _: () = assert!(STORAGE_RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX.is_multiple_of(4096) && STORAGE_READ_CHUNK_BYTES.is_multiple_of(4096));
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX <= IO_MEMORY_BYTES_MIN * 4);
+const _: () = assert!(
+    TXN_LOCK_WAIT_MS_MAX * 2 < TXN_LOCK_HOLD_MS_MAX,
+    "a live coordinator finishes long before its locks can be taken back"
+);
+const _: () = assert!(
+    TXN_OPS_MAX <= TXN_LOCKS_PER_SHARD_MAX,
+    "one transaction fits in a lock table"
+);
+const _: () = assert!(TXN_RETRY_PAUSE_US_MIN <= TXN_RETRY_PAUSE_US_MAX);

@@ -250,6 +250,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         router: Router::new(senders),
         latches: latches.clone(),
         counters: Counters::default(),
+        txn: Default::default(),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()

@@ -41,7 +41,13 @@ pub fn route(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
                 let record = item_record(&item, args)?;
                 Ok((Ops::One(Op::update(record)), Render::Update))
             }),
-            "/updateBulk" => only(method, Method::Patch, "PATCH", || plan_bulk_update(body, args, true)),
+            "/updateBulk" => only(method, Method::Patch, "PATCH", || {
+                if super::v1::atomic(query)? {
+                    super::txn::plan_atomic_bulk(body, args, true)
+                } else {
+                    plan_bulk_update(body, args, true)
+                }
+            }),
             "/delete" => only(method, Method::Delete, "DELETE", || {
                 let key = query_key(query)?;
                 check_key(&key, args)?;
@@ -105,7 +111,7 @@ fn catch_all(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
 fn is_write(ops: &Ops) -> bool {
     match ops {
         Ops::One(op) => !matches!(op, Op::Get(_)),
-        Ops::Many(_) => true,
+        Ops::Many(_) | Ops::Txn(_) => true,
         Ops::None | Ops::Stats => false,
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod compat;
+pub mod txn;
 pub mod v1;
 
 use std::borrow::Cow;
@@ -52,6 +53,10 @@ pub enum Render {
     BulkUpdate { keys: Vec<String>, keys_only: bool },
     /// `/v1/stats` (JSON) or `/metrics` (Prometheus text), from every shard's numbers.
     Stats { prometheus: bool },
+    /// `/v1/txn`: the keys of each branch's operations, in order, to name the results.
+    Txn { success: Vec<String>, failure: Vec<String> },
+    /// An all-or-nothing bulk update: 200, or 409 naming the missing keys.
+    AtomicBulk { keys: Vec<String>, keys_only: bool },
 }
 
 /// A planned request: operations to run on their owners, then how to answer.
@@ -96,6 +101,14 @@ impl Plan {
                     Err(error) => render_error(out, &error, keep_alive),
                 }
             }
+            Render::Txn { success, failure } => match outcomes.txn() {
+                Ok(answer) => txn::render_txn(&answer, success, failure, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            },
+            Render::AtomicBulk { keys, keys_only } => match outcomes.txn() {
+                Ok(answer) => txn::render_atomic_bulk(&answer, keys, *keys_only, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            },
             Render::Stats { prometheus } => match outcomes.stats() {
                 Ok(stats) => admin::render_stats(&stats, *prometheus, keep_alive, out),
                 Err(error) => render_error(out, &error, keep_alive),
@@ -153,7 +166,7 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         .or_else(|| compat::route(&request, context.args));
     let (ops, render) = match routed {
         // Until every shard has loaded `--load`, no half-loaded data is served.
-        Some(Ok((Ops::One(_) | Ops::Many(_), _))) if !context.ready => (
+        Some(Ok((Ops::One(_) | Ops::Many(_) | Ops::Txn(_), _))) if !context.ready => (
             Ops::None,
             Render::Error(Error::Unavailable("not ready: still loading data (--load)")),
         ),

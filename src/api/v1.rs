@@ -1,4 +1,5 @@
-//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update), `/v1/ping`, `/v1/readiness`.
+//! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update), `/v1/txn` (planned in [`super::txn`]),
+//! `/v1/ping`, `/v1/readiness`.
 //!
 //! Owns these routes' meaning and their errors, and the planning the seeds' routes share with
 //! them ([`plan_get`], [`plan_bulk_update`]). Like all of [`crate::api`], it never touches a
@@ -47,10 +48,18 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
     }
     Some(match head.path {
         "/v1/keys" => match method {
-            Method::Patch => {
-                check_writable(context.args, "").and_then(|()| plan_bulk_update(&request.body, context.args, false))
-            }
+            Method::Patch => check_writable(context.args, "").and_then(|()| {
+                if atomic(request.head.query)? {
+                    super::txn::plan_atomic_bulk(&request.body, context.args, false)
+                } else {
+                    plan_bulk_update(&request.body, context.args, false)
+                }
+            }),
             _ => Err(Error::MethodNotAllowed { allow: "PATCH" }),
+        },
+        "/v1/txn" => match method {
+            Method::Post => super::txn::plan_txn(&request.body, context.args),
+            _ => Err(Error::MethodNotAllowed { allow: "POST" }),
         },
         "/v1/ping" => match method {
             Method::Get | Method::Head => Ok((Ops::None, Render::Json(200, serde_json::json!({ "status": "ok" })))),
@@ -123,6 +132,20 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
             )
         }
     })
+}
+
+/// The `atomic` query parameter of a bulk update: `true` or `false` (absent: `false`).
+pub(super) fn atomic(query: &str) -> Result<bool, Error> {
+    let mut atomic = false;
+    for pair in query.split('&') {
+        match pair {
+            "atomic=true" => atomic = true,
+            "atomic=false" => atomic = false,
+            pair if pair.starts_with("atomic=") => return Err(Error::bad_request("atomic must be true or false")),
+            _ => {}
+        }
+    }
+    Ok(atomic)
 }
 
 /// `{"value": "<base64>"}` → the value's bytes.

@@ -23,7 +23,9 @@ use crate::error::Error;
 use crate::http::registry::{Registration, Registry};
 use crate::http::request::{self, Need, Parsed};
 use crate::http::response;
-use crate::limits::{PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS};
+use crate::limits::{
+    PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES, TXN_RETRY_PAUSE_US_MAX, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
+};
 use crate::shard::context::ShardContext;
 use crate::shard::dispatch::Dispatcher;
 
@@ -208,10 +210,20 @@ impl Connection {
             }
             match request::parse(filled, &mut self.framing, |head| api::body_limit(head, &shard.args)) {
                 Parsed::Complete(request, used) => {
-                    consumed += used;
                     let plan = api::plan(request, &context);
+                    // A transaction is alone in its batch: it runs after every request before
+                    // it and before every one after it. One later in the buffer is parsed again
+                    // for the next batch.
+                    let txn = matches!(plan.ops, api::Ops::Txn(_));
+                    if txn && !self.plans.is_empty() {
+                        break;
+                    }
+                    consumed += used;
                     closing = plan.closes();
                     self.plans.push(plan);
+                    if txn {
+                        break;
+                    }
                 }
                 Parsed::Incomplete(Need::Head) => {
                     if let Some(error) = request::head_overflow(filled) {
@@ -315,6 +327,10 @@ impl Connection {
             while self.dispatcher.must_resume(count) {
                 self.flush().await?;
                 self.dispatcher.resume(&shard).await;
+            }
+            // A key of this request is in a transaction's commit window: wait for it to end.
+            while self.dispatcher.must_wait(&shard, count) {
+                glommio::timer::sleep(Duration::from_micros(TXN_RETRY_PAUSE_US_MAX)).await;
             }
             let keep_alive = !(plan.closes() || closing && at == last);
             let status = plan.render(&mut self.dispatcher.outcomes(&shard), keep_alive, &mut self.output);

@@ -9,6 +9,7 @@ use std::cell::Cell;
 
 use super::message::{Op, Outcome, PeerReply, RequestsByClass, ShardStats};
 use super::router::Router;
+use super::txn::TxnState;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
@@ -67,7 +68,8 @@ impl Counters {
         self.messages_sent.set(self.messages_sent.get() + 1);
     }
 
-    fn count_message_received(&self) {
+    /// Counts one message received from another shard.
+    pub fn count_message_received(&self) {
         self.messages_received.set(self.messages_received.get() + 1);
     }
 
@@ -98,6 +100,8 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
+    /// The transaction locks on this shard's keys, and its transaction ids.
+    pub txn: TxnState,
 }
 
 impl ShardContext {
@@ -123,13 +127,19 @@ impl ShardContext {
     /// Answers one batch from another shard, in order. Found values are copied into the reply
     /// until they pass [`PEER_REPLY_VALUE_BYTES_MAX`]; the operations after that point are
     /// handed back unexecuted (`deferred`), and the asker sends them again once it has written
-    /// what it has. The first operation always runs, so every batch makes progress.
+    /// what it has. The first operation runs unless its key is locked by a transaction: an
+    /// operation on a locked key and the ones after it come back `blocked`, to be sent again
+    /// after a pause (so no one reads or writes a key in a transaction's commit window).
     pub fn answer_peer(&self, ops: Vec<Op>) -> PeerReply {
         self.counters.count_message_received();
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut value_bytes = 0usize;
-        let mut ops = ops.into_iter();
-        for op in ops.by_ref() {
+        let mut ops = ops.into_iter().peekable();
+        let mut blocked = false;
+        while let Some(op) = ops.next_if(|op| {
+            blocked = self.txn.any_locked(std::iter::once(op.key()));
+            !blocked
+        }) {
             let outcome = self.apply_local(op, |outcome| outcome.to_owned());
             if let Outcome::Found { value, .. } = &outcome {
                 value_bytes += value.len();
@@ -142,6 +152,7 @@ impl ShardContext {
         PeerReply {
             outcomes,
             deferred: ops.collect(),
+            blocked,
         }
     }
 

@@ -14,11 +14,14 @@
 //! (glommio counts waker clones in an `i16`).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use super::ShardId;
 use super::context::ShardContext;
 use super::message::{Op, Outcome, PeerReply, ShardStats};
+use super::txn::{self, Txn, TxnAnswer};
 use crate::error::Error;
+use crate::limits::TXN_RETRY_PAUSE_US_MAX;
 
 /// The store operations of one request.
 #[derive(Debug)]
@@ -28,6 +31,10 @@ pub enum Ops {
     Many(Vec<Op>),
     /// The numbers of every shard, this one included, in shard order.
     Stats,
+    /// A transaction, run by this connection's shard as its coordinator ([`txn::run`]). A
+    /// request with one is alone in its batch (`http::conn` sees to it), so it is ordered
+    /// after every request before it and before every one after it.
+    Txn(Box<Txn>),
 }
 
 /// Reads the outcomes of one request's operations, in the order they were pushed.
@@ -36,6 +43,8 @@ pub trait Outcomes {
     fn next<R>(&mut self, f: impl FnOnce(Result<Outcome<&[u8]>, Error>) -> R) -> R;
     /// The stats of every shard, in shard order (a request made with [`Ops::Stats`]).
     fn stats(&mut self) -> Result<Vec<ShardStats>, Error>;
+    /// What the transaction did (a request made with [`Ops::Txn`]).
+    fn txn(&mut self) -> Result<TxnAnswer, Error>;
 }
 
 /// Where an operation's outcome comes from.
@@ -46,6 +55,8 @@ enum Slot {
     Remote { owner: ShardId, index: usize },
     /// The gathered stats.
     Stats,
+    /// The transaction's answer.
+    Txn,
 }
 
 /// What one owner has answered so far in this batch.
@@ -62,6 +73,8 @@ struct Owner {
     sent: usize,
     /// The owner's channel is closed: its operations answer 503.
     gone: bool,
+    /// Its last reply stopped at a key a transaction holds.
+    blocked: bool,
 }
 
 /// One connection's operations in flight. Reused batch after batch: a steady connection
@@ -71,6 +84,9 @@ pub struct Dispatcher {
     owners: Vec<Owner>,
     stats: Option<Result<Vec<ShardStats>, Error>>,
     wants_stats: bool,
+    /// The batch's transaction, until `send` runs it; then its answer.
+    txn: Option<Box<Txn>>,
+    txn_answer: Option<Result<TxnAnswer, Error>>,
 }
 
 const GONE: &str = "the shard owning this key did not answer (shutting down)";
@@ -83,6 +99,8 @@ impl Dispatcher {
             owners: (0..nr_shards).map(|_| Owner::default()).collect(),
             stats: None,
             wants_stats: false,
+            txn: None,
+            txn_answer: None,
         }
     }
 
@@ -106,7 +124,24 @@ impl Dispatcher {
                 self.slots.push_back(Slot::Stats);
                 1
             }
+            Ops::Txn(txn) => {
+                debug_assert!(self.txn.is_none(), "one transaction per batch");
+                self.txn = Some(txn);
+                self.slots.push_back(Slot::Txn);
+                1
+            }
         }
+    }
+
+    /// True when one of the next `count` operations runs here on a key a transaction holds:
+    /// pause, then ask again (nothing awaits between a `false` and the rendering, so the key
+    /// cannot be locked in between).
+    pub fn must_wait(&self, shard: &ShardContext, count: usize) -> bool {
+        let local = self.slots.iter().take(count).filter_map(|slot| match slot {
+            Slot::Local(op) => Some(op.key()),
+            _ => None,
+        });
+        shard.txn.any_locked(local)
     }
 
     fn push_op(&mut self, shard: &ShardContext, op: Op) {
@@ -124,6 +159,9 @@ impl Dispatcher {
     /// Sends every owner its batch (and every peer a stats request, when asked) and waits for
     /// all the answers.
     pub async fn send(&mut self, shard: &ShardContext) {
+        if let Some(txn) = self.txn.take() {
+            self.txn_answer = Some(txn::run(shard, *txn).await);
+        }
         let mut pending = Vec::new();
         for (owner, state) in self.owners.iter_mut().enumerate() {
             if state.outbound.is_empty() {
@@ -160,6 +198,9 @@ impl Dispatcher {
 
     /// Sends every owner the operations it handed back, and waits for the answers.
     pub async fn resume(&mut self, shard: &ShardContext) {
+        if self.owners.iter().any(|state| state.blocked) {
+            glommio::timer::sleep(Duration::from_micros(TXN_RETRY_PAUSE_US_MAX)).await;
+        }
         for state in &mut self.owners {
             debug_assert!(
                 state.outbound.is_empty(),
@@ -190,6 +231,7 @@ impl Dispatcher {
         // The owner ran a prefix of what it was sent; the rest comes back to be sent again.
         state.sent -= reply.deferred.len();
         state.deferred = reply.deferred;
+        state.blocked = reply.blocked;
     }
 
     /// The outcomes of the next request, read on `shard`.
@@ -214,9 +256,12 @@ impl Dispatcher {
             state.base = 0;
             state.sent = 0;
             state.gone = false;
+            state.blocked = false;
         }
         self.stats = None;
         self.wants_stats = false;
+        self.txn = None;
+        self.txn_answer = None;
     }
 }
 
@@ -272,7 +317,7 @@ impl Outcomes for Reader<'_> {
                     }
                 }
             }
-            Some(Slot::Stats) | None => f(Err(Error::Unavailable("internal error: outcome out of order"))),
+            Some(Slot::Stats | Slot::Txn) | None => f(Err(Error::Unavailable("internal error: outcome out of order"))),
         }
     }
 
@@ -283,6 +328,17 @@ impl Outcomes for Reader<'_> {
                 .stats
                 .take()
                 .unwrap_or(Err(Error::Unavailable("internal error: stats were not gathered"))),
+            _ => Err(Error::Unavailable("internal error: outcome out of order")),
+        }
+    }
+
+    fn txn(&mut self) -> Result<TxnAnswer, Error> {
+        match self.dispatcher.slots.pop_front() {
+            Some(Slot::Txn) => self
+                .dispatcher
+                .txn_answer
+                .take()
+                .unwrap_or(Err(Error::Unavailable("internal error: the transaction did not run"))),
             _ => Err(Error::Unavailable("internal error: outcome out of order")),
         }
     }

@@ -65,6 +65,12 @@ impl LockedStore {
         }
     }
 
+    /// Hands `key`'s value and version to `f` under the shared lock, counting nothing.
+    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> R {
+        let store = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(store.peek(key).map(|(value, _, version)| (value, version)))
+    }
+
     /// Reclaims at most `keys_max` expired keys under the exclusive lock.
     pub fn expire(&self, keys_max: usize) -> usize {
         self.inner

@@ -356,11 +356,14 @@ impl<V> Outcome<V> {
 
 /// An owner's answer to a [`Batch`]: one outcome per operation it ran, in order, and the
 /// operations it handed back unexecuted because the reply reached its byte budget
-/// ([`crate::limits::PEER_REPLY_VALUE_BYTES_MAX`]). `deferred` is always a suffix of the batch.
+/// ([`crate::limits::PEER_REPLY_VALUE_BYTES_MAX`]) or the next one's key is locked by a
+/// transaction (`blocked`). `deferred` is always a suffix of the batch.
 #[derive(Debug, Default)]
 pub struct PeerReply {
     pub outcomes: Vec<Outcome<Box<[u8]>>>,
     pub deferred: Vec<Op>,
+    /// The owner stopped at a key a transaction holds: pause before sending `deferred` again.
+    pub blocked: bool,
 }
 
 /// Operations for one owner, gathered from one read of one connection (or one bulk update),
@@ -380,6 +383,8 @@ pub enum ShardMessage {
     Batch(Batch),
     /// A request for the receiving shard's numbers.
     Stats(oneshot::Sender<ShardStats>),
+    /// A transaction's step on the receiving shard's keys (see [`super::txn`]).
+    Txn(super::txn::TxnMessage),
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod locked;
 pub mod message;
 pub mod router;
 pub mod store;
+pub mod txn;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -39,6 +40,15 @@ impl StoreHandle {
         match self {
             StoreHandle::Owned(store) => f(store.borrow_mut().apply(op)),
             StoreHandle::Locked(store) => store.apply(op, f),
+        }
+    }
+
+    /// Hands `key`'s value and version to `f` (`None`: absent or expired) without counting a
+    /// read or touching recency: what a transaction's compare reads.
+    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> R {
+        match self {
+            StoreHandle::Owned(store) => f(store.borrow().peek(key).map(|(value, _, version)| (value, version))),
+            StoreHandle::Locked(store) => store.peek(key, f),
         }
     }
 

@@ -65,7 +65,9 @@ impl Router {
         Ok(receiver)
     }
 
-    async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
+    /// Sends any message to `peer`, waiting while its channel is full.
+    pub async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
+        debug_assert_ne!(peer, self.id, "a shard's own messages never travel the mesh");
         self.senders.send_to(peer, message).await.map_err(|_| OwnerGone)
     }
 
@@ -86,6 +88,10 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Shard
             }
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.answer_stats());
+            }
+            ShardMessage::Txn(message) => {
+                shard.counters.count_message_received();
+                super::txn::answer(shard, message);
             }
         }
     }
