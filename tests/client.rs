@@ -649,3 +649,24 @@ fn help_shows_the_client_options_and_serve_keeps_its_own_addr() {
     let server = Server::start(&[]);
     assert_ne!(server.addr.port(), 0);
 }
+
+// Goal: `set --if-version` writes only over the version `get --output json` printed,
+// `--create-only` only when the key is absent; a failed condition exits 5 with the server's
+// 412 message and changes nothing.
+#[test]
+fn conditional_sets_follow_the_printed_version() {
+    let server = Server::start(&[]);
+    success(&run_at(&server, &["set", "k", "one", "--create-only"]));
+    let message = failure(&run_at(&server, &["set", "k", "two", "--create-only"]), 5);
+    assert!(message.contains("precondition"), "{message}");
+    let read: serde_json::Value =
+        serde_json::from_slice(success(&run_at(&server, &["get", "k", "--output", "json"]))).unwrap();
+    let version = read["version"].as_str().expect("get prints the version").to_string();
+    success(&run_at(&server, &["set", "k", "two", "--if-version", &version]));
+    let stale = failure(&run_at(&server, &["set", "k", "three", "--if-version", &version]), 5);
+    assert!(stale.contains("precondition"), "{stale}");
+    assert_eq!(success(&run_at(&server, &["get", "k"])), b"two");
+    failure(&run_at(&server, &["set", "k", "x", "--if-version", "nothex"]), 2);
+    let both = run_at(&server, &["set", "k", "x", "--if-version", "1", "--create-only"]);
+    assert_eq!(code(&both), 2, "the two conditions exclude each other");
+}

@@ -481,6 +481,65 @@ mod tests {
         );
     }
 
+    // Goal: a plain operation on a key a transaction holds does not run until the lock is
+    // released, whether the key is local (must_wait) or remote (the owner hands it back
+    // blocked), and then runs in order.
+    #[test]
+    fn plain_operations_wait_for_a_transactions_locks() {
+        use crate::shard::txn::{TxnMessage, answer_lock};
+        use crate::sync::oneshot;
+        let got = on_shards(
+            layout(2, vec![]),
+            |_| Store::default(),
+            |shard| async move {
+                let local: Box<[u8]> = key_on(0, 2, "here").into();
+                let remote: Box<[u8]> = key_on(1, 2, "there").into();
+                let id = 42;
+                assert_eq!(answer_lock(&shard, id, std::slice::from_ref(&local), &[]).locked, 1);
+                let (reply, receiver) = oneshot::channel();
+                let lock = TxnMessage::Lock {
+                    id,
+                    keys: vec![remote.clone()],
+                    compares: vec![],
+                    reply,
+                };
+                shard
+                    .router
+                    .deliver(1, crate::shard::message::ShardMessage::Txn(lock))
+                    .await
+                    .unwrap();
+                assert_eq!(receiver.await.unwrap().locked, 1);
+
+                let mut dispatcher = Dispatcher::new(shard.nr_shards);
+                let record = Record::new(&remote, b"v");
+                let mut pushed = dispatcher.push(&shard, Ops::One(Op::put(record, None)));
+                pushed += dispatcher.push(&shard, Ops::One(Op::Get(local.clone())));
+                dispatcher.send(&shard).await;
+                let blocked = (dispatcher.must_resume(1), dispatcher.must_wait(&shard, pushed));
+                crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![]);
+                let waits_after_release = dispatcher.must_wait(&shard, pushed);
+                let (reply, receiver) = oneshot::channel();
+                let finish = TxnMessage::Finish {
+                    id,
+                    keys: vec![remote.clone()],
+                    ops: vec![],
+                    reply,
+                };
+                shard
+                    .router
+                    .deliver(1, crate::shard::message::ShardMessage::Txn(finish))
+                    .await
+                    .unwrap();
+                receiver.await.unwrap();
+                let outcomes = read_all(&mut dispatcher, &shard, pushed).await;
+                (blocked, waits_after_release, outcomes)
+            },
+        );
+        assert_eq!(got.0, (true, true), "both operations wait while their keys are locked");
+        assert!(!got.1);
+        assert_eq!(got.2, vec![Ok(Outcome::Created { version: 0 }), Ok(Outcome::Missing)]);
+    }
+
     // Goal: stats come from every shard in shard order; an owner that is gone answers 503
     // instead of a wrong outcome.
     #[test]
