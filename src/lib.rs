@@ -12,8 +12,8 @@
 //! - [`config`]: clap flags. [`limits`]: every limit and default, named with its unit.
 //! - [`server`]: start-up checks, executors and pinning, listeners, readiness, shutdown.
 //! - [`shard`]: the store a shard owns, `shard_for`, the messages between shards, the router,
-//!   the shard's shared state (`context`) and the dispatcher that runs operations where their
-//!   keys live (`dispatch`).
+//!   the shard's shared state (`context`), the dispatcher that runs operations where their
+//!   keys live (`dispatch`), and transactions across shards (`txn`).
 //! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
 //!   registry of open connections and their deadlines.
 //! - [`api`]: what each route means: turns a parsed request into store operations and back.
