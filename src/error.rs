@@ -58,8 +58,6 @@ pub enum Error {
     TooManyOps { count: usize, limit: usize },
     /// 503, connection kept: a transaction's keys stayed locked by others through every attempt.
     Contended { attempts: u32 },
-    /// 501, connection kept: a route this server mode does not offer (the body was read).
-    Unsupported(&'static str),
 }
 
 impl Error {
@@ -77,7 +75,6 @@ impl Error {
             | Error::TooManyOps { .. } => 413,
             Error::PreconditionFailed { .. } => 412,
             Error::Contended { .. } => 503,
-            Error::Unsupported(_) => 501,
             Error::UriTooLong { .. } | Error::RequestLineTooLong { .. } => 414,
             Error::HeadersTooLarge { .. } => 431,
             Error::NotImplemented(_) => 501,
@@ -181,7 +178,6 @@ impl fmt::Display for Error {
                 f,
                 "transaction gave up after {attempts} attempts: its keys stayed locked by other transactions; retry"
             ),
-            Error::Unsupported(why) => write!(f, "not implemented: {why}"),
         }
     }
 }
@@ -251,7 +247,6 @@ mod tests {
                 "3 operations; the limit is 2",
             ),
             (Error::Contended { attempts: 4 }, 503, "4 attempts"),
-            (Error::Unsupported("transactions"), 501, "transactions"),
         ];
         for (error, status, needle) in cases {
             assert_eq!(error.status(), status, "{error:?}");
@@ -273,6 +268,5 @@ mod tests {
         );
         assert!(!Error::PreconditionFailed { current: None }.closes_connection());
         assert!(!Error::Contended { attempts: 1 }.closes_connection());
-        assert!(!Error::Unsupported("x").closes_connection());
     }
 }

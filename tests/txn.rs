@@ -1,7 +1,7 @@
 //! Transactions (`POST /v1/txn`) and atomic bulk updates (issue #15.2) against the real server
-//! with 2 shards: etcd-shaped answers, compares on keys of both shards, all-or-nothing under
-//! concurrency (a bank whose total never changes, seen whole by every reader), 409/413/400, and
-//! the locked design's 501.
+//! with 2 shards, in both designs: etcd-shaped answers, compares on keys of both shards,
+//! all-or-nothing under concurrency (a bank whose total never changes, seen whole by every
+//! reader), 409/413/400.
 
 mod common;
 
@@ -13,6 +13,22 @@ use common::{Conn, Server};
 use corekv::limits::TXN_OPS_MAX;
 use corekv::shard::shard_for;
 use serde_json::{Value, json};
+
+/// Runs each check against `--design sharded` and `--design locked`.
+macro_rules! both_designs {
+    ($($name:ident),* $(,)?) => {
+        mod sharded { $( #[test] fn $name() { super::$name(&["--design", "sharded"]); } )* }
+        mod locked { $( #[test] fn $name() { super::$name(&["--design", "locked"]); } )* }
+    };
+}
+
+both_designs!(
+    compares_pick_the_branch_and_results_follow_it,
+    bank_transfers_across_shards_keep_the_total,
+    atomic_bulk_update_is_all_or_nothing,
+    limits_and_malformed_bodies_are_refused,
+    a_pipelined_transaction_is_ordered_with_its_neighbours,
+);
 
 /// `count` keys named `{tag}{i}`, alternating between shard 0 and shard 1 of 2.
 fn keys_on_both_shards(tag: &str, count: usize) -> Vec<String> {
@@ -41,9 +57,8 @@ fn txn(conn: &mut Conn, body: &Value) -> common::Response {
 
 // Goal: the issue's example runs its success branch when every compare holds (across both
 // shards) and its failure branch otherwise, with etcd-shaped results.
-#[test]
-fn compares_pick_the_branch_and_results_follow_it() {
-    let server = Server::start(&[]);
+fn compares_pick_the_branch_and_results_follow_it(design: &[&str]) {
+    let server = Server::start(design);
     let mut conn = server.connect();
     let keys = keys_on_both_shards("t", 3);
     let (a, b, c) = (&keys[0], &keys[1], &keys[2]);
@@ -99,14 +114,13 @@ fn compares_pick_the_branch_and_results_follow_it() {
 // Goal: 32 clients moving money between accounts on both shards with version-compared
 // transactions, while readers sum every account in a read-only transaction: every sum is the
 // starting total (no reader sees a transfer half applied) and so is the final one.
-#[test]
-fn bank_transfers_across_shards_keep_the_total() {
+fn bank_transfers_across_shards_keep_the_total(design: &[&str]) {
     const ACCOUNTS: usize = 8;
     const START: i64 = 100;
     const WRITERS: usize = 32;
     const READERS: usize = 4;
     const TRANSFERS_EACH: usize = 15;
-    let server = Server::start(&[]);
+    let server = Server::start(design);
     let accounts = Arc::new(keys_on_both_shards("acct", ACCOUNTS));
     for key in accounts.iter() {
         assert_eq!(
@@ -216,9 +230,8 @@ fn transfer(conn: &mut Conn, from: &str, to: &str, retries: &AtomicUsize) {
 
 // Goal: an atomic bulk update with a missing key is 409 naming it and updates nothing (v1 and
 // seed 000's route); with every key present it updates all of them.
-#[test]
-fn atomic_bulk_update_is_all_or_nothing() {
-    let server = Server::start(&[]);
+fn atomic_bulk_update_is_all_or_nothing(design: &[&str]) {
+    let server = Server::start(design);
     let mut conn = server.connect();
     let keys = keys_on_both_shards("bulk", 4);
     for key in &keys[..3] {
@@ -257,9 +270,8 @@ fn atomic_bulk_update_is_all_or_nothing() {
 
 // Goal: too many operations is 413, malformed JSON 400 (with a JSON error), a GET of /v1/txn
 // 405, and the server keeps answering after each.
-#[test]
-fn limits_and_malformed_bodies_are_refused() {
-    let server = Server::start(&[]);
+fn limits_and_malformed_bodies_are_refused(design: &[&str]) {
+    let server = Server::start(design);
     let many: Vec<Value> = (0..=TXN_OPS_MAX)
         .map(|i| json!({"op": "get", "key": format!("k{i}")}))
         .collect();
@@ -290,9 +302,8 @@ fn limits_and_malformed_bodies_are_refused() {
 
 // Goal: a transaction pipelined between plain requests sees the writes before it and is seen
 // by the reads after it.
-#[test]
-fn a_pipelined_transaction_is_ordered_with_its_neighbours() {
-    let server = Server::start(&[]);
+fn a_pipelined_transaction_is_ordered_with_its_neighbours(design: &[&str]) {
+    let server = Server::start(design);
     let mut conn = server.connect();
     let keys = keys_on_both_shards("p", 2);
     let body =
@@ -310,20 +321,4 @@ fn a_pipelined_transaction_is_ordered_with_its_neighbours() {
     let answer = conn.read().json();
     assert_eq!(answer["results"][0]["value"], "before");
     assert_eq!(conn.read().body, b"t");
-}
-
-// Goal: the locked design answers 501 with a reason to transactions and atomic bulk updates.
-#[test]
-fn the_locked_design_answers_501() {
-    let server = Server::start(&["--design", "locked"]);
-    let mut conn = server.connect();
-    let response = txn(&mut conn, &json!({"success": []}));
-    assert_eq!(response.status, 501);
-    assert!(response.error().contains("--design sharded"), "{}", response.error());
-    assert_eq!(conn.request("PATCH", "/v1/keys?atomic=true", &[], b"[]").status, 501);
-    assert_eq!(
-        conn.request("GET", "/v1/ping", &[], b"").status,
-        200,
-        "the connection stays open"
-    );
 }

@@ -10,15 +10,12 @@ use serde::Deserialize;
 
 use super::v1::{BulkItem, parse_bulk};
 use super::{Ops, Render, check_key, check_value, etag, parse_etag};
-use crate::config::{Design, ServeArgs};
+use crate::config::ServeArgs;
 use crate::error::Error;
 use crate::http::response;
 use crate::limits::TXN_OPS_MAX;
 use crate::shard::message::{Op, Outcome, Record};
 use crate::shard::txn::{Compare, Test, Txn, TxnAnswer};
-
-const LOCKED_DESIGN: &str =
-    "transactions and atomic bulk updates need --design sharded (the locked design is a benchmark baseline)";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,18 +55,8 @@ enum OpKind {
     Delete,
 }
 
-/// Refuses transactions where they are not offered: the locked design (501) and, for writes,
-/// `--read-only` (405).
-fn check_offered(args: &ServeArgs) -> Result<(), Error> {
-    match args.design {
-        Design::Locked => Err(Error::Unsupported(LOCKED_DESIGN)),
-        Design::Sharded => Ok(()),
-    }
-}
-
 /// Plans `POST /v1/txn`.
 pub fn plan_txn(body: &[u8], args: &ServeArgs) -> Result<(Ops, Render), Error> {
-    check_offered(args)?;
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(Error::bad_request(
             "body must be a JSON object {\"compare\": [...], \"success\": [...], \"failure\": [...]}",
@@ -180,7 +167,6 @@ fn branch(ops: Vec<OpBody>, args: &ServeArgs) -> Result<(Vec<Op>, Vec<String>), 
 /// Plans an all-or-nothing bulk update: a transaction comparing that every key exists, then
 /// updating each (keeping TTLs). `keys_only` answers seed 000's plain list on success.
 pub fn plan_atomic_bulk(body: &[u8], args: &ServeArgs, keys_only: bool) -> Result<(Ops, Render), Error> {
-    check_offered(args)?;
     let items = parse_bulk(body, args)?;
     if 2 * items.len() > TXN_OPS_MAX {
         return Err(Error::TooManyOps {
@@ -334,9 +320,6 @@ mod tests {
         assert_eq!(status(r#"{"success":[{"op":"set","key":"a","value":"12345"}]}"#), 413);
         let many = vec![r#"{"op":"get","key":"k"}"#; TXN_OPS_MAX + 1].join(",");
         assert_eq!(status(&format!(r#"{{"success":[{many}]}}"#)), 413);
-        let locked = ServeArgs::from_flags(&["--design", "locked"]);
-        assert_eq!(plan_txn(b"{}", &locked).unwrap_err().status(), 501);
-        assert_eq!(plan_atomic_bulk(b"[]", &locked, false).unwrap_err().status(), 501);
     }
 
     #[test]

@@ -65,10 +65,10 @@ impl LockedStore {
         }
     }
 
-    /// Hands `key`'s value and version to `f` under the shared lock, counting nothing.
-    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> R {
-        let store = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(store.peek(key).map(|(value, _, version)| (value, version)))
+    /// Runs `f` under the exclusive lock, taken once (a transaction's compares and writes).
+    pub fn exclusive<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut store)
     }
 
     /// Reclaims at most `keys_max` expired keys under the exclusive lock.

@@ -43,12 +43,13 @@ impl StoreHandle {
         }
     }
 
-    /// Hands `key`'s value and version to `f` (`None`: absent or expired) without counting a
-    /// read or touching recency: what a transaction's compare reads.
-    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> R {
+    /// Runs `f` with the store to itself: nothing else reads or writes it until `f` returns
+    /// (the shard's thread in the sharded design, the exclusive lock in the locked one). A
+    /// transaction's steps run so.
+    pub fn exclusive<R>(&self, f: impl FnOnce(&mut store::Store) -> R) -> R {
         match self {
-            StoreHandle::Owned(store) => f(store.borrow().peek(key).map(|(value, _, version)| (value, version))),
-            StoreHandle::Locked(store) => store.peek(key, f),
+            StoreHandle::Owned(store) => f(&mut store.borrow_mut()),
+            StoreHandle::Locked(store) => store.exclusive(f),
         }
     }
 

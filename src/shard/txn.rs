@@ -24,9 +24,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::ShardId;
 use super::context::ShardContext;
 use super::message::{Op, Outcome, ShardMessage};
-use super::{ShardId, StoreHandle};
+use super::store::Store;
 use crate::clock;
 use crate::error::Error;
 use crate::limits::{
@@ -220,44 +221,53 @@ impl TxnState {
     }
 }
 
-/// Whether `compare` holds on this shard's store now.
-fn holds(store: &StoreHandle, compare: &Compare) -> bool {
-    store.peek(&compare.key, |found| match (&compare.test, found) {
+/// Whether `compare` holds on `store` now (read without counting or touching recency).
+fn holds(store: &Store, compare: &Compare) -> bool {
+    match (&compare.test, store.peek(&compare.key)) {
         (Test::Exists(exists), found) => *exists == found.is_some(),
-        (Test::Version(version), Some((_, current))) => *version == current,
-        (Test::Value(value), Some((current, _))) => **value == *current,
+        (Test::Version(version), Some((.., current))) => *version == current,
+        (Test::Value(value), Some((current, ..))) => **value == *current,
         (_, None) => false,
-    })
+    }
 }
 
-fn apply_all(shard: &ShardContext, ops: impl IntoIterator<Item = (usize, Op)>) -> Vec<(usize, Outcome<Box<[u8]>>)> {
-    ops.into_iter()
-        .map(|(at, op)| (at, shard.apply_local(op, |outcome| outcome.to_owned())))
+/// The indices of the compares that do not hold on `store`.
+fn failed_compares<'c>(store: &Store, compares: impl Iterator<Item = (usize, &'c Compare)>) -> Vec<usize> {
+    compares
+        .filter(|(_, compare)| !holds(store, compare))
+        .map(|(at, _)| at)
         .collect()
 }
 
-/// Runs a transaction whose keys this shard owns, at once, unless one of them is locked (then
-/// it comes back, to go through the locks).
+fn apply_all(store: &mut Store, ops: impl IntoIterator<Item = (usize, Op)>) -> Vec<(usize, Outcome<Box<[u8]>>)> {
+    ops.into_iter()
+        .map(|(at, op)| (at, store.apply(op).to_owned()))
+        .collect()
+}
+
+/// Runs a transaction whose keys this shard owns, at once and with the store to itself, unless
+/// one of them is locked (then it comes back, to go through the locks). In the locked design
+/// every key is "owned" here, and this takes the one store's write lock once.
 pub fn answer_once(shard: &ShardContext, txn: Box<Txn>) -> Result<TxnAnswer, Box<Txn>> {
     if shard.txn.any_locked(txn.keys()) {
         return Err(txn);
     }
-    let failed: Vec<usize> = (txn.compares.iter().enumerate())
-        .filter(|(_, compare)| !holds(&shard.store, compare))
-        .map(|(at, _)| at)
-        .collect();
-    let succeeded = failed.is_empty();
+    debug_assert!(
+        txn.keys().all(|key| shard.owner(key) == shard.id),
+        "a one-shard transaction ran on a shard that does not own its keys"
+    );
     let txn = *txn;
-    let branch = if succeeded { txn.success } else { txn.failure };
-    let results = apply_all(shard, branch.into_iter().enumerate())
-        .into_iter()
-        .map(|(_, o)| o)
-        .collect();
-    Ok(TxnAnswer {
-        succeeded,
-        results,
-        failed,
-    })
+    Ok(shard.store.exclusive(|store| {
+        let failed = failed_compares(store, txn.compares.iter().enumerate());
+        let succeeded = failed.is_empty();
+        let branch = if succeeded { txn.success } else { txn.failure };
+        let results = apply_all(store, branch.into_iter().enumerate());
+        TxnAnswer {
+            succeeded,
+            results: results.into_iter().map(|(_, outcome)| outcome).collect(),
+            failed,
+        }
+    }))
 }
 
 /// Locks what it can of a transaction's part on this shard; checks the part's compares once
@@ -265,10 +275,8 @@ pub fn answer_once(shard: &ShardContext, txn: Box<Txn>) -> Result<TxnAnswer, Box
 pub fn answer_lock(shard: &ShardContext, id: TxnId, keys: &[Box<[u8]>], compares: &[(usize, Compare)]) -> LockReply {
     let locked = shard.txn.locks.borrow_mut().lock_in_order(id, keys, clock::now_ms());
     let failed = if locked == keys.len() {
-        (compares.iter())
-            .filter(|(_, compare)| !holds(&shard.store, compare))
-            .map(|(at, _)| *at)
-            .collect()
+        let compares = compares.iter().map(|(at, compare)| (*at, compare));
+        shard.store.exclusive(|store| failed_compares(store, compares))
     } else {
         Vec::new()
     };
@@ -278,8 +286,9 @@ pub fn answer_lock(shard: &ShardContext, id: TxnId, keys: &[Box<[u8]>], compares
 /// Applies a transaction's operations on this shard and releases its keys; `None` (nothing
 /// applied) when its locks lapsed meanwhile.
 pub fn answer_finish(shard: &ShardContext, id: TxnId, keys: &[Box<[u8]>], ops: Vec<(usize, Op)>) -> FinishReply {
+    debug_assert!(ops.iter().all(|(_, op)| shard.owner(op.key()) == shard.id));
     let held = shard.txn.locks.borrow().holds_all(id, keys, clock::now_ms());
-    let outcomes = (held || ops.is_empty()).then(|| apply_all(shard, ops));
+    let outcomes = (held || ops.is_empty()).then(|| shard.store.exclusive(|store| apply_all(store, ops)));
     shard.txn.locks.borrow_mut().release(id, keys);
     outcomes
 }
