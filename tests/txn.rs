@@ -28,6 +28,7 @@ both_designs!(
     atomic_bulk_update_is_all_or_nothing,
     limits_and_malformed_bodies_are_refused,
     a_pipelined_transaction_is_ordered_with_its_neighbours,
+    plain_reads_never_see_a_transaction_half_applied,
 );
 
 /// `count` keys named `{tag}{i}`, alternating between shard 0 and shard 1 of 2.
@@ -321,4 +322,54 @@ fn a_pipelined_transaction_is_ordered_with_its_neighbours(design: &[&str]) {
     let answer = conn.read().json();
     assert_eq!(answer["results"][0]["value"], "before");
     assert_eq!(conn.read().body, b"t");
+}
+
+// Goal: one writer sets a key on each shard to the same rising number in each transaction;
+// readers GET the two keys one after the other with plain requests. A plain read of a key in a
+// transaction's commit window waits for it, so the key read second never shows an older
+// transaction than the one read first.
+fn plain_reads_never_see_a_transaction_half_applied(design: &[&str]) {
+    const TRANSACTIONS: u64 = 1_200;
+    let server = Server::start(design);
+    let keys = Arc::new(keys_on_both_shards("pair", 2));
+    for key in keys.iter() {
+        assert_eq!(server.request("PUT", &format!("/v1/keys/{key}"), b"0").status, 201);
+    }
+    let (addr, done) = (server.addr, Arc::new(AtomicBool::new(false)));
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (keys, done) = (Arc::clone(&keys), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut conn = Conn::new(addr);
+                let (first, second) = if r % 2 == 0 {
+                    (&keys[0], &keys[1])
+                } else {
+                    (&keys[1], &keys[0])
+                };
+                let mut read = |key: &str| -> u64 {
+                    let body = conn.request("GET", &format!("/v1/keys/{key}"), &[], b"").body;
+                    String::from_utf8(body).unwrap().parse().unwrap()
+                };
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let (a, b) = (read(first), read(second));
+                    assert!(
+                        b >= a,
+                        "read {first}={a} then {second}={b}: a transaction seen half applied"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut conn = server.connect();
+    for n in 1..=TRANSACTIONS {
+        let value = n.to_string();
+        let body = json!({"success": [{"op": "set", "key": keys[0], "value": value}, {"op": "set", "key": keys[1], "value": value}]});
+        assert_eq!(txn(&mut conn, &body).status, 200);
+    }
+    done.store(true, Ordering::Relaxed);
+    let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
 }
