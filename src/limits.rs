@@ -132,6 +132,10 @@ pub const LOG_RATE_WINDOW_MS: u64 = 10_000;
 /// may lock a key and copy a value into the answer, so this bounds a transaction's locks, its
 /// messages and its answer (at most this many values).
 pub const TXN_OPS_MAX: usize = 1_000;
+/// Bytes of values one transaction's answer carries (its gets' values, over all shards); a get
+/// past it answers its version and an error instead of its value. Keeps a transaction of
+/// `TXN_OPS_MAX` gets of large values from building a gigabyte answer.
+pub const TXN_RESULT_VALUE_BYTES_MAX: usize = 4 << 20;
 /// Most keys one shard's transaction lock table holds at once; a transaction that would lock
 /// more waits for room like for a locked key.
 pub const TXN_LOCKS_PER_SHARD_MAX: usize = 100_000;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Conn, Server};
-use corekv::limits::TXN_OPS_MAX;
+use corekv::limits::{TXN_OPS_MAX, TXN_RESULT_VALUE_BYTES_MAX};
 use corekv::shard::shard_for;
 use serde_json::{Value, json};
 
@@ -299,6 +299,18 @@ fn limits_and_malformed_bodies_are_refused(design: &[&str]) {
     let response = conn.request("PATCH", "/v1/keys?atomic=true", &[], json!(bulk).to_string().as_bytes());
     assert_eq!(response.status, 413);
     assert_eq!(conn.request("GET", "/v1/ping", &[], b"").status, 200);
+
+    // Ten gets of a 1 MiB value: the answer carries TXN_RESULT_VALUE_BYTES_MAX of values, and
+    // the rest answer their version and an error instead.
+    let big = vec![b'v'; 1 << 20];
+    assert_eq!(conn.request("PUT", "/v1/keys/big", &[], &big).status, 201);
+    let gets: Vec<Value> = (0..10).map(|_| json!({"op": "get", "key": "big"})).collect();
+    let answer = txn(&mut conn, &json!({ "success": gets }));
+    assert_eq!(answer.status, 200);
+    let results = answer.json()["results"].as_array().unwrap().clone();
+    let returned = results.iter().filter(|r| r["value"].is_string()).count();
+    assert_eq!(returned, TXN_RESULT_VALUE_BYTES_MAX >> 20);
+    assert!(results[9]["error"].as_str().unwrap().contains("not returned") && results[9]["version"].is_string());
 }
 
 // Goal: a transaction pipelined between plain requests sees the writes before it and is seen

@@ -13,7 +13,7 @@ use super::{Ops, Render, check_key, check_value, etag, parse_etag};
 use crate::config::ServeArgs;
 use crate::error::Error;
 use crate::http::response;
-use crate::limits::TXN_OPS_MAX;
+use crate::limits::{TXN_OPS_MAX, TXN_RESULT_VALUE_BYTES_MAX};
 use crate::shard::message::{Op, Outcome, Record};
 use crate::shard::txn::{Compare, Test, Txn, TxnAnswer};
 
@@ -213,6 +213,13 @@ fn result_json(key: &str, outcome: &Outcome<Box<[u8]>>) -> serde_json::Value {
         Outcome::Rejected(limit) => {
             serde_json::json!({ "key": key, "error": Error::InsufficientStorage(*limit).to_string() })
         }
+        Outcome::Withheld { version: v } => serde_json::json!({
+            "key": key,
+            "version": version(*v),
+            "error": format!(
+                "value not returned: the transaction's answer holds at most {TXN_RESULT_VALUE_BYTES_MAX} bytes of values"
+            ),
+        }),
         Outcome::PreconditionFailed { current } => {
             serde_json::json!({ "key": key, "error": Error::PreconditionFailed { current: *current }.to_string() })
         }

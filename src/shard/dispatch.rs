@@ -516,13 +516,14 @@ mod tests {
                 pushed += dispatcher.push(&shard, Ops::One(Op::Get(local.clone())));
                 dispatcher.send(&shard).await;
                 let blocked = (dispatcher.must_resume(1), dispatcher.must_wait(&shard, pushed));
-                crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![]);
+                crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![], 0);
                 let waits_after_release = dispatcher.must_wait(&shard, pushed);
                 let (reply, receiver) = oneshot::channel();
                 let finish = TxnMessage::Finish {
                     id,
                     keys: vec![remote.clone()],
                     ops: vec![],
+                    value_bytes_max: 0,
                     reply,
                 };
                 shard

@@ -268,6 +268,9 @@ pub enum Outcome<V> {
     Rejected(Limit),
     /// A conditional write whose condition did not hold (412); the key's version, if it exists.
     PreconditionFailed { current: Option<u64> },
+    /// A transaction's `Get` whose value did not fit in what its answer may carry
+    /// ([`crate::limits::TXN_RESULT_VALUE_BYTES_MAX`]): the key's version, not its value.
+    Withheld { version: u64 },
 }
 
 /// The capacity limit a rejected write ran into: the shard's share, in keys or bytes.
@@ -350,6 +353,7 @@ impl<V> Outcome<V> {
             Outcome::Deleted(removed) => Outcome::Deleted(*removed),
             Outcome::Rejected(limit) => Outcome::Rejected(*limit),
             Outcome::PreconditionFailed { current } => Outcome::PreconditionFailed { current: *current },
+            Outcome::Withheld { version } => Outcome::Withheld { version: *version },
         }
     }
 }

@@ -31,8 +31,8 @@ use super::store::Store;
 use crate::clock;
 use crate::error::Error;
 use crate::limits::{
-    SHARDS_MAX, TXN_LOCK_HOLD_MS_MAX, TXN_LOCK_WAIT_MS_MAX, TXN_LOCKS_PER_SHARD_MAX, TXN_RETRY_PAUSE_US_MAX,
-    TXN_RETRY_PAUSE_US_MIN,
+    SHARDS_MAX, TXN_LOCK_HOLD_MS_MAX, TXN_LOCK_WAIT_MS_MAX, TXN_LOCKS_PER_SHARD_MAX, TXN_RESULT_VALUE_BYTES_MAX,
+    TXN_RETRY_PAUSE_US_MAX, TXN_RETRY_PAUSE_US_MIN,
 };
 use crate::sync::oneshot;
 
@@ -115,12 +115,14 @@ pub enum TxnMessage {
         compares: Vec<(usize, Compare)>,
         reply: oneshot::Sender<LockReply>,
     },
-    /// Apply these operations (each with its index in the branch), then release the keys.
-    /// No operations: an abort.
+    /// Apply these operations (each with its index in the branch), copying at most
+    /// `value_bytes_max` of found values into the reply, then release the keys. No operations:
+    /// an abort.
     Finish {
         id: TxnId,
         keys: Vec<Box<[u8]>>,
         ops: Vec<(usize, Op)>,
+        value_bytes_max: usize,
         reply: oneshot::Sender<FinishReply>,
     },
 }
@@ -239,10 +241,24 @@ fn failed_compares<'c>(store: &Store, compares: impl Iterator<Item = (usize, &'c
         .collect()
 }
 
-fn apply_all(store: &mut Store, ops: impl IntoIterator<Item = (usize, Op)>) -> Vec<(usize, Outcome<Box<[u8]>>)> {
-    ops.into_iter()
-        .map(|(at, op)| (at, store.apply(op).to_owned()))
-        .collect()
+/// Applies `ops` in order, copying found values until they pass `value_bytes_max`; a get past
+/// it answers `Withheld` (its version only).
+fn apply_all(
+    store: &mut Store,
+    ops: impl IntoIterator<Item = (usize, Op)>,
+    value_bytes_max: usize,
+) -> Vec<(usize, Outcome<Box<[u8]>>)> {
+    let mut budget = value_bytes_max;
+    let mut apply = |op| match store.apply(op) {
+        Outcome::Found { value, version, .. } if value.len() > budget => Outcome::Withheld { version },
+        outcome => {
+            if let Outcome::Found { value, .. } = &outcome {
+                budget -= value.len();
+            }
+            outcome.to_owned()
+        }
+    };
+    ops.into_iter().map(|(at, op)| (at, apply(op))).collect()
 }
 
 /// Runs a transaction whose keys this shard owns, at once and with the store to itself, unless
@@ -261,7 +277,7 @@ pub fn answer_once(shard: &ShardContext, txn: Box<Txn>) -> Result<TxnAnswer, Box
         let failed = failed_compares(store, txn.compares.iter().enumerate());
         let succeeded = failed.is_empty();
         let branch = if succeeded { txn.success } else { txn.failure };
-        let results = apply_all(store, branch.into_iter().enumerate());
+        let results = apply_all(store, branch.into_iter().enumerate(), TXN_RESULT_VALUE_BYTES_MAX);
         TxnAnswer {
             succeeded,
             results: results.into_iter().map(|(_, outcome)| outcome).collect(),
@@ -285,10 +301,17 @@ pub fn answer_lock(shard: &ShardContext, id: TxnId, keys: &[Box<[u8]>], compares
 
 /// Applies a transaction's operations on this shard and releases its keys; `None` (nothing
 /// applied) when its locks lapsed meanwhile.
-pub fn answer_finish(shard: &ShardContext, id: TxnId, keys: &[Box<[u8]>], ops: Vec<(usize, Op)>) -> FinishReply {
+pub fn answer_finish(
+    shard: &ShardContext,
+    id: TxnId,
+    keys: &[Box<[u8]>],
+    ops: Vec<(usize, Op)>,
+    value_bytes_max: usize,
+) -> FinishReply {
     debug_assert!(ops.iter().all(|(_, op)| shard.owner(op.key()) == shard.id));
     let held = shard.txn.locks.borrow().holds_all(id, keys, clock::now_ms());
-    let outcomes = (held || ops.is_empty()).then(|| shard.store.exclusive(|store| apply_all(store, ops)));
+    let outcomes =
+        (held || ops.is_empty()).then(|| shard.store.exclusive(|store| apply_all(store, ops, value_bytes_max)));
     shard.txn.locks.borrow_mut().release(id, keys);
     outcomes
 }
@@ -308,8 +331,14 @@ pub fn answer(shard: &ShardContext, message: TxnMessage) {
         } => {
             let _ = reply.send(answer_lock(shard, id, &keys, &compares));
         }
-        TxnMessage::Finish { id, keys, ops, reply } => {
-            let _ = reply.send(answer_finish(shard, id, &keys, ops));
+        TxnMessage::Finish {
+            id,
+            keys,
+            ops,
+            value_bytes_max,
+            reply,
+        } => {
+            let _ = reply.send(answer_finish(shard, id, &keys, ops, value_bytes_max));
         }
     }
 }
@@ -452,7 +481,7 @@ async fn lock_part(shard: &ShardContext, id: TxnId, part: &Part) -> Result<LockR
 /// Releases the keys held in `parts` (an abort).
 async fn release(shard: &ShardContext, id: TxnId, parts: &[Part]) {
     for part in parts {
-        let _ = finish_part(shard, id, part, Vec::new()).await;
+        let _ = finish_part(shard, id, part, Vec::new(), 0).await;
     }
 }
 
@@ -475,8 +504,10 @@ async fn finish(
     }
     let mut results: Vec<Option<Outcome<Box<[u8]>>>> = (0..count).map(|_| None).collect();
     let mut lapsed = false;
+    // Each owner may copy an equal share of the answer's value budget.
+    let value_bytes_max = TXN_RESULT_VALUE_BYTES_MAX / parts.len().max(1);
     for (part, ops) in parts.iter().zip(by_owner) {
-        match finish_part(shard, id, part, ops).await {
+        match finish_part(shard, id, part, ops, value_bytes_max).await {
             Ok(Some(outcomes)) => outcomes
                 .into_iter()
                 .for_each(|(at, outcome)| results[at] = Some(outcome)),
@@ -500,15 +531,17 @@ async fn finish_part(
     id: TxnId,
     part: &Part,
     ops: Vec<(usize, Op)>,
+    value_bytes_max: usize,
 ) -> Result<FinishReply, Error> {
     if part.owner == shard.id {
-        return Ok(answer_finish(shard, id, &part.keys, ops));
+        return Ok(answer_finish(shard, id, &part.keys, ops, value_bytes_max));
     }
     let (reply, receiver) = oneshot::channel();
     let message = TxnMessage::Finish {
         id,
         keys: part.keys.clone(),
         ops,
+        value_bytes_max,
         reply,
     };
     let gone = |_| Error::Unavailable(GONE);
