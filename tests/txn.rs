@@ -300,6 +300,12 @@ fn limits_and_malformed_bodies_are_refused(design: &[&str]) {
     assert_eq!(response.status, 413);
     assert_eq!(conn.request("GET", "/v1/ping", &[], b"").status, 200);
 
+    // A body over --max-body-bytes is refused before it is read.
+    let small = Server::start(&[design, &["--max-body-bytes", "4096"]].concat());
+    let padded = json!({"success": [{"op": "set", "key": "k", "value": "x".repeat(5000)}]});
+    let mut small_conn = small.connect();
+    assert_eq!(txn(&mut small_conn, &padded).status, 413);
+
     // Ten gets of a 1 MiB value: the answer carries TXN_RESULT_VALUE_BYTES_MAX of values, and
     // the rest answer their version and an error instead.
     let big = vec![b'v'; 1 << 20];
