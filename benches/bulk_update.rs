@@ -77,7 +77,7 @@ fn sharded(cpus: [usize; 2], iters: u64) -> Duration {
             let updated: Vec<bool> = {
                 let mut outcomes = dispatcher.outcomes(&shard);
                 (0..count)
-                    .map(|_| outcomes.next(|outcome| matches!(outcome, Ok(Outcome::Updated))))
+                    .map(|_| outcomes.next(|outcome| matches!(outcome, Ok(Outcome::Updated { .. }))))
                     .collect()
             };
             dispatcher.clear();
@@ -104,10 +104,7 @@ fn bench_bulk_update(c: &mut Criterion) {
     let locked = LockedStore::default();
     for i in 0..KEYS_COUNT {
         locked.apply(
-            Op::Put {
-                record: Record::new(key(i).as_bytes(), &[b'v'; VALUE_BYTES]),
-                ttl_ms: None,
-            },
+            Op::put(Record::new(key(i).as_bytes(), &[b'v'; VALUE_BYTES]), None),
             |_| (),
         );
     }
@@ -117,7 +114,7 @@ fn bench_bulk_update(c: &mut Criterion) {
             let (ops, keys) = plan(&raw, &args);
             let updated: Vec<bool> = ops
                 .into_iter()
-                .map(|op| locked.apply(op, |outcome| outcome == Outcome::Updated))
+                .map(|op| locked.apply(op, |outcome| matches!(outcome, Outcome::Updated { .. })))
                 .collect();
             out.clear();
             api::render_bulk(&keys, &updated, false, true, &mut out);

@@ -111,9 +111,10 @@ fn bench_encode(c: &mut Criterion) {
         Outcome::Found {
             value: &value[..],
             ttl_ms: None,
+            version: 1,
         },
     );
-    let put = (Render::Write, Outcome::Replaced);
+    let put = (Render::Write, Outcome::Replaced { version: 2 });
     let mut out = Vec::with_capacity(16 << 10);
     for (name, (render, outcome)) in [("get_200", get), ("put_200", put)] {
         for (depth, label) in [(1, "single"), (PIPELINE_DEPTH, "pipelined16")] {

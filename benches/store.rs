@@ -111,7 +111,7 @@ impl Contender for Owned {
 
     fn get(&self, store: &mut Store, key: &[u8]) -> usize {
         // `get` (not `peek`): a read bumps the key in the LRU list, as a server read does.
-        store.get(key).map_or(0, |(value, _ttl)| value.len())
+        store.get(key).map_or(0, |(value, ..)| value.len())
     }
 
     fn put(&self, store: &mut Store, key: &[u8], value: &[u8]) {

@@ -59,6 +59,13 @@ pub enum Error {
     DiskFull,
     /// 503: the write-ahead log failed: the write was not applied, or is not durable.
     LogFailed,
+    /// 412: a conditional write's `If-Match`/`If-None-Match` did not hold; the key's current
+    /// version, when it exists.
+    PreconditionFailed { current: Option<u64> },
+    /// 413: a transaction has more operations (compares included) than its limit.
+    TooManyOps { count: usize, limit: usize },
+    /// 503, connection kept: a transaction's keys stayed locked by others through every attempt.
+    Contended { attempts: u32 },
 }
 
 impl From<crate::shard::message::Refusal> for Error {
@@ -81,7 +88,12 @@ impl Error {
             Error::MethodNotAllowed { .. } | Error::ReadOnly { .. } => 405,
             Error::RequestTimeout { .. } => 408,
             Error::LengthRequired => 411,
-            Error::PayloadTooLarge { .. } | Error::BodyNotAllowed { .. } | Error::TooManyItems { .. } => 413,
+            Error::PayloadTooLarge { .. }
+            | Error::BodyNotAllowed { .. }
+            | Error::TooManyItems { .. }
+            | Error::TooManyOps { .. } => 413,
+            Error::PreconditionFailed { .. } => 412,
+            Error::Contended { .. } => 503,
             Error::UriTooLong { .. } | Error::RequestLineTooLong { .. } => 414,
             Error::HeadersTooLarge { .. } => 431,
             Error::NotImplemented(_) => 501,
@@ -187,6 +199,19 @@ impl fmt::Display for Error {
                 "the write-ahead log failed on the key's shard (see the server's log): the write \
                  was not applied or is not durable; the server needs a restart"
             ),
+            Error::PreconditionFailed { current: Some(version) } => {
+                write!(f, "precondition failed: the key's version is \"{version:x}\"")
+            }
+            Error::PreconditionFailed { current: None } => {
+                write!(f, "precondition failed: the key does not exist")
+            }
+            Error::TooManyOps { count, limit } => {
+                write!(f, "transaction has {count} operations; the limit is {limit} operations")
+            }
+            Error::Contended { attempts } => write!(
+                f,
+                "transaction gave up after {attempts} attempts: its keys stayed locked by other transactions; retry"
+            ),
         }
     }
 }
@@ -259,6 +284,14 @@ mod tests {
                 "11 items; the limit is 10 items",
             ),
             (Error::NotImplemented("transfer coding gzip"), 501, "gzip"),
+            (Error::PreconditionFailed { current: Some(255) }, 412, "\"ff\""),
+            (Error::PreconditionFailed { current: None }, 412, "does not exist"),
+            (
+                Error::TooManyOps { count: 3, limit: 2 },
+                413,
+                "3 operations; the limit is 2",
+            ),
+            (Error::Contended { attempts: 4 }, 503, "4 attempts"),
         ];
         for (error, status, needle) in cases {
             assert_eq!(error.status(), status, "{error:?}");
@@ -278,5 +311,7 @@ mod tests {
             !Error::TooManyItems { count: 2, limit: 1 }.closes_connection(),
             "the body was read"
         );
+        assert!(!Error::PreconditionFailed { current: None }.closes_connection());
+        assert!(!Error::Contended { attempts: 1 }.closes_connection());
     }
 }

@@ -15,7 +15,8 @@
 //!   the shard's shared state (`context`) and the dispatcher that runs operations where their
 //!   keys live (`dispatch`), and its durability at run time (`durability`: recovery,
 //!   snapshots, closing the log); the ordered key index (`index`), prefix listings merged
-//!   across shards (`listing`) and watchers with their change history (`watch`).
+//!   across shards (`listing`), watchers with their change history (`watch`), and
+//!   transactions across shards (`txn`).
 //! - [`http`]: request parsing (httparse), response encoding, the connection loop, the
 //!   registry of open connections and their deadlines, streamed responses (`stream`: listings
 //!   and watches).

@@ -169,6 +169,32 @@ pub const LOG_LINES_PER_WINDOW_MAX: u32 = 5;
 /// Length of a rate-limited log call site's window, in ms.
 pub const LOG_RATE_WINDOW_MS: u64 = 10_000;
 
+/// Most operations in one transaction (`POST /v1/txn`): compares plus both branches' operations
+/// (413 past it). An atomic bulk update counts two per item (a compare and an update). Each one
+/// may lock a key and copy a value into the answer, so this bounds a transaction's locks, its
+/// messages and its answer (at most this many values).
+pub const TXN_OPS_MAX: usize = 1_000;
+/// Bytes of values one transaction's answer carries (its gets' values, over all shards); a get
+/// past it answers its version and an error instead of its value. Keeps a transaction of
+/// `TXN_OPS_MAX` gets of large values from building a gigabyte answer.
+pub const TXN_RESULT_VALUE_BYTES_MAX: usize = 4 << 20;
+/// Most keys one shard's transaction lock table holds at once; a transaction that would lock
+/// more waits for room like for a locked key.
+pub const TXN_LOCKS_PER_SHARD_MAX: usize = 100_000;
+/// Longest a transaction waits for its keys' locks, in ms, before it gives up (503) and
+/// releases the ones it holds.
+pub const TXN_LOCK_WAIT_MS_MAX: u64 = 2_000;
+/// Longest a transaction lock is honoured, in ms: past it the owning shard takes the lock back
+/// (a coordinator that never finishes must not leave keys locked forever), and that
+/// transaction's late commit on that shard is refused (503). Far above the wait limit plus a
+/// commit's round trip, so a live coordinator never meets it.
+pub const TXN_LOCK_HOLD_MS_MAX: u64 = 10_000;
+/// First and longest pause between two tries of a key a transaction holds (a plain operation
+/// on a locked key, or a transaction's lock), in µs; the pause doubles from the first to the
+/// longest.
+pub const TXN_RETRY_PAUSE_US_MIN: u64 = 20;
+pub const TXN_RETRY_PAUSE_US_MAX: u64 = 1_000;
+
 /// Messages queued per shard-to-shard channel before senders wait.
 pub const CHANNEL_DEPTH_MESSAGES: usize = 1024;
 
@@ -262,3 +288,12 @@ const _: () = assert!(
     LIST_PAGE_BYTES_MAX <= WRITE_BUFFER_FLUSH_BYTES && LIST_CHUNK_BYTES <= WRITE_BUFFER_FLUSH_BYTES,
     "a listing page and a listing chunk fit in what a connection buffers"
 );
+const _: () = assert!(
+    TXN_LOCK_WAIT_MS_MAX * 2 < TXN_LOCK_HOLD_MS_MAX,
+    "a live coordinator finishes long before its locks can be taken back"
+);
+const _: () = assert!(
+    TXN_OPS_MAX <= TXN_LOCKS_PER_SHARD_MAX,
+    "one transaction fits in a lock table"
+);
+const _: () = assert!(TXN_RETRY_PAUSE_US_MIN <= TXN_RETRY_PAUSE_US_MAX);

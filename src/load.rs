@@ -171,10 +171,7 @@ impl Loader {
             if !owns(key) {
                 continue;
             }
-            let op = Op::Put {
-                record: Record::new(key, value),
-                ttl_ms: None,
-            };
+            let op = Op::put(Record::new(key, value), None);
             let rejected = store.apply(op, |outcome| match outcome {
                 Outcome::Rejected(limit) => Some(limit),
                 _ => None,

@@ -354,6 +354,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         auth: auth.map(ShardTokens::new),
         index: Default::default(),
         watch: Default::default(),
+        txn: Default::default(),
     });
     let peer_tasks: Vec<_> = receivers
         .streams()

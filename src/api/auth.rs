@@ -263,6 +263,8 @@ mod tests {
             query: "",
             json: false,
             authorization,
+            if_match: None,
+            if_none_match: None,
         }
     }
 

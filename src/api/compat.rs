@@ -29,7 +29,7 @@ pub fn route(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
             "/set" => only(method, Method::Post, "POST", || {
                 let item = json_item(body)?;
                 let record = item_record(&item, args)?;
-                Ok((Ops::One(Op::Put { record, ttl_ms: None }), Render::WriteWithStatus(201)))
+                Ok((Ops::One(Op::put(record, None)), Render::WriteWithStatus(201)))
             }),
             "/get" => only_read(method, || {
                 let key = query_key(query)?;
@@ -39,13 +39,19 @@ pub fn route(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
             "/update" => only(method, Method::Patch, "PATCH", || {
                 let item = json_item(body)?;
                 let record = item_record(&item, args)?;
-                Ok((Ops::One(Op::Update(record)), Render::Update))
+                Ok((Ops::One(Op::update(record)), Render::Update))
             }),
-            "/updateBulk" => only(method, Method::Patch, "PATCH", || plan_bulk_update(body, args, true)),
+            "/updateBulk" => only(method, Method::Patch, "PATCH", || {
+                if super::v1::atomic(query)? {
+                    super::txn::plan_atomic_bulk(body, args, true)
+                } else {
+                    plan_bulk_update(body, args, true)
+                }
+            }),
             "/delete" => only(method, Method::Delete, "DELETE", || {
                 let key = query_key(query)?;
                 check_key(&key, args)?;
-                Ok((Ops::One(Op::Delete(key.into_boxed_slice())), Render::Delete))
+                Ok((Ops::One(Op::delete(&key)), Render::Delete))
             }),
             _ => {
                 if let Some(encoded) = path.strip_prefix("/keys/") {
@@ -87,12 +93,12 @@ fn catch_all(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
                 let ttl_ms = ttl.map(parse_ttl_ms).transpose()?;
                 check_value(&request.body, args)?;
                 let record = Record::new(&key, &request.body);
-                Ok((Ops::One(Op::Put { record, ttl_ms }), Render::WriteWithStatus(200)))
+                Ok((Ops::One(Op::put(record, ttl_ms)), Render::WriteWithStatus(200)))
             }
             (Method::Get | Method::Head, None) => Ok(plan_get(&key, method)),
             (Method::Delete, None) => {
                 check_writable(args, read_only_allow)?;
-                Ok((Ops::One(Op::Delete(Box::from(&*key))), Render::Delete))
+                Ok((Ops::One(Op::delete(&key)), Render::Delete))
             }
             (_, None) => Err(Error::MethodNotAllowed {
                 allow: "GET, HEAD, POST, DELETE",
@@ -105,7 +111,7 @@ fn catch_all(request: &Request<'_>, args: &ServeArgs) -> Option<Result<(Ops, Ren
 fn is_write(ops: &Ops) -> bool {
     match ops {
         Ops::One(op) => !matches!(op, Op::Get(_)),
-        Ops::Many(_) => true,
+        Ops::Many(_) | Ops::Txn(_) => true,
         Ops::None | Ops::Stats => false,
     }
 }
@@ -186,6 +192,8 @@ mod tests {
                 query,
                 json: true,
                 authorization: None,
+                if_match: None,
+                if_none_match: None,
             },
             body: Cow::Borrowed(body),
             keep_alive: true,
@@ -195,8 +203,12 @@ mod tests {
 
     #[test]
     fn seed_000_routes_map_to_store_operations() {
-        let Some(Ok((Ops::One(Op::Put { record, ttl_ms: None }), Render::WriteWithStatus(201)))) =
-            plan(Method::Post, "/set", br#"{"key":"k","value":"v"}"#, &[])
+        let Some(Ok((
+            Ops::One(Op::Put {
+                record, ttl_ms: None, ..
+            }),
+            Render::WriteWithStatus(201),
+        ))) = plan(Method::Post, "/set", br#"{"key":"k","value":"v"}"#, &[])
         else {
             panic!()
         };
@@ -222,6 +234,7 @@ mod tests {
             Ops::One(Op::Put {
                 record,
                 ttl_ms: Some(10),
+                ..
             }),
             _,
         ))) = plan(Method::Post, "/9996/10", b"1", &[])

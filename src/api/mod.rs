@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod compat;
 pub mod list;
+pub mod txn;
 pub mod v1;
 pub mod watch;
 
@@ -21,7 +22,7 @@ use crate::http::request::{BodyLimit, HeadInfo, Method, Request};
 use crate::http::response;
 pub use crate::shard::dispatch::Ops;
 use crate::shard::dispatch::Outcomes;
-use crate::shard::message::Outcome;
+use crate::shard::message::{Condition, Outcome};
 
 /// What a route needs to know about the server to plan a request.
 pub struct Context<'a> {
@@ -66,6 +67,10 @@ pub enum Render {
     /// `GET /v1/watch/...`: an event stream written by [`crate::http::stream::watch`]; the
     /// connection closes after it.
     Watch(watch::WatchSpec),
+    /// `/v1/txn`: the keys of each branch's operations, in order, to name the results.
+    Txn { success: Vec<String>, failure: Vec<String> },
+    /// An all-or-nothing bulk update: 200, or 409 naming the missing keys.
+    AtomicBulk { keys: Vec<String>, keys_only: bool },
 }
 
 /// A planned request: operations to run on their owners, then how to answer.
@@ -109,7 +114,7 @@ impl Plan {
                 // Every outcome is read (even past an error) so the next request reads its own.
                 let read: Vec<Result<bool, Error>> = keys
                     .iter()
-                    .map(|_| outcomes.next(|outcome| outcome.map(|outcome| matches!(outcome, Outcome::Updated))))
+                    .map(|_| outcomes.next(|outcome| outcome.map(|outcome| matches!(outcome, Outcome::Updated { .. }))))
                     .collect();
                 let updated: Result<Vec<bool>, Error> = read.into_iter().collect();
                 match updated {
@@ -118,6 +123,14 @@ impl Plan {
                 }
             }
             Render::List(_) | Render::Watch(_) => internal_error(out, "a stream rendered as a plain response"),
+            Render::Txn { success, failure } => match outcomes.txn() {
+                Ok(answer) => txn::render_txn(&answer, success, failure, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            },
+            Render::AtomicBulk { keys, keys_only } => match outcomes.txn() {
+                Ok(answer) => txn::render_atomic_bulk(&answer, keys, *keys_only, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            },
             Render::Stats { prometheus } => match outcomes.stats() {
                 Ok(stats) => admin::render_stats(&stats, *prometheus, keep_alive, out),
                 Err(error) => render_error(out, &error, keep_alive),
@@ -183,12 +196,16 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         .or_else(|| compat::route(&request, context.args));
     let (ops, render) = match routed {
         // Until every shard has loaded `--load`, no half-loaded data is served.
-        Some(Ok((Ops::One(_) | Ops::Many(_), _) | (_, Render::List(_) | Render::Watch(_)))) if !context.ready => (
-            Ops::None,
-            Render::Error(Error::Unavailable(
-                "not ready: still loading data (--load, or recovering --data-dir)",
-            )),
-        ),
+        Some(Ok((Ops::One(_) | Ops::Many(_) | Ops::Txn(_), _) | (_, Render::List(_) | Render::Watch(_))))
+            if !context.ready =>
+        {
+            (
+                Ops::None,
+                Render::Error(Error::Unavailable(
+                    "not ready: still loading data (--load, or recovering --data-dir)",
+                )),
+            )
+        }
         Some(Ok(planned)) => planned,
         Some(Err(error)) => (Ops::None, Render::Error(error)),
         None => (Ops::None, Render::Error(Error::RouteNotFound)),
@@ -233,19 +250,30 @@ fn internal_error(out: &mut Vec<u8>, what: &'static str) -> u16 {
 
 /// Writes the response of a single-operation plan from its outcome; returns its status.
 pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
-    let json = |out: &mut Vec<u8>, status: u16, body: &[u8]| {
-        response::full(out, status, response::JSON, body, keep_alive, &[]);
+    let json = |out: &mut Vec<u8>, status: u16, body: &[u8], version: u64| {
+        let etag = etag(version);
+        response::full(
+            out,
+            status,
+            response::JSON,
+            body,
+            keep_alive,
+            &[("ETag", etag.as_bytes())],
+        );
         status
     };
     match (render, outcome) {
-        (Render::Value { head }, Outcome::Found { value, ttl_ms }) => {
+        (Render::Value { head }, Outcome::Found { value, ttl_ms, version }) => {
             let mut digits = Vec::new();
+            let etag = etag(version);
+            let mut extra: [(&str, &[u8]); 2] = [("ETag", etag.as_bytes()), ("", b"")];
             let extra: &[(&str, &[u8])] = match ttl_ms {
                 Some(ttl_ms) => {
                     response::push_decimal(&mut digits, ttl_ms);
-                    &[("X-TTL-Ms", &digits)]
+                    extra[1] = ("X-TTL-Ms", &digits);
+                    &extra
                 }
-                None => &[],
+                None => &extra[..1],
             };
             response::head(out, 200, response::OCTET_STREAM, value.len(), keep_alive, extra);
             if !head {
@@ -253,21 +281,90 @@ pub fn render_one(render: &Render, outcome: Outcome<&[u8]>, keep_alive: bool, ou
             }
             200
         }
-        (Render::Write, Outcome::Created) => json(out, 201, br#"{"created":true}"#),
-        (Render::Write, Outcome::Replaced) => json(out, 200, br#"{"created":false}"#),
-        (Render::WriteWithStatus(status), Outcome::Created) => json(out, *status, br#"{"created":true}"#),
-        (Render::WriteWithStatus(status), Outcome::Replaced) => json(out, *status, br#"{"created":false}"#),
+        (Render::Write, Outcome::Created { version }) => json(out, 201, br#"{"created":true}"#, version),
+        (Render::Write, Outcome::Replaced { version }) => json(out, 200, br#"{"created":false}"#, version),
+        (Render::WriteWithStatus(status), Outcome::Created { version }) => {
+            json(out, *status, br#"{"created":true}"#, version)
+        }
+        (Render::WriteWithStatus(status), Outcome::Replaced { version }) => {
+            json(out, *status, br#"{"created":false}"#, version)
+        }
         (Render::ValueJson, Outcome::Found { value, .. }) => {
             let body = serde_json::json!({ "value": String::from_utf8_lossy(value) });
             response::json(out, 200, &body, keep_alive);
             200
         }
-        (Render::Update, Outcome::Updated) => json(out, 200, br#"{"updated":true}"#),
-        (Render::Delete, Outcome::Deleted(true)) => json(out, 200, br#"{"deleted":true}"#),
-        (Render::Delete, Outcome::Deleted(false)) => json(out, 200, br#"{"deleted":false}"#),
+        (Render::Update, Outcome::Updated { version }) => json(out, 200, br#"{"updated":true}"#, version),
+        (Render::Delete, Outcome::Deleted(true)) => {
+            response::full(out, 200, response::JSON, br#"{"deleted":true}"#, keep_alive, &[]);
+            200
+        }
+        (Render::Delete, Outcome::Deleted(false)) => {
+            response::full(out, 200, response::JSON, br#"{"deleted":false}"#, keep_alive, &[]);
+            200
+        }
         (_, Outcome::Missing) => render_error(out, &Error::KeyNotFound, keep_alive),
         (_, Outcome::Rejected(limit)) => render_error(out, &Error::InsufficientStorage(limit), keep_alive),
+        (_, Outcome::PreconditionFailed { current }) => {
+            render_error(out, &Error::PreconditionFailed { current }, keep_alive)
+        }
         _ => internal_error(out, "outcome does not match the request"),
+    }
+}
+
+/// A version as a strong ETag: its hex digits in quotes. Opaque to clients; stable for the
+/// life of the key's current value.
+pub fn etag(version: u64) -> Etag {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - version.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut bytes = [b'"'; 18];
+    for at in 0..digits {
+        bytes[digits - at] = HEX[((version >> (4 * at)) & 0xf) as usize];
+    }
+    Etag { bytes, len: digits + 2 }
+}
+
+/// An ETag's bytes, built without allocating (it is on every GET's path).
+pub struct Etag {
+    bytes: [u8; 18],
+    len: usize,
+}
+
+impl Etag {
+    /// The header value, quotes included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Reads an ETag back: `None` unless it is one [`etag`] could have written.
+pub fn parse_etag(text: &[u8]) -> Option<u64> {
+    let hex = text.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if hex.is_empty() || hex.len() > 16 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let version = u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+    (version != 0 && version < Condition::FIRST_RESERVED).then_some(version)
+}
+
+/// The condition a write's `If-Match` / `If-None-Match` headers put on it. `If-Match: *` needs
+/// the key to exist, `If-Match: "<etag>"` that exact version, `If-None-Match: *` that the key
+/// does not exist. An ETag this server could never have written (a weak one, another server's)
+/// never matches: 412 at once. Lists and other `If-None-Match` values are 400.
+pub fn write_condition(head: &HeadInfo<'_>) -> Result<Condition, Error> {
+    match (head.if_match, head.if_none_match) {
+        (None, None) => Ok(Condition::NONE),
+        (Some(_), Some(_)) => Err(Error::bad_request("send If-Match or If-None-Match, not both")),
+        (None, Some(b"*")) => Ok(Condition::IF_ABSENT),
+        (None, Some(_)) => Err(Error::bad_request(
+            "If-None-Match on a write takes only * (create only)",
+        )),
+        (Some(b"*"), None) => Ok(Condition::IF_EXISTS),
+        (Some(value), None) if value.contains(&b',') => Err(Error::bad_request("If-Match takes one ETag, not a list")),
+        (Some(value), None) => match parse_etag(value) {
+            Some(version) => Ok(Condition::if_version(version)),
+            None => Err(Error::PreconditionFailed { current: None }),
+        },
     }
 }
 
@@ -421,6 +518,7 @@ mod tests {
             Outcome::Found {
                 value: b"v",
                 ttl_ms: Some(42),
+                version: 0x2a,
             },
             true,
             &mut out,
@@ -431,6 +529,7 @@ mod tests {
             text.contains("\r\nX-TTL-Ms: 42\r\n") && text.ends_with("\r\n\r\nv"),
             "{text}"
         );
+        assert!(text.contains("\r\nETag: \"2a\"\r\n"), "{text}");
         let mut out = Vec::new();
         assert_eq!(
             render_one(
@@ -478,6 +577,8 @@ mod tests {
                     query: "",
                     json: false,
                     authorization: None,
+                    if_match: None,
+                    if_none_match: None,
                 },
                 &args,
             )
@@ -505,6 +606,52 @@ mod tests {
             limit(Method::Post, "/metrics").takes_body(),
             "answered 405, not refused unread"
         );
+    }
+
+    #[test]
+    fn etags_round_trip_and_conditions_follow_the_headers() {
+        assert_eq!(etag(0x2a).as_bytes(), b"\"2a\"");
+        assert_eq!(etag(0).as_bytes(), b"\"0\"");
+        for version in [1, 0x2a, 0x10, Condition::FIRST_RESERVED - 1] {
+            assert_eq!(parse_etag(etag(version).as_bytes()), Some(version));
+        }
+        for bad in [
+            &b"2a"[..],
+            b"W/\"2a\"",
+            b"\"\"",
+            b"\"0\"",
+            b"\"zz\"",
+            b"\"12345678901234567\"",
+        ] {
+            assert_eq!(parse_etag(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let head = |if_match, if_none_match| HeadInfo {
+            method: Method::Put,
+            path: "/v1/keys/k",
+            query: "",
+            json: false,
+            authorization: None,
+            if_match,
+            if_none_match,
+        };
+        assert_eq!(write_condition(&head(None, None)), Ok(Condition::NONE));
+        assert_eq!(write_condition(&head(None, Some(b"*"))), Ok(Condition::IF_ABSENT));
+        assert_eq!(write_condition(&head(Some(b"*"), None)), Ok(Condition::IF_EXISTS));
+        assert_eq!(
+            write_condition(&head(Some(b"\"ff\""), None)),
+            Ok(Condition::if_version(255))
+        );
+        assert_eq!(
+            write_condition(&head(Some(b"W/\"ff\""), None)).unwrap_err().status(),
+            412
+        );
+        for (m, n) in [
+            (Some(&b"*"[..]), Some(&b"*"[..])),
+            (None, Some(b"\"ff\"")),
+            (Some(b"\"1\", \"2\""), None),
+        ] {
+            assert_eq!(write_condition(&head(m, n)).unwrap_err().status(), 400);
+        }
     }
 
     #[test]

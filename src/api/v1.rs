@@ -1,5 +1,6 @@
 //! The v1 API: `/v1/keys/{key}`, `/v1/keys` (bulk update, and listing: [`super::list`]),
-//! `/v1/watch/{key}` and `/v1/watch?prefix=` ([`super::watch`]), `/v1/ping`, `/v1/readiness`.
+//! `/v1/txn` (planned in [`super::txn`]), `/v1/watch/{key}` and `/v1/watch?prefix=`
+//! ([`super::watch`]), `/v1/ping`, `/v1/readiness`.
 //!
 //! Owns these routes' meaning and their errors, and the planning the seeds' routes share with
 //! them ([`plan_get`], [`plan_bulk_update`]). Like all of [`crate::api`], it never touches a
@@ -10,6 +11,7 @@ use serde::Deserialize;
 
 use super::{
     Context, Ops, Render, check_key, check_value, check_writable, json_body_limit, percent_decode, ttl_from_query,
+    write_condition,
 };
 use crate::config::ServeArgs;
 use crate::error::Error;
@@ -51,12 +53,20 @@ pub fn route(request: &Request<'_>, context: &Context<'_>) -> Option<Result<(Ops
     Some(match head.path {
         "/v1/keys" => match method {
             Method::Get => super::list::plan(head.query, context).map(|spec| (Ops::None, Render::List(spec))),
-            Method::Patch => {
-                check_writable(context.args, "GET").and_then(|()| plan_bulk_update(&request.body, context.args, false))
-            }
+            Method::Patch => check_writable(context.args, "GET").and_then(|()| {
+                if atomic(request.head.query)? {
+                    super::txn::plan_atomic_bulk(&request.body, context.args, false)
+                } else {
+                    plan_bulk_update(&request.body, context.args, false)
+                }
+            }),
             _ => Err(Error::MethodNotAllowed { allow: "GET, PATCH" }),
         },
         "/v1/watch" => watch_route(method, None, head.query, context),
+        "/v1/txn" => match method {
+            Method::Post => super::txn::plan_txn(&request.body, context.args),
+            _ => Err(Error::MethodNotAllowed { allow: "POST" }),
+        },
         "/v1/ping" => match method {
             Method::Get | Method::Head => Ok((Ops::None, Render::Json(200, serde_json::json!({ "status": "ok" })))),
             _ => Err(Error::MethodNotAllowed { allow: READ_METHODS }),
@@ -100,11 +110,19 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
     }
     check_writable(args, READ_METHODS)?;
     let body = &request.body;
+    let condition = write_condition(&request.head)?;
     Ok(match method {
-        Method::Delete => (Ops::One(Op::Delete(Box::from(&*key))), Render::Delete),
+        Method::Delete => (
+            Ops::One(Op::Delete {
+                key: Box::from(&*key),
+                condition,
+            }),
+            Render::Delete,
+        ),
         Method::Patch => {
             check_value(body, args)?;
-            (Ops::One(Op::Update(Record::new(&key, body))), Render::Update)
+            let record = Record::new(&key, body);
+            (Ops::One(Op::Update { record, condition }), Render::Update)
         }
         // PUT, and POST (base64 JSON, or raw bytes like PUT).
         _ => {
@@ -121,11 +139,26 @@ fn key_route(method: Method, encoded: &str, request: &Request<'_>, args: &ServeA
                 Ops::One(Op::Put {
                     record: Record::new(&key, value),
                     ttl_ms,
+                    condition,
                 }),
                 Render::Write,
             )
         }
     })
+}
+
+/// The `atomic` query parameter of a bulk update: `true` or `false` (absent: `false`).
+pub(super) fn atomic(query: &str) -> Result<bool, Error> {
+    let mut atomic = false;
+    for pair in query.split('&') {
+        match pair {
+            "atomic=true" => atomic = true,
+            "atomic=false" => atomic = false,
+            pair if pair.starts_with("atomic=") => return Err(Error::bad_request("atomic must be true or false")),
+            _ => {}
+        }
+    }
+    Ok(atomic)
 }
 
 /// `{"value": "<base64>"}` → the value's bytes.
@@ -191,7 +224,7 @@ pub(super) fn plan_bulk_update(body: &[u8], args: &ServeArgs, keys_only: bool) -
     let items = parse_bulk(body, args)?;
     let ops = items
         .iter()
-        .map(|item| Op::Update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
+        .map(|item| Op::update(Record::new(item.key.as_bytes(), item.value.as_bytes())))
         .collect();
     let keys = items.into_iter().map(|item| item.key).collect();
     Ok((Ops::Many(ops), Render::BulkUpdate { keys, keys_only }))
@@ -221,6 +254,8 @@ mod tests {
                 query: "",
                 json,
                 authorization: None,
+                if_match: None,
+                if_none_match: None,
             },
             body: Cow::Borrowed(body),
             keep_alive: true,
@@ -248,8 +283,12 @@ mod tests {
 
     #[test]
     fn json_post_decodes_base64_and_checks_the_decoded_size() {
-        let (Ops::One(Op::Put { record, ttl_ms: None }), Render::Write) =
-            run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGk="}"#).unwrap()
+        let (
+            Ops::One(Op::Put {
+                record, ttl_ms: None, ..
+            }),
+            Render::Write,
+        ) = run(Method::Post, "/v1/keys/k", true, br#"{"value":"aGk="}"#).unwrap()
         else {
             panic!()
         };
@@ -288,7 +327,7 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(
             ops,
-            vec![Op::Update(Record::new(b"a", b"1")), Op::Update(Record::new(b"b", b"2"))]
+            vec![Op::update(Record::new(b"a", b"1")), Op::update(Record::new(b"b", b"2"))]
         );
         assert_eq!(run(Method::Patch, "/v1/keys", false, b"{}").unwrap_err().status(), 400);
         assert_eq!(
@@ -323,6 +362,8 @@ mod tests {
                     query: "",
                     json: false,
                     authorization: None,
+                    if_match: None,
+                    if_none_match: None,
                 },
                 body: Cow::Borrowed(b"[]"),
                 keep_alive: true,

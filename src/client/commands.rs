@@ -96,12 +96,17 @@ fn get(endpoint: &Endpoint, args: KeyArgs, printer: &mut Printer) -> Result<(), 
         target: key_target(&key),
         content_type: None,
         body: None,
+        precondition: None,
     })?;
     match response.status {
         200 if printer.output == Output::Json => {
             let mut document = serde_json::Map::new();
             bytes_field(&mut document, "key", &key);
             bytes_field(&mut document, "value", &response.body);
+            if let Some(etag) = response.header("etag") {
+                let version = etag.trim_matches('"').to_string();
+                document.insert("version".into(), serde_json::Value::String(version));
+            }
             printer.json(&serde_json::Value::Object(document))
         }
         200 => {
@@ -124,11 +129,17 @@ fn set(endpoint: &Endpoint, args: SetArgs, printer: &mut Printer) -> Result<(), 
     if let Some(ttl_ms) = args.ttl_ms {
         target.push_str(&format!("?ttl_ms={ttl_ms}"));
     }
+    let precondition = match (args.if_version, args.create_only) {
+        (Some(version), _) => Some(("If-Match", quoted_etag(&version)?)),
+        (None, true) => Some(("If-None-Match", "*".to_string())),
+        (None, false) => None,
+    };
     let response = endpoint.send(&Request {
         method: "PUT",
         target,
         content_type: Some(CONTENT_TYPE_VALUE),
         body: Some(&value),
+        precondition,
     })?;
     match response.status {
         200 | 201 => printer.either(b"", key_document(&key, "stored", true)),
@@ -145,6 +156,7 @@ fn update(endpoint: &Endpoint, args: UpdateArgs, printer: &mut Printer) -> Resul
         target: key_target(&key),
         content_type: Some(CONTENT_TYPE_VALUE),
         body: Some(&value),
+        precondition: None,
     })?;
     match response.status {
         200 | 204 => printer.either(b"", key_document(&key, "updated", true)),
@@ -161,6 +173,7 @@ fn delete(endpoint: &Endpoint, args: KeyArgs, printer: &mut Printer) -> Result<(
         target: key_target(&key),
         content_type: None,
         body: None,
+        precondition: None,
     })?;
     match response.status {
         200 | 204 => {
@@ -187,6 +200,7 @@ fn bulk_update(endpoint: &Endpoint, args: BulkUpdateArgs, printer: &mut Printer)
         target: "/v1/keys".into(),
         content_type: Some(CONTENT_TYPE_JSON),
         body: Some(&body),
+        precondition: None,
     })?;
     if !matches!(response.status, 200 | 206) {
         return Err(unexpected(&response));
@@ -243,6 +257,7 @@ fn list(endpoint: &Endpoint, args: ListArgs, printer: &mut Printer) -> Result<()
             target,
             content_type: None,
             body: None,
+            precondition: None,
         })?;
         if response.status != 200 {
             return Err(unexpected(&response));
@@ -306,6 +321,7 @@ fn watch(endpoint: &Endpoint, args: WatchArgs, printer: &mut Printer) -> Result<
         target,
         content_type: None,
         body: None,
+        precondition: None,
     };
     let mut reader = match endpoint.open_stream(&request)? {
         Ok(reader) => reader,
@@ -366,6 +382,7 @@ fn ping(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
         target: "/v1/ping".into(),
         content_type: None,
         body: None,
+        precondition: None,
     })?;
     match response.status {
         200 => printer.either(b"pong\n", serde_json::json!({"pong": true})),
@@ -380,6 +397,7 @@ fn stats(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> 
         target: "/v1/stats".into(),
         content_type: None,
         body: None,
+        precondition: None,
     })?;
     match response.status {
         200 => printer.json(&json_body(endpoint, &response)?),
@@ -418,6 +436,18 @@ fn bytes_field(document: &mut serde_json::Map<String, serde_json::Value>, name: 
 }
 
 /// `/v1/keys/{key}` with the key percent-encoded into one path segment.
+/// `--if-version V` as an `If-Match` value: the version's hex digits in quotes (given with or
+/// without them).
+fn quoted_etag(version: &str) -> Result<String, ClientError> {
+    let digits = version.trim_matches('"');
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ClientError::Usage(format!(
+            "--if-version takes a version as `get --output json` prints it (hex digits), not `{version}`"
+        )));
+    }
+    Ok(format!("\"{digits}\""))
+}
+
 fn key_target(key: &[u8]) -> String {
     format!("/v1/keys/{}", percent_encode(key))
 }

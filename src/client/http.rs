@@ -53,6 +53,8 @@ pub struct Request<'a> {
     pub content_type: Option<&'static str>,
     /// The body; `None` sends no `Content-Length` at all (GET, DELETE).
     pub body: Option<&'a [u8]>,
+    /// A precondition header (`If-Match`, `If-None-Match`) and its value, for a conditional write.
+    pub precondition: Option<(&'static str, String)>,
 }
 
 /// A parsed final response.
@@ -238,6 +240,9 @@ pub fn encode_head(host: &str, token: Option<&str>, request: &Request<'_>) -> Ve
     }
     if let Some(content_type) = request.content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    if let Some((name, value)) = &request.precondition {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(body) = request.body {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -570,6 +575,7 @@ mod tests {
             target: "/v1/keys/k".into(),
             content_type: None,
             body: None,
+            precondition: None,
         };
         let head = String::from_utf8(encode_head("h:1", None, &get)).unwrap();
         assert!(head.starts_with("GET /v1/keys/k HTTP/1.1\r\nHost: h:1\r\n"), "{head}");
@@ -583,6 +589,7 @@ mod tests {
             target: "/v1/keys/k".into(),
             content_type: Some("application/octet-stream"),
             body: Some(b""),
+            precondition: None,
         };
         let head = String::from_utf8(encode_head("h:1", Some("s3cr3t"), &put)).unwrap();
         assert!(head.contains("Authorization: Bearer s3cr3t\r\n"), "{head}");
@@ -788,6 +795,7 @@ mod tests {
             target: "/v1/ping".into(),
             content_type: None,
             body: None,
+            precondition: None,
         };
         let error = endpoint.send(&request).unwrap_err();
         assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
@@ -807,6 +815,7 @@ mod tests {
             target: "/v1/ping".into(),
             content_type: None,
             body: None,
+            precondition: None,
         };
         // The kernel completes the handshake from the backlog; nobody ever answers.
         let error = endpoint.send(&request).unwrap_err();
@@ -855,6 +864,7 @@ mod tests {
             target: "/v1/keys/a%2Fb".into(),
             content_type: None,
             body: Some(b"\x00\x01\x02"),
+            precondition: None,
         };
         let response = endpoint.send(&request).unwrap();
         assert_eq!((response.status, response.body.as_slice()), (201, &b"ok"[..]));

@@ -290,6 +290,15 @@ pub struct SetArgs {
     #[arg(long = "ttl-ms", value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl_ms: Option<u64>,
 
+    /// Write only if the key's current version is V (its ETag, as `get --output json` prints
+    /// it); otherwise fail with the server's 412 and change nothing.
+    #[arg(long = "if-version", value_name = "V", conflicts_with = "create_only")]
+    pub if_version: Option<String>,
+
+    /// Write only if the key does not exist yet (412 otherwise).
+    #[arg(long = "create-only")]
+    pub create_only: bool,
+
     /// Where the server is.
     #[command(flatten)]
     pub connection: ConnectionArgs,

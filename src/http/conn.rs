@@ -29,7 +29,7 @@ use crate::http::response;
 use crate::http::stream;
 use crate::limits::{
     CONNECTION_IDLE_BUFFER_BYTES, CONNECTION_IDLE_BUFFER_BYTES_MIN, PIPELINE_REQUESTS_MAX, READ_CHUNK_BYTES,
-    WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
+    TXN_RETRY_PAUSE_US_MAX, WRITE_BUFFER_FLUSH_BYTES, WRITE_TIMEOUT_MS,
 };
 use crate::shard::context::ShardContext;
 use crate::shard::dispatch::Dispatcher;
@@ -232,14 +232,21 @@ impl Connection {
             }
             match request::parse(filled, &mut self.framing, |head| api::body_limit(head, &shard.args)) {
                 Parsed::Complete(request, used) => {
-                    consumed += used;
                     let plan = api::plan(request, &context);
+                    // A transaction is alone in its batch: it runs after every request before
+                    // it and before every one after it. One later in the buffer is parsed again
+                    // for the next batch.
+                    let txn = matches!(plan.ops, api::Ops::Txn(_));
+                    if txn && !self.plans.is_empty() {
+                        break;
+                    }
+                    consumed += used;
                     closing = plan.closes();
                     // A listing reads many keys: it must not see writes pipelined after it,
                     // which this batch would run first. It ends the batch.
                     let streams = plan.streams();
                     self.plans.push(plan);
-                    if streams {
+                    if streams || txn {
                         break;
                     }
                 }
@@ -364,6 +371,10 @@ impl Connection {
             while self.dispatcher.must_resume(count) {
                 self.flush().await?;
                 self.dispatcher.resume(&shard).await;
+            }
+            // A key of this request is in a transaction's commit window: wait for it to end.
+            while self.dispatcher.must_wait(&shard, count) {
+                glommio::timer::sleep(Duration::from_micros(TXN_RETRY_PAUSE_US_MAX)).await;
             }
             let keep_alive = !(plan.closes() || closing && at == last);
             // A listing or a watch streams: what is rendered goes out first, then it writes by

@@ -90,6 +90,9 @@ pub struct HeadInfo<'b> {
     pub json: bool,
     /// The first `Authorization` header's value (checked by [`crate::api::auth`]; never logged).
     pub authorization: Option<&'b [u8]>,
+    /// The raw values of `If-Match` and `If-None-Match` (the api reads them as versions).
+    pub if_match: Option<&'b [u8]>,
+    pub if_none_match: Option<&'b [u8]>,
 }
 
 /// A complete request.
@@ -311,6 +314,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, Error> {
             query,
             json: facts.json,
             authorization: facts.authorization,
+            if_match: facts.if_match,
+            if_none_match: facts.if_none_match,
         },
         len,
         framing,
@@ -335,6 +340,8 @@ fn head_error(error: httparse::Error, buf: &[u8]) -> Error {
 /// What the headers say that framing and routing need.
 #[derive(Default)]
 struct HeaderFacts<'b> {
+    if_match: Option<&'b [u8]>,
+    if_none_match: Option<&'b [u8]>,
     content_length: Option<u64>,
     codings: TransferCodings,
     json: bool,
@@ -395,6 +402,10 @@ impl<'b> HeaderFacts<'b> {
                 }
             } else if name.eq_ignore_ascii_case("authorization") {
                 facts.authorization = facts.authorization.or(Some(value));
+            } else if name.eq_ignore_ascii_case("if-match") {
+                facts.if_match = Some(value.trim_ascii());
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                facts.if_none_match = Some(value.trim_ascii());
             } else if name.eq_ignore_ascii_case("expect") {
                 facts.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }

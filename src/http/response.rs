@@ -18,7 +18,9 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -176,6 +178,16 @@ mod tests {
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn every_status_the_server_answers_has_its_reason_phrase() {
+        for status in [
+            100, 200, 201, 206, 400, 404, 405, 408, 409, 411, 412, 413, 414, 431, 501, 503, 505, 507,
+        ] {
+            assert_ne!(reason(status), "Unknown", "{status}");
+        }
+        assert_eq!((reason(409), reason(412)), ("Conflict", "Precondition Failed"));
     }
 
     #[test]

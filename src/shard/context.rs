@@ -11,6 +11,7 @@ use std::rc::Rc;
 use super::index::KeyIndex;
 use super::message::{ListPage, ListQuery, Op, Outcome, PeerReply, Refusal, RequestsByClass, ShardStats, StorageStats};
 use super::router::Router;
+use super::txn::TxnState;
 use super::watch::Watch;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
@@ -115,6 +116,8 @@ pub struct ShardContext {
     pub index: KeyIndex,
     /// The watchers registered here and the recent changes they may resume from.
     pub watch: Watch,
+    /// The transaction locks on this shard's keys, and its transaction ids.
+    pub txn: TxnState,
 }
 
 /// A write applied here whose log record the answer must wait for.
@@ -147,7 +150,7 @@ impl ShardContext {
         let (answer, changed) = self.apply_local(op, |outcome| {
             let changed = matches!(
                 outcome,
-                Outcome::Created | Outcome::Replaced | Outcome::Updated | Outcome::Deleted(true)
+                Outcome::Created { .. } | Outcome::Replaced { .. } | Outcome::Updated { .. } | Outcome::Deleted(true)
             );
             (f(outcome), changed)
         });
@@ -155,9 +158,9 @@ impl ShardContext {
             return (answer, Logged::Nothing);
         }
         let appended = self.store.peek(&key, |current| match current {
-            Some((value, ttl_ms)) => {
+            Some((value, ttl_ms, version)) => {
                 let deadline = ttl_ms.map(|ttl| crate::storage::now_unix_ms().saturating_add(ttl));
-                log.append_set(&key, value, deadline)
+                log.append_set_versioned(&key, value, deadline, version)
             }
             None => log.append_delete(&key),
         });
@@ -193,13 +196,16 @@ impl ShardContext {
         // creates) and the watchers (when someone wants its changes).
         let key: Option<Box<[u8]>> = match &op {
             Op::Put { .. } => Some(op.key().into()),
-            Op::Update(_) if self.watch.wants(op.key()) => Some(op.key().into()),
+            Op::Update { .. } if self.watch.wants(op.key()) => Some(op.key().into()),
             _ => None,
         };
         let (mut created, mut set) = (false, false);
         let answer = self.store.apply(op, |outcome| {
-            created = matches!(outcome, Outcome::Created);
-            set = matches!(outcome, Outcome::Created | Outcome::Replaced | Outcome::Updated);
+            created = matches!(outcome, Outcome::Created { .. });
+            set = matches!(
+                outcome,
+                Outcome::Created { .. } | Outcome::Replaced { .. } | Outcome::Updated { .. }
+            );
             f(outcome)
         });
         let mut store = store.borrow_mut();
@@ -208,7 +214,7 @@ impl ShardContext {
         if let Some(key) = key {
             if set
                 && self.watch.wants(&key)
-                && let Some((value, _)) = store.peek(&key)
+                && let Some((value, _, _)) = store.peek(&key)
             {
                 self.watch.set(&key, value);
             }
@@ -260,7 +266,9 @@ impl ShardContext {
     /// Answers one batch from another shard, in order. Found values are copied into the reply
     /// until they pass [`PEER_REPLY_VALUE_BYTES_MAX`]; the operations after that point are
     /// handed back unexecuted (`deferred`), and the asker sends them again once it has written
-    /// what it has. The first operation always runs, so every batch makes progress.
+    /// what it has. The first operation runs unless its key is locked by a transaction: an
+    /// operation on a locked key and the ones after it come back `blocked`, to be sent again
+    /// after a pause (so no one reads or writes a key in a transaction's commit window).
     ///
     /// With a log, room for every write's record is reserved first (if that fails, the writes
     /// answer [`Outcome::Refused`] unapplied and the reads still run); then the batch runs
@@ -280,8 +288,12 @@ impl ShardContext {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut value_bytes = 0usize;
         let mut logged = Logged::Nothing;
-        let mut ops = ops.into_iter();
-        for op in ops.by_ref() {
+        let mut ops = ops.into_iter().peekable();
+        let mut blocked = false;
+        while let Some(op) = ops.next_if(|op| {
+            blocked = self.txn.any_locked(std::iter::once(op.key()));
+            !blocked
+        }) {
             if let Some(refusal) = refused.filter(|_| op.is_write()) {
                 outcomes.push(Outcome::Refused(refusal));
                 continue;
@@ -299,6 +311,7 @@ impl ShardContext {
         let reply = PeerReply {
             outcomes,
             deferred: ops.collect(),
+            blocked,
         };
         (reply, logged)
     }

@@ -14,11 +14,14 @@
 //! (glommio counts waker clones in an `i16`).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use super::ShardId;
 use super::context::{Logged, ShardContext};
 use super::message::{Op, Outcome, PeerReply, Refusal, ShardStats};
+use super::txn::{self, Txn, TxnAnswer};
 use crate::error::Error;
+use crate::limits::TXN_RETRY_PAUSE_US_MAX;
 
 /// The store operations of one request.
 #[derive(Debug)]
@@ -28,6 +31,10 @@ pub enum Ops {
     Many(Vec<Op>),
     /// The numbers of every shard, this one included, in shard order.
     Stats,
+    /// A transaction, run by this connection's shard as its coordinator ([`txn::run`]). A
+    /// request with one is alone in its batch (`http::conn` sees to it), so it is ordered
+    /// after every request before it and before every one after it.
+    Txn(Box<Txn>),
 }
 
 /// Reads the outcomes of one request's operations, in the order they were pushed.
@@ -36,6 +43,8 @@ pub trait Outcomes {
     fn next<R>(&mut self, f: impl FnOnce(Result<Outcome<&[u8]>, Error>) -> R) -> R;
     /// The stats of every shard, in shard order (a request made with [`Ops::Stats`]).
     fn stats(&mut self) -> Result<Vec<ShardStats>, Error>;
+    /// What the transaction did (a request made with [`Ops::Txn`]).
+    fn txn(&mut self) -> Result<TxnAnswer, Error>;
 }
 
 /// Where an operation's outcome comes from.
@@ -48,6 +57,8 @@ enum Slot {
     Stats,
     /// A local write the log could not reserve room for: answered with the refusal, never run.
     Refused(Refusal),
+    /// The transaction's answer.
+    Txn,
 }
 
 /// What one owner has answered so far in this batch.
@@ -64,6 +75,8 @@ struct Owner {
     sent: usize,
     /// The owner's channel is closed: its operations answer 503.
     gone: bool,
+    /// Its last reply stopped at a key a transaction holds.
+    blocked: bool,
 }
 
 /// One connection's operations in flight. Reused batch after batch: a steady connection
@@ -76,6 +89,9 @@ pub struct Dispatcher {
     /// What the local writes rendered since the last [`Dispatcher::take_logged`] appended:
     /// their answers must not leave before it is durable.
     logged: Logged,
+    /// The batch's transaction, until `send` runs it; then its answer.
+    txn: Option<Box<Txn>>,
+    txn_answer: Option<Result<TxnAnswer, Error>>,
 }
 
 const GONE: &str = "the shard owning this key did not answer (shutting down)";
@@ -89,6 +105,8 @@ impl Dispatcher {
             stats: None,
             wants_stats: false,
             logged: Logged::Nothing,
+            txn: None,
+            txn_answer: None,
         }
     }
 
@@ -112,7 +130,24 @@ impl Dispatcher {
                 self.slots.push_back(Slot::Stats);
                 1
             }
+            Ops::Txn(txn) => {
+                debug_assert!(self.txn.is_none(), "one transaction per batch");
+                self.txn = Some(txn);
+                self.slots.push_back(Slot::Txn);
+                1
+            }
         }
+    }
+
+    /// True when one of the next `count` operations runs here on a key a transaction holds:
+    /// pause, then ask again (nothing awaits between a `false` and the rendering, so the key
+    /// cannot be locked in between).
+    pub fn must_wait(&self, shard: &ShardContext, count: usize) -> bool {
+        let local = self.slots.iter().take(count).filter_map(|slot| match slot {
+            Slot::Local(op) => Some(op.key()),
+            _ => None,
+        });
+        shard.txn.any_locked(local)
     }
 
     fn push_op(&mut self, shard: &ShardContext, op: Op) {
@@ -130,6 +165,9 @@ impl Dispatcher {
     /// Sends every owner its batch (and every peer a stats request, when asked) and waits for
     /// all the answers.
     pub async fn send(&mut self, shard: &ShardContext) {
+        if let Some(txn) = self.txn.take() {
+            self.txn_answer = Some(txn::run(shard, *txn).await);
+        }
         let mut pending = Vec::new();
         for (owner, state) in self.owners.iter_mut().enumerate() {
             if state.outbound.is_empty() {
@@ -203,6 +241,9 @@ impl Dispatcher {
 
     /// Sends every owner the operations it handed back, and waits for the answers.
     pub async fn resume(&mut self, shard: &ShardContext) {
+        if self.owners.iter().any(|state| state.blocked) {
+            glommio::timer::sleep(Duration::from_micros(TXN_RETRY_PAUSE_US_MAX)).await;
+        }
         for state in &mut self.owners {
             debug_assert!(
                 state.outbound.is_empty(),
@@ -233,6 +274,7 @@ impl Dispatcher {
         // The owner ran a prefix of what it was sent; the rest comes back to be sent again.
         state.sent -= reply.deferred.len();
         state.deferred = reply.deferred;
+        state.blocked = reply.blocked;
     }
 
     /// The outcomes of the next request, read on `shard`.
@@ -266,9 +308,12 @@ impl Dispatcher {
             state.base = 0;
             state.sent = 0;
             state.gone = false;
+            state.blocked = false;
         }
         self.stats = None;
         self.wants_stats = false;
+        self.txn = None;
+        self.txn_answer = None;
     }
 }
 
@@ -330,7 +375,7 @@ impl Outcomes for Reader<'_> {
                     }
                 }
             }
-            Some(Slot::Stats) | None => f(Err(Error::Unavailable("internal error: outcome out of order"))),
+            Some(Slot::Stats | Slot::Txn) | None => f(Err(Error::Unavailable("internal error: outcome out of order"))),
         }
     }
 
@@ -341,6 +386,17 @@ impl Outcomes for Reader<'_> {
                 .stats
                 .take()
                 .unwrap_or(Err(Error::Unavailable("internal error: stats were not gathered"))),
+            _ => Err(Error::Unavailable("internal error: outcome out of order")),
+        }
+    }
+
+    fn txn(&mut self) -> Result<TxnAnswer, Error> {
+        match self.dispatcher.slots.pop_front() {
+            Some(Slot::Txn) => self
+                .dispatcher
+                .txn_answer
+                .take()
+                .unwrap_or(Err(Error::Unavailable("internal error: the transaction did not run"))),
             _ => Err(Error::Unavailable("internal error: outcome out of order")),
         }
     }
@@ -387,7 +443,7 @@ mod tests {
             outcomes.push(
                 dispatcher
                     .outcomes(shard)
-                    .next(|outcome| outcome.map(|o| o.map(|v| v.to_vec()))),
+                    .next(|outcome| outcome.map(|o| o.map(|v| v.to_vec()).without_versions())),
             );
         }
         dispatcher.clear();
@@ -407,23 +463,21 @@ mod tests {
                 let mut pushed = 0;
                 for (i, key) in keys.iter().enumerate() {
                     let record = Record::new(key, format!("v{i}").as_bytes());
-                    pushed += dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                    pushed += dispatcher.push(&shard, Ops::One(Op::put(record, None)));
                     pushed += dispatcher.push(&shard, Ops::One(Op::Get(key.clone().into())));
                 }
-                pushed += dispatcher.push(
-                    &shard,
-                    Ops::Many(keys.iter().map(|k| Op::Delete(k.clone().into())).collect()),
-                );
+                pushed += dispatcher.push(&shard, Ops::Many(keys.iter().map(|k| Op::delete(k)).collect()));
                 dispatcher.send(&shard).await;
                 read_all(&mut dispatcher, &shard, pushed).await
             },
         );
         let mut expected = Vec::new();
         for i in 0..3 {
-            expected.push(Ok(Outcome::Created));
+            expected.push(Ok(Outcome::Created { version: 0 }));
             expected.push(Ok(Outcome::Found {
                 value: format!("v{i}").into_bytes(),
                 ttl_ms: None,
+                version: 0,
             }));
         }
         expected.extend((0..3).map(|_| Ok(Outcome::Deleted(true))));
@@ -454,7 +508,7 @@ mod tests {
                     pushed += dispatcher.push(&shard, Ops::One(Op::Get(remote.clone().into())));
                 }
                 let record = Record::new(&remote, b"small");
-                pushed += dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                pushed += dispatcher.push(&shard, Ops::One(Op::put(record, None)));
                 pushed += dispatcher.push(&shard, Ops::One(Op::Get(remote.clone().into())));
                 dispatcher.send(&shard).await;
                 assert!(dispatcher.must_resume(pushed), "the first reply stopped at the budget");
@@ -467,20 +521,82 @@ mod tests {
                 outcome,
                 &Ok(Outcome::Found {
                     value: vec![b'a'; VALUE_BYTES],
-                    ttl_ms: None
+                    ttl_ms: None,
+                    version: 0,
                 })
             );
         }
         assert_eq!(
             rest,
             &[
-                Ok(Outcome::Replaced),
+                Ok(Outcome::Replaced { version: 0 }),
                 Ok(Outcome::Found {
                     value: b"small".to_vec(),
-                    ttl_ms: None
+                    ttl_ms: None,
+                    version: 0,
                 })
             ]
         );
+    }
+
+    // Goal: a plain operation on a key a transaction holds does not run until the lock is
+    // released, whether the key is local (must_wait) or remote (the owner hands it back
+    // blocked), and then runs in order.
+    #[test]
+    fn plain_operations_wait_for_a_transactions_locks() {
+        use crate::shard::txn::{TxnMessage, answer_lock};
+        use crate::sync::oneshot;
+        let got = on_shards(
+            layout(2, vec![]),
+            |_| Store::default(),
+            |shard| async move {
+                let local: Box<[u8]> = key_on(0, 2, "here").into();
+                let remote: Box<[u8]> = key_on(1, 2, "there").into();
+                let id = 42;
+                assert_eq!(answer_lock(&shard, id, std::slice::from_ref(&local), &[]).locked, 1);
+                let (reply, receiver) = oneshot::channel();
+                let lock = TxnMessage::Lock {
+                    id,
+                    keys: vec![remote.clone()],
+                    compares: vec![],
+                    reply,
+                };
+                shard
+                    .router
+                    .deliver(1, crate::shard::message::ShardMessage::Txn(lock))
+                    .await
+                    .unwrap();
+                assert_eq!(receiver.await.unwrap().locked, 1);
+
+                let mut dispatcher = Dispatcher::new(shard.nr_shards);
+                let record = Record::new(&remote, b"v");
+                let mut pushed = dispatcher.push(&shard, Ops::One(Op::put(record, None)));
+                pushed += dispatcher.push(&shard, Ops::One(Op::Get(local.clone())));
+                dispatcher.send(&shard).await;
+                let blocked = (dispatcher.must_resume(1), dispatcher.must_wait(&shard, pushed));
+                crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![], 0);
+                let waits_after_release = dispatcher.must_wait(&shard, pushed);
+                let (reply, receiver) = oneshot::channel();
+                let finish = TxnMessage::Finish {
+                    id,
+                    keys: vec![remote.clone()],
+                    ops: vec![],
+                    value_bytes_max: 0,
+                    reply,
+                };
+                shard
+                    .router
+                    .deliver(1, crate::shard::message::ShardMessage::Txn(finish))
+                    .await
+                    .unwrap();
+                receiver.await.unwrap();
+                let outcomes = read_all(&mut dispatcher, &shard, pushed).await;
+                (blocked, waits_after_release, outcomes)
+            },
+        );
+        assert_eq!(got.0, (true, true), "both operations wait while their keys are locked");
+        assert!(!got.1);
+        assert_eq!(got.2, vec![Ok(Outcome::Created { version: 0 }), Ok(Outcome::Missing)]);
     }
 
     // Goal: stats come from every shard in shard order; an owner that is gone answers 503
@@ -557,7 +673,7 @@ mod tests {
                 let mut dispatcher = Dispatcher::new(1);
                 for i in 0..20 {
                     let record = Record::new(format!("k{i}").as_bytes(), &[b'v'; 1000]);
-                    dispatcher.push(&shard, Ops::One(Op::Put { record, ttl_ms: None }));
+                    dispatcher.push(&shard, Ops::One(Op::put(record, None)));
                 }
                 dispatcher.send(&shard).await;
                 let mut failed = 0;
@@ -569,7 +685,9 @@ mod tests {
                         other.append_set(b"other", &[b'o'; 3000], None).unwrap();
                         dispatcher.reserve_local_writes(&shard).await;
                     }
-                    let ok = dispatcher.outcomes(&shard).next(|o| o == Ok(Outcome::Created));
+                    let ok = dispatcher
+                        .outcomes(&shard)
+                        .next(|o| matches!(o, Ok(Outcome::Created { .. })));
                     failed += usize::from(!ok);
                 }
                 dispatcher.clear();

@@ -119,9 +119,15 @@ pub async fn recover_shard(shard: &ShardContext, durability: &Durability) -> Res
 /// Applies one replayed record to the store, deadlines converted to its monotonic clock (one
 /// already past removes the key). Returns the record's approximate size for progress.
 fn replay(store: &mut Store, replayed: Replayed<'_>, full: &Cell<Option<&'static str>>) -> u64 {
-    let set = |store: &mut Store, key: &[u8], value: &[u8], deadline: Option<u64>| {
+    // Version 0: a record written before versions were kept; the store gives it a fresh one.
+    let set = |store: &mut Store, key: &[u8], value: &[u8], deadline: Option<u64>, version: u64| {
         let record = Record::new(key, value);
-        if let Outcome::Rejected(limit) = store.set_with_deadline(record, deadline.map(storage::unix_to_mono_ms)) {
+        let deadline = deadline.map(storage::unix_to_mono_ms);
+        let outcome = match version {
+            0 => store.set_with_deadline(record, deadline),
+            version => store.set_with_version(record, deadline, version),
+        };
+        if let Outcome::Rejected(limit) = outcome {
             full.set(Some(match limit {
                 super::message::Limit::Keys(_) => "--max-keys",
                 super::message::Limit::Memory(_) => "--max-memory",
@@ -133,9 +139,9 @@ fn replay(store: &mut Store, replayed: Replayed<'_>, full: &Cell<Option<&'static
             key,
             value,
             expires_at_unix_ms,
-            ..
+            version,
         } => {
-            set(store, key, value, expires_at_unix_ms);
+            set(store, key, value, expires_at_unix_ms, version);
             (key.len() + value.len() + 32) as u64
         }
         Replayed::Delete { key } => {
@@ -146,9 +152,9 @@ fn replay(store: &mut Store, replayed: Replayed<'_>, full: &Cell<Option<&'static
             key,
             expires_at_unix_ms,
         } => {
-            let value = store.peek(key).map(|(value, _)| value.to_vec());
-            if let Some(value) = value {
-                set(store, key, &value, expires_at_unix_ms);
+            let current = store.peek(key).map(|(value, _, version)| (value.to_vec(), version));
+            if let Some((value, version)) = current {
+                set(store, key, &value, expires_at_unix_ms, version);
             }
             (key.len() + 24) as u64
         }
@@ -219,8 +225,8 @@ async fn write_snapshot(store: &RefCell<Store>, log: &ShardLog) -> Result<u64, S
         let (mono, unix) = (crate::clock::now_ms(), storage::now_unix_ms());
         cursor = store
             .borrow()
-            .scan_from(at, STORAGE_SNAPSHOT_CHUNK_KEYS, |key, value, deadline| {
-                writer.add(key, value, deadline.map(|d| (unix + d).saturating_sub(mono)));
+            .scan_from(at, STORAGE_SNAPSHOT_CHUNK_KEYS, |key, value, deadline, version| {
+                writer.add_versioned(key, value, deadline.map(|d| (unix + d).saturating_sub(mono)), version);
                 keys += 1;
             });
         if writer.buffered_bytes() >= STORAGE_WRITE_BYTES_MAX {

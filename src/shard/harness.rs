@@ -72,6 +72,7 @@ where
                         auth: None,
                         index: Default::default(),
                         watch: Default::default(),
+                        txn: Default::default(),
                     });
                     shard.start_change_tracking();
                     let drops = gone.contains(&id);

@@ -111,7 +111,7 @@ impl KeyIndex {
         let mut keys = BTreeSet::new();
         let mut cursor = Some(0);
         while let Some(from) = cursor {
-            cursor = store.scan_from(from, 4096, |key, _, _| {
+            cursor = store.scan_from(from, 4096, |key, _, _, _| {
                 keys.insert(IndexKey::new(key));
             });
         }
@@ -184,7 +184,7 @@ impl KeyIndex {
             }
             examined += 1;
             last_examined = Some(key);
-            let Some((value, _ttl)) = store.peek(key) else {
+            let Some((value, _ttl, _version)) = store.peek(key) else {
                 continue;
             };
             let value = if query.values { value } else { b"" };
@@ -220,7 +220,7 @@ mod tests {
     /// the op created.
     fn apply(index: &KeyIndex, store: &mut Store, op: Op) {
         let key: Box<[u8]> = op.key().into();
-        let created = matches!(store.apply(op), crate::shard::message::Outcome::Created);
+        let created = matches!(store.apply(op), crate::shard::message::Outcome::Created { .. });
         index.take_removals(store, |_, _| {});
         if created {
             index.insert(&key);
@@ -247,15 +247,8 @@ mod tests {
         assert_eq!(page.items[0].value(), b"v");
         assert_eq!(keys(&index.page(&store, &query("a/", Some("0"), false))).len(), 3);
         assert!(index.page(&store, &query("zz", None, false)).items.is_empty());
-        apply(&index, &mut store, Op::Delete(Box::from(&b"a/10"[..])));
-        apply(
-            &index,
-            &mut store,
-            Op::Put {
-                record: Record::new(b"a/3", b"v"),
-                ttl_ms: None,
-            },
-        );
+        apply(&index, &mut store, Op::delete(&Box::from(&b"a/10"[..])));
+        apply(&index, &mut store, Op::put(Record::new(b"a/3", b"v"), None));
         assert_eq!(
             keys(&index.page(&store, &query("a/", None, false))),
             ["a/1", "a/2", "a/3"]
@@ -293,10 +286,7 @@ mod tests {
             apply(
                 &index,
                 &mut store,
-                Op::Put {
-                    record: Record::new(format!("k{i:06}").as_bytes(), b"v"),
-                    ttl_ms: None,
-                },
+                Op::put(Record::new(format!("k{i:06}").as_bytes(), b"v"), None),
             );
         }
         let (mut seen, mut after) = (Vec::new(), None::<String>);
@@ -313,14 +303,7 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, no repeats");
         let big = vec![b'x'; LIST_PAGE_BYTES_MAX / 2];
         for key in ["v1", "v2", "v3"] {
-            apply(
-                &index,
-                &mut store,
-                Op::Put {
-                    record: Record::new(key.as_bytes(), &big),
-                    ttl_ms: None,
-                },
-            );
+            apply(&index, &mut store, Op::put(Record::new(key.as_bytes(), &big), None));
         }
         let page = index.page(&store, &query("v", None, true));
         assert_eq!(keys(&page), ["v1", "v2"], "stops once past the byte bound");
@@ -339,11 +322,8 @@ mod tests {
         index.start(&mut store);
         let mut causes = Vec::new();
         for key in ["a", "b", "c"] {
-            let op = Op::Put {
-                record: Record::new(key.as_bytes(), b"v"),
-                ttl_ms: None,
-            };
-            let created = matches!(store.apply(op), crate::shard::message::Outcome::Created);
+            let op = Op::put(Record::new(key.as_bytes(), b"v"), None);
+            let created = matches!(store.apply(op), crate::shard::message::Outcome::Created { .. });
             assert!(created);
             index.insert(key.as_bytes());
             index.take_removals(&mut store, |record, cause| causes.push((record.key().to_vec(), cause)));
@@ -383,12 +363,9 @@ mod tests {
         for _ in 0..20_000 {
             let key = format!("k{}", next() % 100).into_bytes();
             let op = match next() % 6 {
-                0 | 1 => Op::Put {
-                    record: Record::new(&key, b"v"),
-                    ttl_ms: (next() % 3 == 0).then_some(1 + next() % 50),
-                },
-                2 => Op::Update(Record::new(&key, b"w")),
-                3 => Op::Delete(key.into()),
+                0 | 1 => Op::put(Record::new(&key, b"v"), (next() % 3 == 0).then_some(1 + next() % 50)),
+                2 => Op::update(Record::new(&key, b"w")),
+                3 => Op::delete(&key),
                 4 => Op::Get(key.into()),
                 _ => {
                     NOW_MS.with(|now| now.set(now.get() + next() % 20));
@@ -403,7 +380,7 @@ mod tests {
             let mut live = Vec::new();
             let mut cursor = Some(0);
             while let Some(from) = cursor {
-                cursor = store.scan_from(from, 4096, |key, _, _| live.push(key.to_vec()));
+                cursor = store.scan_from(from, 4096, |key, _, _, _| live.push(key.to_vec()));
             }
             live.sort();
             let listed: Vec<Vec<u8>> = page.items.iter().map(|r| r.key().to_vec()).collect();

@@ -47,9 +47,9 @@ impl LockedStore {
             Op::Get(key) if !self.reads_reorder => {
                 let store = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let outcome = match store.peek(&key) {
-                    Some((value, ttl_ms)) => {
+                    Some((value, ttl_ms, version)) => {
                         self.hits.add(1);
-                        Outcome::Found { value, ttl_ms }
+                        Outcome::Found { value, ttl_ms, version }
                     }
                     None => {
                         self.misses.add(1);
@@ -63,6 +63,12 @@ impl LockedStore {
                 f(store.apply(op))
             }
         }
+    }
+
+    /// Runs `f` under the exclusive lock, taken once (a transaction's compares and writes).
+    pub fn exclusive<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut store)
     }
 
     /// Reclaims at most `keys_max` expired keys under the exclusive lock.
@@ -107,13 +113,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..1000u32 {
                         let key = format!("{t}:{i}");
-                        store.apply(
-                            Op::Put {
-                                record: Record::new(key.as_bytes(), b"v"),
-                                ttl_ms: None,
-                            },
-                            |_| (),
-                        );
+                        store.apply(Op::put(Record::new(key.as_bytes(), b"v"), None), |_| ());
                     }
                 })
             })
@@ -122,11 +122,14 @@ mod tests {
             thread.join().unwrap();
         }
         let found = store.apply(Op::Get(Box::from(&b"3:999"[..])), |outcome| {
-            outcome
-                == Outcome::Found {
-                    value: &b"v"[..],
+            matches!(
+                outcome,
+                Outcome::Found {
+                    value: b"v",
                     ttl_ms: None,
+                    ..
                 }
+            )
         });
         assert!(found);
         store.apply(Op::Get(Box::from(&b"nope"[..])), |_| ());

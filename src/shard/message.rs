@@ -155,47 +155,122 @@ impl std::fmt::Debug for Record {
     }
 }
 
+/// What a write requires of its key's current version before it runs (`If-Match`,
+/// `If-None-Match: *`, a transaction's compare). One word: `Op` travels the mesh and sits on the
+/// hot path. Versions are assigned from 1 and stay below [`Condition::FIRST_RESERVED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Condition(u64);
+
+impl Condition {
+    /// No condition: the write always runs.
+    pub const NONE: Condition = Condition(0);
+    /// The key must not exist (`If-None-Match: *`).
+    pub const IF_ABSENT: Condition = Condition(u64::MAX);
+    /// The key must exist, whatever its version (`If-Match: *`).
+    pub const IF_EXISTS: Condition = Condition(u64::MAX - 1);
+    /// Versions at or above this are never assigned: they encode the conditions above.
+    pub const FIRST_RESERVED: u64 = u64::MAX - 1;
+
+    /// The key must exist with exactly this version (`If-Match: "<etag>"`).
+    pub fn if_version(version: u64) -> Condition {
+        debug_assert!(
+            version != 0 && version < Condition::FIRST_RESERVED,
+            "not an assignable version"
+        );
+        Condition(version.clamp(1, Condition::FIRST_RESERVED - 1))
+    }
+
+    /// Whether a key whose current version is `current` (`None`: absent) passes.
+    pub fn holds(self, current: Option<u64>) -> bool {
+        match self {
+            Condition::NONE => true,
+            Condition::IF_ABSENT => current.is_none(),
+            Condition::IF_EXISTS => current.is_some(),
+            Condition(version) => current == Some(version),
+        }
+    }
+}
+
 /// One store operation, addressed to the shard that owns its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Read a value.
     Get(Box<[u8]>),
     /// Create or replace; `ttl_ms` sets a time to live, `None` clears any.
-    Put { record: Record, ttl_ms: Option<u64> },
+    Put {
+        record: Record,
+        ttl_ms: Option<u64>,
+        condition: Condition,
+    },
     /// Replace only if the key exists; never create.
-    Update(Record),
+    Update { record: Record, condition: Condition },
     /// Remove if present.
-    Delete(Box<[u8]>),
+    Delete { key: Box<[u8]>, condition: Condition },
 }
 
 impl Op {
     /// The key the operation is about.
     pub fn key(&self) -> &[u8] {
         match self {
-            Op::Get(key) | Op::Delete(key) => key,
-            Op::Put { record, .. } | Op::Update(record) => record.key(),
+            Op::Get(key) | Op::Delete { key, .. } => key,
+            Op::Put { record, .. } | Op::Update { record, .. } => record.key(),
+        }
+    }
+
+    /// An unconditional `Put`.
+    pub fn put(record: Record, ttl_ms: Option<u64>) -> Op {
+        Op::Put {
+            record,
+            ttl_ms,
+            condition: Condition::NONE,
+        }
+    }
+
+    /// An unconditional `Update`.
+    pub fn update(record: Record) -> Op {
+        Op::Update {
+            record,
+            condition: Condition::NONE,
+        }
+    }
+
+    /// An unconditional `Delete`.
+    pub fn delete(key: &[u8]) -> Op {
+        Op::Delete {
+            key: Box::from(key),
+            condition: Condition::NONE,
         }
     }
 }
 
 /// What an operation did. `V` is `&[u8]` when read in place on the owning shard and
-/// `Box<[u8]>` when copied into a reply for another shard.
+/// `Box<[u8]>` when copied into a reply for another shard. Every write that ran answers the
+/// key's new version (the ETag).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<V> {
-    /// `Get`: the value, and its remaining time to live when it has one.
-    Found { value: V, ttl_ms: Option<u64> },
+    /// `Get`: the value, its remaining time to live when it has one, and its version.
+    Found {
+        value: V,
+        ttl_ms: Option<u64>,
+        version: u64,
+    },
     /// `Get` or `Update` of a key that does not exist.
     Missing,
     /// `Put` made a new key.
-    Created,
+    Created { version: u64 },
     /// `Put` replaced an existing key.
-    Replaced,
+    Replaced { version: u64 },
     /// `Update` replaced an existing key.
-    Updated,
+    Updated { version: u64 },
     /// `Delete`: whether a key was removed.
     Deleted(bool),
     /// A write that would create a key beyond the shard's budget, in reject mode.
     Rejected(Limit),
+    /// A conditional write whose condition did not hold (412); the key's version, if it exists.
+    PreconditionFailed { current: Option<u64> },
+    /// A transaction's `Get` whose value did not fit in what its answer may carry
+    /// ([`crate::limits::TXN_RESULT_VALUE_BYTES_MAX`]): the key's version, not its value.
+    Withheld { version: u64 },
     /// A write the owner's log (`--data-dir`) could not take: not applied, or not durable.
     Refused(Refusal),
 }
@@ -230,10 +305,10 @@ impl Op {
     pub fn log_bytes(&self) -> usize {
         match self {
             Op::Get(_) => 0,
-            Op::Put { record, .. } | Op::Update(record) => {
+            Op::Put { record, .. } | Op::Update { record, .. } => {
                 crate::storage::set_bytes(record.key().len(), record.value().len())
             }
-            Op::Delete(key) => crate::storage::delete_bytes(key.len()),
+            Op::Delete { key, .. } => crate::storage::delete_bytes(key.len()),
         }
     }
 }
@@ -311,31 +386,53 @@ impl Outcome<&[u8]> {
 }
 
 impl<V> Outcome<V> {
+    /// The same outcome with every version set to 0: for tests that compare outcomes of
+    /// writes whose versions they do not predict.
+    pub fn without_versions(self) -> Outcome<V> {
+        match self {
+            Outcome::Found { value, ttl_ms, .. } => Outcome::Found {
+                value,
+                ttl_ms,
+                version: 0,
+            },
+            Outcome::Created { .. } => Outcome::Created { version: 0 },
+            Outcome::Replaced { .. } => Outcome::Replaced { version: 0 },
+            Outcome::Updated { .. } => Outcome::Updated { version: 0 },
+            other => other,
+        }
+    }
+
     /// Maps the found value, keeping every other outcome.
     pub fn map<'a, W>(&'a self, f: impl FnOnce(&'a V) -> W) -> Outcome<W> {
         match self {
-            Outcome::Found { value, ttl_ms } => Outcome::Found {
+            Outcome::Found { value, ttl_ms, version } => Outcome::Found {
                 value: f(value),
                 ttl_ms: *ttl_ms,
+                version: *version,
             },
             Outcome::Missing => Outcome::Missing,
-            Outcome::Created => Outcome::Created,
-            Outcome::Replaced => Outcome::Replaced,
-            Outcome::Updated => Outcome::Updated,
+            Outcome::Created { version } => Outcome::Created { version: *version },
+            Outcome::Replaced { version } => Outcome::Replaced { version: *version },
+            Outcome::Updated { version } => Outcome::Updated { version: *version },
             Outcome::Deleted(removed) => Outcome::Deleted(*removed),
             Outcome::Rejected(limit) => Outcome::Rejected(*limit),
             Outcome::Refused(refusal) => Outcome::Refused(*refusal),
+            Outcome::PreconditionFailed { current } => Outcome::PreconditionFailed { current: *current },
+            Outcome::Withheld { version } => Outcome::Withheld { version: *version },
         }
     }
 }
 
 /// An owner's answer to a [`Batch`]: one outcome per operation it ran, in order, and the
 /// operations it handed back unexecuted because the reply reached its byte budget
-/// ([`crate::limits::PEER_REPLY_VALUE_BYTES_MAX`]). `deferred` is always a suffix of the batch.
+/// ([`crate::limits::PEER_REPLY_VALUE_BYTES_MAX`]) or the next one's key is locked by a
+/// transaction (`blocked`). `deferred` is always a suffix of the batch.
 #[derive(Debug, Default)]
 pub struct PeerReply {
     pub outcomes: Vec<Outcome<Box<[u8]>>>,
     pub deferred: Vec<Op>,
+    /// The owner stopped at a key a transaction holds: pause before sending `deferred` again.
+    pub blocked: bool,
 }
 
 impl PeerReply {
@@ -345,7 +442,7 @@ impl PeerReply {
         for outcome in &mut self.outcomes {
             if matches!(
                 outcome,
-                Outcome::Created | Outcome::Replaced | Outcome::Updated | Outcome::Deleted(_)
+                Outcome::Created { .. } | Outcome::Replaced { .. } | Outcome::Updated { .. } | Outcome::Deleted(_)
             ) {
                 *outcome = Outcome::Refused(refusal);
             }
@@ -493,6 +590,8 @@ pub enum ShardMessage {
     List(ListRequest),
     /// A watcher to register on the receiving shard.
     Watch(WatchRequest),
+    /// A transaction's step on the receiving shard's keys (see [`super::txn`]).
+    Txn(super::txn::TxnMessage),
 }
 
 #[cfg(test)]
@@ -542,12 +641,14 @@ mod tests {
         let found: Outcome<&[u8]> = Outcome::Found {
             value: b"v",
             ttl_ms: Some(5),
+            version: 3,
         };
         assert_eq!(
             found.to_owned(),
             Outcome::Found {
                 value: Box::from(&b"v"[..]),
-                ttl_ms: Some(5)
+                ttl_ms: Some(5),
+                version: 3,
             }
         );
         assert_eq!(Outcome::<&[u8]>::Deleted(true).to_owned(), Outcome::Deleted(true));
@@ -559,31 +660,41 @@ mod tests {
     fn failed_logs_refuse_writes_and_writes_reserve_their_record() {
         let mut reply = PeerReply {
             outcomes: vec![
-                Outcome::Created,
+                Outcome::Created { version: 1 },
                 Outcome::Found {
                     value: Box::from(&b"v"[..]),
                     ttl_ms: None,
+                    version: 1,
                 },
                 Outcome::Deleted(true),
                 Outcome::Missing,
             ],
             deferred: Vec::new(),
+            blocked: false,
         };
         reply.refuse_writes(Refusal::LogFailed);
         assert_eq!(reply.outcomes[0], Outcome::Refused(Refusal::LogFailed));
         assert!(matches!(reply.outcomes[1], Outcome::Found { .. }));
         assert_eq!(reply.outcomes[2], Outcome::Refused(Refusal::LogFailed));
         assert_eq!(reply.outcomes[3], Outcome::Missing);
-        let put = Op::Put {
-            record: Record::new(b"key", b"value"),
-            ttl_ms: None,
-        };
+        let put = Op::put(Record::new(b"key", b"value"), None);
         assert_eq!(put.log_bytes(), crate::storage::set_bytes(3, 5));
-        assert_eq!(
-            Op::Delete(Box::from(&b"key"[..])).log_bytes(),
-            crate::storage::delete_bytes(3)
-        );
+        assert_eq!(Op::delete(b"key").log_bytes(), crate::storage::delete_bytes(3));
         assert_eq!(Op::Get(Box::from(&b"key"[..])).log_bytes(), 0);
         assert!(!Op::Get(Box::from(&b"k"[..])).is_write());
+    }
+
+    #[test]
+    fn conditions_hold_only_for_their_versions() {
+        assert!(Condition::NONE.holds(None) && Condition::NONE.holds(Some(7)));
+        assert!(Condition::IF_ABSENT.holds(None) && !Condition::IF_ABSENT.holds(Some(7)));
+        assert!(!Condition::IF_EXISTS.holds(None) && Condition::IF_EXISTS.holds(Some(7)));
+        let seven = Condition::if_version(7);
+        assert!(seven.holds(Some(7)) && !seven.holds(Some(8)) && !seven.holds(None));
+        assert!(
+            std::mem::size_of::<Op>() <= 48,
+            "Op stays small: {}",
+            std::mem::size_of::<Op>()
+        );
     }
 }

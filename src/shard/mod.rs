@@ -19,6 +19,7 @@ pub mod locked;
 pub mod message;
 pub mod router;
 pub mod store;
+pub mod txn;
 pub mod watch;
 
 use std::cell::RefCell;
@@ -49,15 +50,25 @@ impl StoreHandle {
 
     /// Hands `key`'s current value and remaining TTL (absent or expired: `None`) to `f`,
     /// without counting a read or touching recency; no borrow outlives the call.
-    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], Option<u64>)>) -> R) -> R {
+    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], Option<u64>, u64)>) -> R) -> R {
         match self {
             StoreHandle::Owned(store) => f(store.borrow().peek(key)),
             // Not reached with a log (--data-dir is refused with --design locked); a read
             // under the lock, which counts a hit or miss.
             StoreHandle::Locked(store) => store.apply(message::Op::Get(key.into()), |outcome| match outcome {
-                message::Outcome::Found { value, ttl_ms } => f(Some((value, ttl_ms))),
+                message::Outcome::Found { value, ttl_ms, version } => f(Some((value, ttl_ms, version))),
                 _ => f(None),
             }),
+        }
+    }
+
+    /// Runs `f` with the store to itself: nothing else reads or writes it until `f` returns
+    /// (the shard's thread in the sharded design, the exclusive lock in the locked one). A
+    /// transaction's steps run so.
+    pub fn exclusive<R>(&self, f: impl FnOnce(&mut store::Store) -> R) -> R {
+        match self {
+            StoreHandle::Owned(store) => f(&mut store.borrow_mut()),
+            StoreHandle::Locked(store) => store.exclusive(f),
         }
     }
 

@@ -85,7 +85,9 @@ impl Router {
         self.deliver(peer, ShardMessage::Watch(request)).await
     }
 
-    async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
+    /// Sends any message to `peer`, waiting while its channel is full.
+    pub async fn deliver(&self, peer: ShardId, message: ShardMessage) -> Result<(), OwnerGone> {
+        debug_assert_ne!(peer, self.id, "a shard's own messages never travel the mesh");
         self.senders.send_to(peer, message).await.map_err(|_| OwnerGone)
     }
 
@@ -128,6 +130,10 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Rc<Sh
             ShardMessage::List(request) => {
                 shard.counters.count_message_received();
                 let _ = request.reply.send(shard.list_page(&request.query));
+            }
+            ShardMessage::Txn(message) => {
+                shard.counters.count_message_received();
+                super::txn::answer(shard, message);
             }
         }
     }
