@@ -237,6 +237,13 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let Some(Ok((senders, mut receivers))) = joined else {
         return Err("stopped before every shard joined the mesh".into());
     };
+    let replication = match (&args.peers, args.node_id) {
+        (Some(_), _) if args.design == Design::Locked => {
+            return Err("--peers replicates the sharded design only (not --design locked)".into());
+        }
+        (Some(peers), Some(node_id)) => Some(crate::replication::Group::new(id, nr_shards, node_id, peers)?),
+        _ => None,
+    };
     let store = match locked {
         Some(store) => StoreHandle::Locked(store),
         None => StoreHandle::Owned(RefCell::new(Store::new(args.budget_for(id, nr_shards)))),
@@ -250,6 +257,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         router: Router::new(senders),
         latches: latches.clone(),
         counters: Counters::default(),
+        replication,
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
@@ -267,6 +275,9 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
+    }
+    if shard.replication.is_some() {
+        glommio::spawn_local(crate::replication::run(Rc::clone(&shard))).detach();
     }
     let registry = Rc::new(Registry::default());
     glommio::spawn_local(Rc::clone(&registry).sweep_forever()).detach();

@@ -13,6 +13,7 @@ use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
 use crate::sync::latch::Latch;
+use crate::sync::oneshot;
 use crate::sync::shim;
 
 /// Latches every shard shares with the main thread.
@@ -98,6 +99,8 @@ pub struct ShardContext {
     pub router: Router,
     pub latches: Latches,
     pub counters: Counters,
+    /// This shard's Raft group (`--peers`): writes and linearizable reads run through it.
+    pub replication: Option<crate::replication::Group>,
 }
 
 impl ShardContext {
@@ -142,6 +145,7 @@ impl ShardContext {
         PeerReply {
             outcomes,
             deferred: ops.collect(),
+            ..PeerReply::default()
         }
     }
 
@@ -160,7 +164,19 @@ impl ShardContext {
         stats.messages_sent = self.counters.messages_sent.get();
         stats.messages_received = self.counters.messages_received.get();
         stats.connections = self.counters.open_connections();
+        stats.replication = self.replication.as_ref().map(|group| group.status());
         stats
+    }
+
+    /// Runs a batch through this shard's Raft group, answering on `reply`; without one (no
+    /// `--peers`), runs it here at once.
+    pub fn replicate(&self, ops: Vec<Op>, reply: oneshot::Sender<PeerReply>) {
+        match &self.replication {
+            Some(group) => group.submit(ops, reply),
+            None => {
+                let _ = reply.send(self.answer_peer(ops));
+            }
+        }
     }
 
     /// Answers a peer's stats request.

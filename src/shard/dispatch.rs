@@ -62,6 +62,8 @@ struct Owner {
     sent: usize,
     /// The owner's channel is closed: its operations answer 503.
     gone: bool,
+    /// Why the owner could not run them, when it said (`--peers`: no quorum).
+    error: Option<Error>,
 }
 
 /// One connection's operations in flight. Reused batch after batch: a steady connection
@@ -71,6 +73,11 @@ pub struct Dispatcher {
     owners: Vec<Owner>,
     stats: Option<Result<Vec<ShardStats>, Error>>,
     wants_stats: bool,
+    /// `--peers`: this batch may be answered from this node's replicas as they are (every
+    /// request in it asked for `consistency=stale`), without its groups.
+    stale: bool,
+    /// `--peers`: the leader named by the last replicated reply of this batch.
+    leader: Option<u64>,
 }
 
 const GONE: &str = "the shard owning this key did not answer (shutting down)";
@@ -83,7 +90,26 @@ impl Dispatcher {
             owners: (0..nr_shards).map(|_| Owner::default()).collect(),
             stats: None,
             wants_stats: false,
+            stale: false,
+            leader: None,
         }
+    }
+
+    /// Lets this batch (set before its first push) be answered from this node's replicas as
+    /// they are, without going through their Raft groups.
+    pub fn set_stale(&mut self, stale: bool) {
+        self.stale = stale;
+    }
+
+    /// The node that led the group answering this batch's replicated operations (the last
+    /// one to answer, when several did).
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+
+    /// True when this batch's operations go through their shards' Raft groups.
+    fn replicated(&self, shard: &ShardContext) -> bool {
+        shard.replication.is_some() && !self.stale
     }
 
     /// Places one request's operations; returns how many outcomes it will read.
@@ -111,7 +137,7 @@ impl Dispatcher {
 
     fn push_op(&mut self, shard: &ShardContext, op: Op) {
         let owner = shard.owner(op.key());
-        if owner == shard.id {
+        if owner == shard.id && !self.replicated(shard) {
             self.slots.push_back(Slot::Local(op));
             return;
         }
@@ -124,6 +150,7 @@ impl Dispatcher {
     /// Sends every owner its batch (and every peer a stats request, when asked) and waits for
     /// all the answers.
     pub async fn send(&mut self, shard: &ShardContext) {
+        let replicated = self.replicated(shard);
         let mut pending = Vec::new();
         for (owner, state) in self.owners.iter_mut().enumerate() {
             if state.outbound.is_empty() {
@@ -132,7 +159,16 @@ impl Dispatcher {
             let ops = std::mem::take(&mut state.outbound);
             state.sent += ops.len();
             shard.counters.count_message_sent();
-            match shard.router.send(owner, ops).await {
+            let sent = if !replicated {
+                shard.router.send(owner, ops).await
+            } else if owner == shard.id {
+                let (reply, receiver) = crate::sync::oneshot::channel();
+                shard.replicate(ops, reply);
+                Ok(receiver)
+            } else {
+                shard.router.send_replicated(owner, ops).await
+            };
+            match sent {
                 Ok(receiver) => pending.push((owner, receiver)),
                 Err(_) => state.gone = true,
             }
@@ -173,11 +209,19 @@ impl Dispatcher {
 
     /// Records an owner's reply (`None`: it went away before answering).
     fn take_reply(&mut self, owner: ShardId, reply: Option<PeerReply>) {
+        if let Some(Some(leader)) = reply.as_ref().map(|reply| reply.leader) {
+            self.leader = Some(leader);
+        }
         let state = &mut self.owners[owner];
         let Some(reply) = reply else {
             state.gone = true;
             return;
         };
+        if let Some(error) = reply.refused {
+            state.gone = true;
+            state.error = Some(error);
+            return;
+        }
         // Outcomes already read are dropped; any not yet read stay in front of the new ones.
         let read = self.slots.iter().find_map(|slot| match slot {
             Slot::Remote { owner: o, index } if *o == owner => Some(*index),
@@ -214,9 +258,12 @@ impl Dispatcher {
             state.base = 0;
             state.sent = 0;
             state.gone = false;
+            state.error = None;
         }
         self.stats = None;
         self.wants_stats = false;
+        self.stale = false;
+        self.leader = None;
     }
 }
 
@@ -268,7 +315,7 @@ impl Outcomes for Reader<'_> {
                     }
                     None => {
                         debug_assert!(state.gone, "an outcome was read before its owner answered");
-                        f(Err(Error::Unavailable(GONE)))
+                        f(Err(state.error.clone().unwrap_or(Error::Unavailable(GONE))))
                     }
                 }
             }

@@ -67,6 +67,7 @@ where
                         router: Router::new(senders),
                         latches: Latches::new(nr_shards),
                         counters: Counters::default(),
+                        replication: None,
                     });
                     let drops = gone.contains(&id);
                     let peers: Vec<_> = receivers

@@ -222,6 +222,9 @@ pub struct ShardStats {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub connections: u64,
+    /// This shard's Raft group on this node (`--peers`), absent when running alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::GroupStatus>,
 }
 
 /// Response counts by status class.
@@ -271,6 +274,10 @@ impl<V> Outcome<V> {
 pub struct PeerReply {
     pub outcomes: Vec<Outcome<Box<[u8]>>>,
     pub deferred: Vec<Op>,
+    /// Replicated batches (`--peers`): the node that led the group when it was answered.
+    pub leader: Option<u64>,
+    /// Replicated batches: the group could not run it (no quorum); every operation answers this.
+    pub refused: Option<crate::error::Error>,
 }
 
 /// Operations for one owner, gathered from one read of one connection (or one bulk update),
@@ -288,6 +295,8 @@ pub struct Batch {
 pub enum ShardMessage {
     /// Key operations for the receiving shard, which owns their keys.
     Batch(Batch),
+    /// Key operations for the receiving shard to run through its Raft group (`--peers`).
+    Replicate(Batch),
     /// A request for the receiving shard's numbers.
     Stats(oneshot::Sender<ShardStats>),
 }

@@ -57,6 +57,19 @@ impl Router {
         Ok(receiver)
     }
 
+    /// Sends `ops` to `owner` to run through its Raft group (`--peers`).
+    pub async fn send_replicated(
+        &self,
+        owner: ShardId,
+        ops: Vec<Op>,
+    ) -> Result<oneshot::Receiver<PeerReply>, OwnerGone> {
+        debug_assert_ne!(owner, self.id, "local operations never travel the mesh");
+        let (reply, receiver) = oneshot::channel();
+        self.deliver(owner, ShardMessage::Replicate(Batch { ops, reply }))
+            .await?;
+        Ok(receiver)
+    }
+
     /// Asks `peer` for its numbers.
     pub async fn ask_stats(&self, peer: ShardId) -> Result<oneshot::Receiver<ShardStats>, OwnerGone> {
         debug_assert_ne!(peer, self.id, "a shard reads its own stats directly");
@@ -84,6 +97,7 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Shard
             ShardMessage::Batch(batch) => {
                 let _ = batch.reply.send(shard.answer_peer(batch.ops));
             }
+            ShardMessage::Replicate(batch) => shard.replicate(batch.ops, batch.reply),
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.answer_stats());
             }
