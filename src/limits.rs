@@ -191,6 +191,11 @@ pub const PEER_QUEUE_FRAMES_MAX: usize = 1_024;
 pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 /// Shard `s` of a node listens for its peers on the node's peer port + `s` times this.
 pub const PEER_PORT_STRIDE_PER_SHARD: u16 = 100;
+/// Peer connections one shard accepts at once (its members need one each); past it a new
+/// one is closed at once.
+pub const PEER_CONNECTIONS_PER_SHARD_MAX: usize = 64;
+/// A peer frame's buffer grows by at most this much ahead of the bytes that have arrived.
+pub const PEER_FRAME_READ_CHUNK_BYTES: usize = 64 << 10;
 /// Pause before dialing a peer again after a failed connection, in ms.
 pub const PEER_RECONNECT_BACKOFF_MS: u64 = 200;
 /// Time a peer has to complete the connection handshake, in ms.

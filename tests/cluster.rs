@@ -263,3 +263,87 @@ fn a_node_without_peers_runs_alone() {
     assert_eq!((put.status, put.header("x-corekv-leader")), (201, None));
     assert_eq!(server.request("GET", "/v1/cluster", b"").status, 404);
 }
+
+/// Opens a peer connection to `port` as node `node_id` and reads the listener's verdict:
+/// `Some(reason)` (empty when accepted), `None` when it closed without one.
+fn peer_handshake(port: u16, node_id: u64) -> (TcpStream, Option<String>) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let handshake = corekv::replication::codec::Handshake {
+        node_id,
+        shard: 0,
+        nr_shards: SHARDS as u32,
+    };
+    let _ = stream.write_all(&handshake.encode());
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return (stream, None);
+    }
+    let mut reason = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut reason).unwrap();
+    (stream, Some(String::from_utf8(reason).unwrap()))
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+// Goal: frames that declare huge lengths reserve no memory (the buffer grows only as bytes
+// arrive), and one past PEER_FRAME_BYTES_MAX closes its connection.
+#[test]
+fn peer_frames_reserve_no_memory_from_declared_lengths() {
+    use std::io::Read;
+    const CONNECTIONS: usize = 8;
+    const DECLARED_BYTES: u32 = 60 << 20;
+    let ports = free_peer_ports(2);
+    let node = start_node(1, &peer_list(&ports), &[]);
+    let before = rss_bytes(node.pid());
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (mut stream, verdict) = peer_handshake(ports[0], 2);
+        assert_eq!(verdict.as_deref(), Some(""), "a member's handshake is accepted");
+        stream.write_all(&DECLARED_BYTES.to_le_bytes()).unwrap();
+        stream.write_all(&[0u8; 16]).unwrap();
+        held.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss_bytes(node.pid()).saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "RSS grew by {grown} bytes for {CONNECTIONS} declared frames"
+    );
+    let (mut stream, _) = peer_handshake(ports[0], 2);
+    let past = corekv::limits::PEER_FRAME_BYTES_MAX as u32 + 1;
+    stream.write_all(&past.to_le_bytes()).unwrap();
+    assert_eq!(
+        stream.read(&mut [0u8; 1]).unwrap_or(0),
+        0,
+        "an oversized frame closes the connection"
+    );
+    drop(held);
+}
+
+// Goal: a shard holds at most PEER_CONNECTIONS_PER_SHARD_MAX peer connections; the next one is
+// closed without a verdict, and a non-member's handshake is refused with a reason.
+#[test]
+fn peer_connections_are_bounded_and_strangers_refused() {
+    let ports = free_peer_ports(2);
+    let node = start_node(1, &peer_list(&ports), &[]);
+    let (_, stranger) = peer_handshake(ports[0], 9);
+    assert!(
+        stranger.unwrap().contains("not a member"),
+        "a stranger is refused with a reason"
+    );
+    let mut held = Vec::new();
+    for _ in 0..corekv::limits::PEER_CONNECTIONS_PER_SHARD_MAX {
+        let (stream, verdict) = peer_handshake(ports[0], 2);
+        assert_eq!(verdict.as_deref(), Some(""));
+        held.push(stream);
+    }
+    let (_, verdict) = peer_handshake(ports[0], 2);
+    assert_eq!(verdict, None, "the connection past the limit is closed");
+    assert!(node.log().contains("peer connections already open"), "{}", node.log());
+}

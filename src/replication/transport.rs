@@ -19,7 +19,8 @@ use raft::eraftpb::Message;
 
 use super::codec::{HANDSHAKE_BYTES, Handshake};
 use crate::limits::{
-    PEER_FRAME_BYTES_MAX, PEER_HANDSHAKE_TIMEOUT_MS, PEER_PORT_STRIDE_PER_SHARD, PEER_RECONNECT_BACKOFF_MS,
+    PEER_CONNECTIONS_PER_SHARD_MAX, PEER_FRAME_BYTES_MAX, PEER_FRAME_READ_CHUNK_BYTES, PEER_HANDSHAKE_TIMEOUT_MS,
+    PEER_PORT_STRIDE_PER_SHARD, PEER_RECONNECT_BACKOFF_MS,
 };
 use crate::shard::ShardId;
 use crate::shard::context::ShardContext;
@@ -49,10 +50,24 @@ pub async fn listen_forever(shard: Rc<ShardContext>, addr: SocketAddr) {
             return;
         }
     };
+    let open = Rc::new(std::cell::Cell::new(0usize));
     loop {
         match listener.accept().await {
+            Ok(stream) if open.get() >= PEER_CONNECTIONS_PER_SHARD_MAX => {
+                crate::warn_limited!(
+                    "shard {}: {PEER_CONNECTIONS_PER_SHARD_MAX} peer connections already open; closing a new one",
+                    shard.id
+                );
+                drop(stream);
+            }
             Ok(stream) => {
-                glommio::spawn_local(serve_peer(Rc::clone(&shard), stream)).detach();
+                let (shard, open) = (Rc::clone(&shard), Rc::clone(&open));
+                open.set(open.get() + 1);
+                glommio::spawn_local(async move {
+                    serve_peer(shard, stream).await;
+                    open.set(open.get() - 1);
+                })
+                .detach();
             }
             Err(e) => {
                 crate::warn_limited!("shard {}: peer accept failed: {e}", shard.id);
@@ -125,6 +140,8 @@ async fn serve_peer(shard: Rc<ShardContext>, mut stream: TcpStream) {
 }
 
 /// Reads one length-prefixed frame into `payload`; refuses one past `PEER_FRAME_BYTES_MAX`.
+/// The buffer grows only as bytes arrive (by `PEER_FRAME_READ_CHUNK_BYTES` at most ahead of
+/// them), never from the declared length alone.
 async fn read_frame(stream: &mut TcpStream, payload: &mut Vec<u8>) -> std::io::Result<()> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
@@ -136,8 +153,15 @@ async fn read_frame(stream: &mut TcpStream, payload: &mut Vec<u8>) -> std::io::R
         ));
     }
     payload.clear();
-    payload.resize(len, 0);
-    stream.read_exact(payload).await
+    while payload.len() < len {
+        let have = payload.len();
+        payload.resize(len.min(have + PEER_FRAME_READ_CHUNK_BYTES), 0);
+        stream.read_exact(&mut payload[have..]).await?;
+    }
+    if payload.capacity() > 4 * PEER_FRAME_READ_CHUNK_BYTES && len <= PEER_FRAME_READ_CHUNK_BYTES {
+        payload.shrink_to(PEER_FRAME_READ_CHUNK_BYTES);
+    }
+    Ok(())
 }
 
 /// Keeps a connection to one peer's shard and writes the frames queued for it, dialing again
