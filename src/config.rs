@@ -162,6 +162,11 @@ pub struct ServeArgs {
     #[arg(long, requires = "node_id", value_parser = crate::replication::parse_peers)]
     pub peers: Option<crate::replication::PeerList>,
 
+    /// Directory for durable state. With `--peers`: each shard's Raft log (`raft/shard-N.log`),
+    /// written and fsynced before a write is acknowledged; without it the log is in memory.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,

@@ -241,7 +241,13 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         (Some(_), _) if args.design == Design::Locked => {
             return Err("--peers replicates the sharded design only (not --design locked)".into());
         }
-        (Some(peers), Some(node_id)) => Some(crate::replication::Group::new(id, nr_shards, node_id, peers)?),
+        (Some(peers), Some(node_id)) => {
+            let durable = match &args.data_dir {
+                Some(dir) => Some(crate::replication::log::RaftLog::open(dir, id).await?),
+                None => None,
+            };
+            Some(crate::replication::Group::new(id, nr_shards, node_id, peers, durable)?)
+        }
         _ => None,
     };
     let store = match locked {

@@ -14,6 +14,7 @@
 //! LRU order are decided by each replica's own clock and reads.
 
 pub mod codec;
+pub mod log;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -138,6 +139,16 @@ fn bump(cell: &Cell<u64>, by: u64) {
     cell.set(cell.get() + by);
 }
 
+/// What a `Ready` leaves to do once its entries and hard state are on disk.
+struct TakenReady {
+    entries: Vec<Entry>,
+    hard_state: Option<raft::eraftpb::HardState>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    number: u64,
+    leader: u64,
+}
+
 /// A dialer's work: the peer's id, its shard's address, the frames queued for it.
 type Inbox = (u64, SocketAddr, LocalReceiver<Vec<u8>>);
 
@@ -149,6 +160,9 @@ pub struct Group {
     incarnation: u64,
     peers: Vec<(u64, SocketAddr)>,
     raw: RefCell<RawNode<MemStorage>>,
+    /// `--data-dir`: where entries and the hard state are made durable before the messages
+    /// that depend on them go out; without it the log lives in `MemStorage` only.
+    log: Option<log::RaftLog>,
     pending: RefCell<Pending>,
     /// Frames to each other member, drained by its dialer ([`transport::dial_forever`]).
     outboxes: Vec<(u64, LocalSender<Vec<u8>>)>,
@@ -162,7 +176,14 @@ pub struct Group {
 
 impl Group {
     /// The group of shard `shard` on node `node_id`; `peers` lists every member.
-    pub fn new(shard: ShardId, nr_shards: usize, node_id: u64, peers: &PeerList) -> Result<Group, String> {
+    /// `durable`: the log opened under `--data-dir`, and what it held.
+    pub fn new(
+        shard: ShardId,
+        nr_shards: usize,
+        node_id: u64,
+        peers: &PeerList,
+        durable: Option<(log::RaftLog, log::Recovered)>,
+    ) -> Result<Group, String> {
         if !peers.0.iter().any(|(id, _)| *id == node_id) {
             return Err(format!("--node-id {node_id} is not in --peers"));
         }
@@ -171,6 +192,19 @@ impl Group {
         }
         let voters: Vec<u64> = peers.0.iter().map(|(id, _)| *id).collect();
         let storage = MemStorage::new_with_conf_state((voters, vec![]));
+        let log = match durable {
+            Some((log, recovered)) => {
+                let mut core = storage.wl();
+                core.append(&recovered.entries)
+                    .map_err(|e| format!("shard {shard}: raft log: {e}"))?;
+                if let Some(hard_state) = recovered.hard_state {
+                    core.set_hardstate(hard_state);
+                }
+                drop(core);
+                Some(log)
+            }
+            None => None,
+        };
         let config = Config {
             id: node_id,
             election_tick: RAFT_ELECTION_TICKS,
@@ -201,6 +235,7 @@ impl Group {
             incarnation,
             peers: peers.0.clone(),
             raw: RefCell::new(raw),
+            log,
             pending: RefCell::new(Pending::default()),
             outboxes,
             inboxes: RefCell::new(inboxes),
@@ -348,13 +383,36 @@ impl Group {
         }
     }
 
-    /// Handles one `Ready`, in raft-rs's order: send what may go before persisting, apply
-    /// what is committed, persist new entries and the hard state, send what had to wait for
-    /// them, advance; then serve reads whose index has been applied.
-    fn handle_ready(&self, shard: &ShardContext) {
+    /// Handles one `Ready` with raft-rs's asynchronous-persistence protocol: send what may go
+    /// before persisting, apply what is committed, hand the new entries and hard state to
+    /// `MemStorage` and `advance_append_async`; then write and `fdatasync` them (`--data-dir`)
+    /// and only then report them persisted and send the messages that depended on them (votes,
+    /// append acknowledgements). Peers' messages and requests are stepped while the write is
+    /// under way (raft-rs allows it after `advance_append_async`); the next `Ready` is taken
+    /// only once this one is persisted, so Readies are persisted in order.
+    async fn handle_ready(&self, shard: &ShardContext) -> Result<(), String> {
+        let Some(taken) = self.take_ready(shard) else {
+            return Ok(());
+        };
+        if let Some(log) = &self.log {
+            log.persist(&taken.entries, taken.hard_state.as_ref())
+                .await
+                .map_err(|e| format!("shard {}: cannot write the raft log: {e}", self.shard))?;
+        }
+        self.raw.borrow_mut().on_persist_ready(taken.number);
+        self.send(taken.persisted_messages);
+        self.confirm_reads(taken.read_states);
+        self.serve_reads(shard, taken.leader);
+        // Persisting may have committed entries (the leader's own vote) or made more ready.
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+
+    /// The synchronous half of [`Group::handle_ready`]: everything up to the write.
+    fn take_ready(&self, shard: &ShardContext) -> Option<TakenReady> {
         let mut raw = self.raw.borrow_mut();
         if !raw.has_ready() {
-            return;
+            return None;
         }
         let mut ready = raw.ready();
         if let Some(soft) = ready.ss()
@@ -365,25 +423,26 @@ impl Group {
         self.send(ready.take_messages());
         let leader = raw.raft.leader_id;
         self.apply(shard, ready.take_committed_entries(), leader);
-        if !ready.entries().is_empty() {
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() {
             // MemStorage only refuses entries that leave a gap, which raft-rs never hands out.
-            let _ = raw.mut_store().wl().append(ready.entries());
+            let _ = raw.mut_store().wl().append(&entries);
         }
-        if let Some(hard) = ready.hs() {
-            raw.mut_store().wl().set_hardstate(hard.clone());
+        if let Some(hard_state) = &hard_state {
+            raw.mut_store().wl().set_hardstate(hard_state.clone());
         }
-        self.send(ready.take_persisted_messages());
-        let read_states = ready.take_read_states();
-        let mut light = raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            raw.mut_store().wl().mut_hard_state().set_commit(commit);
-        }
-        self.send(light.take_messages());
-        self.apply(shard, light.take_committed_entries(), leader);
+        let taken = TakenReady {
+            persisted_messages: ready.take_persisted_messages(),
+            read_states: ready.take_read_states(),
+            number: ready.number(),
+            entries,
+            hard_state,
+            leader,
+        };
+        raw.advance_append_async(ready);
         raw.advance_apply();
-        drop(raw);
-        self.confirm_reads(read_states);
-        self.serve_reads(shard, leader);
+        Some(taken)
     }
 
     /// Applies committed entries to the store, in order, and answers the requests this node
@@ -396,7 +455,7 @@ impl Group {
             }
             let Some((proposer, ops)) = codec::decode_entry(&entry.data) else {
                 crate::log_limited!(
-                    log::Level::Error,
+                    ::log::Level::Error,
                     "shard {}: entry {} is malformed; skipped",
                     self.shard,
                     entry.index
@@ -519,7 +578,7 @@ pub async fn run(shard: Rc<ShardContext>) {
         Some(Ok(addr)) => {
             glommio::spawn_local(transport::listen_forever(Rc::clone(&shard), addr)).detach();
         }
-        _ => log::error!("shard {}: no peer address for this node", group.shard),
+        _ => ::log::error!("shard {}: no peer address for this node", group.shard),
     }
     let Some(woken) = group.woken.borrow_mut().take() else {
         return;
@@ -540,7 +599,12 @@ pub async fn run(shard: Rc<ShardContext>) {
             group.raw.borrow_mut().tick();
             group.expire_waiters();
         }
-        group.handle_ready(&shard);
+        if let Err(message) = group.handle_ready(&shard).await {
+            // A log that cannot be written cannot be trusted to vote or acknowledge: stop.
+            ::log::error!("{message}; stopping");
+            shard.latches.shutdown.count_down();
+            return;
+        }
     }
 }
 
@@ -594,7 +658,7 @@ mod tests {
     #[test]
     fn a_node_missing_from_its_peers_is_refused() {
         let peers = parse_peers("1=127.0.0.1:7101,2=127.0.0.1:7102").unwrap();
-        let error = Group::new(0, 2, 3, &peers).err().unwrap();
+        let error = Group::new(0, 2, 3, &peers, None).err().unwrap();
         assert!(error.contains("--node-id 3 is not in --peers"), "{error}");
     }
 }
