@@ -9,9 +9,10 @@
 //! operations to its own shard's store only, through [`ShardContext::apply_local`]. It never
 //! knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
 //!
-//! Gaps (see docs/ARCHITECTURE.md): the Raft log is raft-rs's `MemStorage` (not durable: a
-//! restarted node rejoins empty and is caught up from the leader's log); TTL deadlines and
-//! LRU order are decided by each replica's own clock and reads.
+//! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
+//! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log);
+//! the log is never compacted; TTL deadlines and LRU order are decided by each replica's own
+//! clock and reads.
 
 pub mod codec;
 pub mod log;
