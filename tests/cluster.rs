@@ -137,6 +137,11 @@ fn writes_through_any_node_are_read_from_every_node() {
             assert_eq!(group["followers"].as_array().unwrap().len(), 2, "{group}");
         }
     }
+    let cli = cluster_status(&nodes[1]);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(status["node_id"], 2);
+    assert_eq!(status["groups"].as_array().unwrap().len(), SHARDS);
     let metrics = nodes[0].request("GET", "/metrics", b"");
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("corekv_raft_term{shard=\"0\"}"), "{text}");
@@ -262,6 +267,21 @@ fn a_node_without_peers_runs_alone() {
     let put = server.request("PUT", "/v1/keys/solo", b"v");
     assert_eq!((put.status, put.header("x-corekv-leader")), (201, None));
     assert_eq!(server.request("GET", "/v1/cluster", b"").status, 404);
+    let cli = cluster_status(&server);
+    assert!(!cli.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("does not run as a cluster"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+}
+
+/// `corekv cluster status --addr` against `node`.
+fn cluster_status(node: &Server) -> std::process::Output {
+    std::process::Command::new(common::binary())
+        .args(["cluster", "status", "--addr", &node.addr.to_string()])
+        .output()
+        .unwrap()
 }
 
 /// Opens a peer connection to `port` as node `node_id` and reads the listener's verdict:

@@ -12,8 +12,8 @@ use std::path::Path;
 use super::error::{ClientError, printable};
 use super::http::{Endpoint, Request, Response, percent_encode};
 use super::{
-    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, KeyArgs, KeyInput, Output, STDIN_VALUE_BYTES_MAX, SetArgs,
-    Settings, UpdateArgs, ValueInput,
+    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, ClusterCommand, KeyArgs, KeyInput, Output,
+    STDIN_VALUE_BYTES_MAX, SetArgs, Settings, UpdateArgs, ValueInput,
 };
 
 /// How raw values are labelled on the wire: the API stores bytes, whatever they are.
@@ -83,6 +83,7 @@ pub fn execute(command: ClientCommand, settings: &Settings, printer: &mut Printe
         ClientCommand::BulkUpdate(args) => bulk_update(&endpoint, args, printer),
         ClientCommand::Ping(_) => ping(&endpoint, printer),
         ClientCommand::Stats(_) => stats(&endpoint, printer),
+        ClientCommand::Cluster(ClusterCommand::Status(_)) => cluster_status(&endpoint, printer),
     }
 }
 
@@ -244,6 +245,28 @@ fn stats(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> 
             status: 404,
             message: format!(
                 "the server at {} has no /v1/stats endpoint (404: {})",
+                endpoint.addr,
+                server_message(&response)
+            ),
+        }),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `corekv cluster status`: `GET /v1/cluster`, pretty JSON.
+fn cluster_status(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
+    let response = endpoint.send(&Request {
+        method: "GET",
+        target: "/v1/cluster".into(),
+        content_type: None,
+        body: None,
+    })?;
+    match response.status {
+        200 => printer.json(&json_body(endpoint, &response)?),
+        404 => Err(ClientError::Server {
+            status: 404,
+            message: format!(
+                "the server at {} does not run as a cluster (started without --peers) (404: {})",
                 endpoint.addr,
                 server_message(&response)
             ),
