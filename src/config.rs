@@ -165,6 +165,16 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=limits::WATCH_HISTORY_CHANGES_CEILING as i64))]
     pub watch_history_changes: u32,
 
+    /// This node's id in the cluster (`--peers`), 1 or more.
+    #[arg(long = "node-id", requires = "peers", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+
+    /// Every member's peer address, this node's included: `1=127.0.0.1:7101,2=...`. Shard `s`
+    /// of a node takes peer traffic on that port + 100 x `s`. Each shard forms one Raft group
+    /// with the same shard of the other nodes. Without it the server runs alone.
+    #[arg(long, requires = "node_id", value_parser = crate::replication::parse_peers)]
+    pub peers: Option<crate::replication::PeerList>,
+
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,

@@ -53,6 +53,9 @@ pub enum Error {
     InsufficientStorage(Limit),
     /// 503: the server cannot take this request now (connection limit, shutting down).
     Unavailable(&'static str),
+    /// 503: the shard's consensus group could not commit (or confirm a read) within
+    /// `REPLICATION_TIMEOUT_MS`: no leader, or no majority reachable.
+    NoQuorum { shard: usize },
     /// 505: not HTTP/1.0 or HTTP/1.1.
     VersionNotSupported,
     /// 507: no room on the disk for the write-ahead log: the write was not applied.
@@ -97,7 +100,7 @@ impl Error {
             Error::UriTooLong { .. } | Error::RequestLineTooLong { .. } => 414,
             Error::HeadersTooLarge { .. } => 431,
             Error::NotImplemented(_) => 501,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::NoQuorum { .. } => 503,
             Error::InsufficientStorage(_) | Error::DiskFull => 507,
             Error::LogFailed => 503,
             Error::VersionNotSupported => 505,
@@ -176,6 +179,7 @@ impl fmt::Display for Error {
             Error::NotImplemented(what) => write!(f, "not implemented: {what}"),
             Error::HeadersTooLarge { detail } => write!(f, "request headers too large: {detail}"),
             Error::Unavailable(why) => write!(f, "service unavailable: {why}"),
+            Error::NoQuorum { shard } => write!(f, "no quorum for shard {shard}"),
             Error::InsufficientStorage(Limit::Keys(share)) => write!(
                 f,
                 "storage full: the key's shard holds its share of --max-keys ({share} keys); \

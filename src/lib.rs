@@ -28,6 +28,8 @@
 //! - [`error`]: the one error type, and its HTTP status.
 //! - [`logging`]: a `RUST_LOG`-style logger that never prints values, and rate-limited log macros.
 //! - [`os`]: sockets, rlimits, signals and the io_uring probe, through socket2, rlimit and nix.
+//! - [`replication`]: `--peers`: one Raft group per shard across nodes (raft-rs), the peer
+//!   transport, replicated writes and linearizable reads.
 //! - [`storage`]: durability: each shard's write-ahead log and snapshots, recovery, the data dir.
 //! - `check` (hidden): test tooling, never used by the server: the linearizability checker the
 //!   replication tests run over recorded histories.
@@ -46,6 +48,7 @@ pub mod limits;
 pub mod load;
 pub mod logging;
 pub mod os;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod storage;

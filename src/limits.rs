@@ -246,6 +246,47 @@ const _: () = assert!(
     (VALUE_BYTES_MAX_DEFAULT as usize).div_ceil(3) * 4 + 1024 <= JSON_BODY_BYTES_MAX_DEFAULT as usize,
     "a base64 POST of the largest default value must fit in the default JSON body limit"
 );
+// Replication (`--peers`, src/replication): one Raft group per shard.
+/// How often each shard ticks its Raft group, in ms.
+pub const RAFT_TICK_MS: u64 = 100;
+/// Ticks without a leader's heartbeat before a follower campaigns (randomised up to twice it).
+pub const RAFT_ELECTION_TICKS: usize = 10;
+/// Ticks between a leader's heartbeats.
+pub const RAFT_HEARTBEAT_TICKS: usize = 1;
+/// Largest batch of entries in one append message, in bytes.
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1 << 20;
+/// Append messages in flight to one follower before the leader waits for acknowledgements.
+pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// A replicated write or linearizable read not committed (or confirmed) within this many ms
+/// answers 503 "no quorum for shard N".
+pub const REPLICATION_TIMEOUT_MS: u64 = 3_000;
+/// Replicated requests (writes and linearizable reads) waiting in one group at once; past it
+/// a request answers 503 at once.
+pub const REPLICATION_PENDING_PER_GROUP_MAX: usize = 4_096;
+/// Frames queued for one peer (per shard); past it raft messages are dropped (raft resends).
+pub const PEER_QUEUE_FRAMES_MAX: usize = 1_024;
+/// Largest frame a peer may send, in bytes (an append message of `RAFT_MESSAGE_BYTES_MAX`
+/// plus one entry of the largest batch a connection can send).
+pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Shard `s` of a node listens for its peers on the node's peer port + `s` times this.
+pub const PEER_PORT_STRIDE_PER_SHARD: u16 = 100;
+/// Peer connections one shard accepts at once (its members need one each); past it a new
+/// one is closed at once.
+pub const PEER_CONNECTIONS_PER_SHARD_MAX: usize = 64;
+/// A peer frame's buffer grows by at most this much ahead of the bytes that have arrived.
+pub const PEER_FRAME_READ_CHUNK_BYTES: usize = 64 << 10;
+/// Pause before dialing a peer again after a failed connection, in ms.
+pub const PEER_RECONNECT_BACKOFF_MS: u64 = 200;
+/// Time a peer has to complete the connection handshake, in ms.
+pub const PEER_HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+
+const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
+const _: () = assert!(
+    REPLICATION_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS as u64 * RAFT_TICK_MS,
+    "a write made during one election still commits before it times out"
+);
+const _: () = assert!(PEER_FRAME_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_BYTES_MAX);
+
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
 const _: () = assert!(CONNECTION_IDLE_BUFFER_BYTES_MIN <= CONNECTION_IDLE_BUFFER_BYTES);
 const _: () = assert!(CONNECTION_IDLE_BUFFER_BYTES <= READ_CHUNK_BYTES);

@@ -112,11 +112,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 }
 
 /// With `--data-dir`: locks it (naming the pid that holds it otherwise) and picks the layout
-/// for `nr_shards`, on the main thread before any executor starts.
+/// for `nr_shards`, on the main thread before any executor starts. In cluster mode (`--peers`)
+/// each shard's Raft log is its durability instead (`replication::log`), and no write-ahead
+/// log is opened: a write is applied from the Raft log, never twice.
 fn open_data_dir(args: &ServeArgs, nr_shards: usize) -> Result<Option<Arc<Durability>>, String> {
     let Some(dir) = &args.data_dir else {
         return Ok(None);
     };
+    if args.peers.is_some() {
+        return Ok(None);
+    }
     if args.design == Design::Locked {
         return Err(
             "--data-dir is not supported with --design locked (a benchmark contender only): \
@@ -336,6 +341,19 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let Some(Ok((senders, mut receivers))) = joined else {
         return Err("stopped before every shard joined the mesh".into());
     };
+    let replication = match (&args.peers, args.node_id) {
+        (Some(_), _) if args.design == Design::Locked => {
+            return Err("--peers replicates the sharded design only (not --design locked)".into());
+        }
+        (Some(peers), Some(node_id)) => {
+            let durable = match &args.data_dir {
+                Some(dir) => Some(crate::replication::log::RaftLog::open(dir, id).await?),
+                None => None,
+            };
+            Some(crate::replication::Group::new(id, nr_shards, node_id, peers, durable)?)
+        }
+        _ => None,
+    };
     let store = match locked {
         Some(store) => StoreHandle::Locked(store),
         None => StoreHandle::Owned(RefCell::new(Store::new(args.budget_for(id, nr_shards)))),
@@ -355,6 +373,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         index: Default::default(),
         watch: Default::default(),
         txn: Default::default(),
+        replication,
     });
     let peer_tasks: Vec<_> = receivers
         .streams()
@@ -386,6 +405,9 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     shard.start_change_tracking();
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();
+    }
+    if shard.replication.is_some() {
+        glommio::spawn_local(crate::replication::run(Rc::clone(&shard))).detach();
     }
     let registry = Rc::new(Registry::default());
     glommio::spawn_local(Rc::clone(&registry).sweep_forever()).detach();

@@ -35,6 +35,45 @@ pub fn route(request: &Request<'_>) -> Option<Result<(Ops, Render), Error>> {
     })
 }
 
+/// Plans `GET /v1/cluster`: 404 on a node running without `--peers`.
+pub fn route_cluster(request: &Request<'_>, args: &crate::config::ServeArgs) -> Option<Result<(Ops, Render), Error>> {
+    if request.head.path != "/v1/cluster" {
+        return None;
+    }
+    let Some(peers) = &args.peers else {
+        return Some(Err(Error::RouteNotFound));
+    };
+    let nodes = peers.0.iter().map(|(id, addr)| (*id, addr.to_string())).collect();
+    Some(match request.head.method {
+        Method::Get | Method::Head => Ok((Ops::Stats, Render::Cluster { nodes })),
+        _ => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+    })
+}
+
+/// Writes `/v1/cluster`: this node, the members, and each group's leader, term, commit and
+/// applied index and (on its leader) each follower's lag; returns its status.
+pub fn render_cluster(nodes: &[(u64, String)], shards: &[ShardStats], keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+    let groups: Vec<serde_json::Value> = shards
+        .iter()
+        .filter_map(|shard| {
+            let status = shard.replication.as_ref()?;
+            let mut group = serde_json::to_value(status).ok()?;
+            group["shard"] = serde_json::json!(shard.id);
+            Some(group)
+        })
+        .collect();
+    let node_id = shards
+        .iter()
+        .find_map(|shard| shard.replication.as_ref().map(|s| s.node_id));
+    let body = serde_json::json!({
+        "node_id": node_id,
+        "nodes": nodes.iter().map(|(id, addr)| serde_json::json!({"id": id, "peer_addr": addr})).collect::<Vec<_>>(),
+        "groups": groups,
+    });
+    response::json(out, 200, &body, keep_alive);
+    200
+}
+
 /// Writes the stats response from every shard's numbers; returns its status.
 pub fn render_stats(shards: &[ShardStats], prometheus: bool, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
     if prometheus {
@@ -217,7 +256,81 @@ pub fn prometheus_text(shards: &[ShardStats]) -> String {
             );
         }
     }
+    replication_text(shards, &mut text);
     text
+}
+
+/// Replication's metrics (`--peers`), one series per shard's group; nothing when alone.
+fn replication_text(shards: &[ShardStats], text: &mut String) {
+    type Read = fn(&crate::replication::GroupStatus) -> u64;
+    let metrics: [(&str, &str, &str, Read); 9] = [
+        ("raft_term", "The group's current term.", "gauge", |g| g.term),
+        (
+            "raft_leader",
+            "The group's leader (node id, 0 when none).",
+            "gauge",
+            |g| g.leader,
+        ),
+        ("raft_commit_index", "Last committed log index.", "gauge", |g| {
+            g.commit_index
+        }),
+        (
+            "raft_applied_index",
+            "Last log index applied to the store.",
+            "gauge",
+            |g| g.applied_index,
+        ),
+        ("raft_elections_total", "Elections this node started.", "counter", |g| {
+            g.elections
+        }),
+        ("raft_proposals_total", "Writes this node proposed.", "counter", |g| {
+            g.proposals
+        }),
+        (
+            "raft_refused_total",
+            "Replicated requests answered 503 (no quorum).",
+            "counter",
+            |g| g.refused,
+        ),
+        (
+            "raft_commit_latency_us_total",
+            "Total time from proposal to apply of this node's writes, in microseconds (divide by raft_commits_total).",
+            "counter",
+            |g| g.commit_latency_us_total,
+        ),
+        (
+            "raft_commits_total",
+            "Writes this node proposed and applied.",
+            "counter",
+            |g| g.commits,
+        ),
+    ];
+    if shards.iter().all(|shard| shard.replication.is_none()) {
+        return;
+    }
+    for (name, help, kind, read) in metrics {
+        let _ = writeln!(text, "# HELP corekv_{name} {help}");
+        let _ = writeln!(text, "# TYPE corekv_{name} {kind}");
+        for shard in shards {
+            if let Some(group) = &shard.replication {
+                let _ = writeln!(text, "corekv_{name}{{shard=\"{}\"}} {}", shard.id, read(group));
+            }
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP corekv_raft_follower_lag_entries Entries a follower trails the leader (on the leader)."
+    );
+    let _ = writeln!(text, "# TYPE corekv_raft_follower_lag_entries gauge");
+    for shard in shards {
+        for follower in shard.replication.iter().flat_map(|group| &group.followers) {
+            let _ = writeln!(
+                text,
+                "corekv_raft_follower_lag_entries{{shard=\"{}\",node=\"{}\"}} {}",
+                shard.id, follower.node_id, follower.lag
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub enum Render {
     Txn { success: Vec<String>, failure: Vec<String> },
     /// An all-or-nothing bulk update: 200, or 409 naming the missing keys.
     AtomicBulk { keys: Vec<String>, keys_only: bool },
+    /// `/v1/cluster` (`--peers`): the members, and every group's state from every shard.
+    Cluster { nodes: Vec<(u64, String)> },
 }
 
 /// A planned request: operations to run on their owners, then how to answer.
@@ -81,6 +83,9 @@ pub struct Plan {
     pub keep_alive: bool,
     /// A HEAD request: the response's body is dropped, whatever its route renders.
     pub head: bool,
+    /// `?consistency=stale` (`--peers`): may be answered from this node's replicas as they
+    /// are, without a round through the shard's Raft group.
+    pub stale: bool,
 }
 
 impl Plan {
@@ -91,6 +96,7 @@ impl Plan {
             render: Render::Error(error),
             keep_alive,
             head: false,
+            stale: false,
         }
     }
 
@@ -133,6 +139,10 @@ impl Plan {
             },
             Render::Stats { prometheus } => match outcomes.stats() {
                 Ok(stats) => admin::render_stats(&stats, *prometheus, keep_alive, out),
+                Err(error) => render_error(out, &error, keep_alive),
+            },
+            Render::Cluster { nodes } => match outcomes.stats() {
+                Ok(stats) => admin::render_cluster(nodes, &stats, keep_alive, out),
                 Err(error) => render_error(out, &error, keep_alive),
             },
             render => outcomes.next(|outcome| match outcome {
@@ -191,7 +201,9 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
             ..Plan::error(error, keep_alive)
         };
     }
+    let stale = request.head.query.split('&').any(|pair| pair == "consistency=stale");
     let routed = admin::route(&request)
+        .or_else(|| admin::route_cluster(&request, context.args))
         .or_else(|| v1::route(&request, context))
         .or_else(|| compat::route(&request, context.args));
     let (ops, render) = match routed {
@@ -217,6 +229,7 @@ pub fn plan(request: Request<'_>, context: &Context<'_>) -> Plan {
         render,
         keep_alive,
         head,
+        stale,
     }
 }
 

@@ -59,7 +59,14 @@ enum OpKind {
 /// Transactions write through the store's transaction path, which does not go through the
 /// write-ahead log yet: with `--data-dir` they are refused rather than answered and then lost
 /// on a restart.
+///
+/// In cluster mode (`--peers`) they would bypass the Raft groups: refused too.
 fn refuse_when_durable(args: &ServeArgs) -> Result<(), Error> {
+    if args.peers.is_some() {
+        return Err(Error::NotImplemented(
+            "transactions and atomic bulk updates are not replicated yet: they are refused with --peers",
+        ));
+    }
     match args.data_dir {
         Some(_) => Err(Error::NotImplemented(
             "transactions and atomic bulk updates are not logged yet: run without --data-dir to use them",

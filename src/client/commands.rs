@@ -12,8 +12,8 @@ use std::path::Path;
 use super::error::{ClientError, printable};
 use super::http::{Endpoint, Request, Response, percent_encode};
 use super::{
-    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, KeyArgs, KeyInput, ListArgs, Output, STDIN_VALUE_BYTES_MAX,
-    SetArgs, Settings, UpdateArgs, ValueInput, WatchArgs,
+    BULK_FILE_BYTES_MAX, BulkUpdateArgs, ClientCommand, ClusterCommand, KeyArgs, KeyInput, ListArgs, Output,
+    STDIN_VALUE_BYTES_MAX, SetArgs, Settings, UpdateArgs, ValueInput, WatchArgs,
 };
 
 /// How raw values are labelled on the wire: the API stores bytes, whatever they are.
@@ -85,6 +85,7 @@ pub fn execute(command: ClientCommand, settings: &Settings, printer: &mut Printe
         ClientCommand::Watch(args) => watch(&endpoint, args, printer),
         ClientCommand::Ping(_) => ping(&endpoint, printer),
         ClientCommand::Stats(_) => stats(&endpoint, printer),
+        ClientCommand::Cluster(ClusterCommand::Status(_)) => cluster_status(&endpoint, printer),
     }
 }
 
@@ -406,6 +407,29 @@ fn stats(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> 
             status: 404,
             message: format!(
                 "the server at {} has no /v1/stats endpoint (404: {})",
+                endpoint.addr,
+                server_message(&response)
+            ),
+        }),
+        _ => Err(unexpected(&response)),
+    }
+}
+
+/// `corekv cluster status`: `GET /v1/cluster`, pretty JSON.
+fn cluster_status(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
+    let response = endpoint.send(&Request {
+        method: "GET",
+        target: "/v1/cluster".into(),
+        content_type: None,
+        body: None,
+        precondition: None,
+    })?;
+    match response.status {
+        200 => printer.json(&json_body(endpoint, &response)?),
+        404 => Err(ClientError::Server {
+            status: 404,
+            message: format!(
+                "the server at {} does not run as a cluster (started without --peers) (404: {})",
                 endpoint.addr,
                 server_message(&response)
             ),

@@ -121,6 +121,18 @@ pub enum ClientCommand {
     /// Print the server's statistics as pretty JSON.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(ConnectionArgs),
+    /// A cluster's state (servers started with `--peers`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `corekv cluster ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Print the members and each shard group's leader, term, commit and applied index and
+    /// (from its leader) each follower's lag, as pretty JSON, as the node asked sees them.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(ConnectionArgs),
 }
 
 impl ClientCommand {
@@ -133,7 +145,9 @@ impl ClientCommand {
             ClientCommand::BulkUpdate(args) => &args.connection,
             ClientCommand::List(args) => &args.connection,
             ClientCommand::Watch(args) => &args.connection,
-            ClientCommand::Ping(connection) | ClientCommand::Stats(connection) => connection,
+            ClientCommand::Ping(connection)
+            | ClientCommand::Stats(connection)
+            | ClientCommand::Cluster(ClusterCommand::Status(connection)) => connection,
         }
     }
 }

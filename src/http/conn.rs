@@ -357,6 +357,7 @@ impl Connection {
     /// `closing`: the batch's last response says `Connection: close`.
     async fn answer_batch(&mut self, closing: bool) -> io::Result<()> {
         let shard = Rc::clone(&self.shard);
+        self.dispatcher.set_stale(self.plans.iter().all(|plan| plan.stale));
         for plan in &mut self.plans {
             let ops = std::mem::replace(&mut plan.ops, api::Ops::None);
             self.outcome_counts.push(self.dispatcher.push(&shard, ops));
@@ -391,7 +392,13 @@ impl Connection {
                 shard.counters.count_response(status);
                 continue;
             }
+            let start = self.output.len();
             let status = plan.render(&mut self.dispatcher.outcomes(&shard), keep_alive, &mut self.output);
+            if count > 0
+                && let Some(leader) = self.dispatcher.leader()
+            {
+                crate::replication::tag_leader(&mut self.output, start, leader);
+            }
             shard.counters.count_response(status);
             if self.output.len() >= WRITE_BUFFER_FLUSH_BYTES {
                 self.flush().await?;

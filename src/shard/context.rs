@@ -18,6 +18,7 @@ use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
 use crate::storage::{Lsn, RecoveryStats, ShardLog, StorageError};
 use crate::sync::latch::Latch;
+use crate::sync::oneshot;
 use crate::sync::shim;
 
 /// Latches every shard shares with the main thread.
@@ -118,6 +119,8 @@ pub struct ShardContext {
     pub watch: Watch,
     /// The transaction locks on this shard's keys, and its transaction ids.
     pub txn: TxnState,
+    /// This shard's Raft group (`--peers`): writes and linearizable reads run through it.
+    pub replication: Option<crate::replication::Group>,
 }
 
 /// A write applied here whose log record the answer must wait for.
@@ -312,6 +315,7 @@ impl ShardContext {
             outcomes,
             deferred: ops.collect(),
             blocked,
+            ..PeerReply::default()
         };
         (reply, logged)
     }
@@ -334,7 +338,18 @@ impl ShardContext {
         if let Some(log) = self.log() {
             stats.storage = storage_stats(&log, &self.recovered.borrow());
         }
+        stats.replication = self.replication.as_ref().map(|group| group.status());
         stats
+    }
+
+    /// Runs a batch through this shard's Raft group, answering on `reply`. Only called in
+    /// cluster mode (`--peers`); without a group the reply is dropped, which the asker reads as
+    /// the owner gone (503).
+    pub fn replicate(&self, ops: Vec<Op>, reply: oneshot::Sender<PeerReply>) {
+        match &self.replication {
+            Some(group) => group.submit(ops, reply),
+            None => drop(reply),
+        }
     }
 
     /// Answers a peer's stats request.

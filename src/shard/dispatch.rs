@@ -77,6 +77,8 @@ struct Owner {
     gone: bool,
     /// Its last reply stopped at a key a transaction holds.
     blocked: bool,
+    /// Why the owner could not run them, when it said (`--peers`: no quorum).
+    error: Option<Error>,
 }
 
 /// One connection's operations in flight. Reused batch after batch: a steady connection
@@ -92,6 +94,11 @@ pub struct Dispatcher {
     /// The batch's transaction, until `send` runs it; then its answer.
     txn: Option<Box<Txn>>,
     txn_answer: Option<Result<TxnAnswer, Error>>,
+    /// `--peers`: this batch may be answered from this node's replicas as they are (every
+    /// request in it asked for `consistency=stale`), without its groups.
+    stale: bool,
+    /// `--peers`: the leader named by the last replicated reply of this batch.
+    leader: Option<u64>,
 }
 
 const GONE: &str = "the shard owning this key did not answer (shutting down)";
@@ -107,7 +114,26 @@ impl Dispatcher {
             logged: Logged::Nothing,
             txn: None,
             txn_answer: None,
+            stale: false,
+            leader: None,
         }
+    }
+
+    /// Lets this batch (set before its first push) be answered from this node's replicas as
+    /// they are, without going through their Raft groups.
+    pub fn set_stale(&mut self, stale: bool) {
+        self.stale = stale;
+    }
+
+    /// The node that led the group answering this batch's replicated operations (the last
+    /// one to answer, when several did).
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+
+    /// True when this batch's operations go through their shards' Raft groups.
+    fn replicated(&self, shard: &ShardContext) -> bool {
+        shard.replication.is_some() && !self.stale
     }
 
     /// Places one request's operations; returns how many outcomes it will read.
@@ -152,7 +178,7 @@ impl Dispatcher {
 
     fn push_op(&mut self, shard: &ShardContext, op: Op) {
         let owner = shard.owner(op.key());
-        if owner == shard.id {
+        if owner == shard.id && !self.replicated(shard) {
             self.slots.push_back(Slot::Local(op));
             return;
         }
@@ -168,6 +194,7 @@ impl Dispatcher {
         if let Some(txn) = self.txn.take() {
             self.txn_answer = Some(txn::run(shard, *txn).await);
         }
+        let replicated = self.replicated(shard);
         let mut pending = Vec::new();
         for (owner, state) in self.owners.iter_mut().enumerate() {
             if state.outbound.is_empty() {
@@ -176,7 +203,16 @@ impl Dispatcher {
             let ops = std::mem::take(&mut state.outbound);
             state.sent += ops.len();
             shard.counters.count_message_sent();
-            match shard.router.send(owner, ops).await {
+            let sent = if !replicated {
+                shard.router.send(owner, ops).await
+            } else if owner == shard.id {
+                let (reply, receiver) = crate::sync::oneshot::channel();
+                shard.replicate(ops, reply);
+                Ok(receiver)
+            } else {
+                shard.router.send_replicated(owner, ops).await
+            };
+            match sent {
                 Ok(receiver) => pending.push((owner, receiver)),
                 Err(_) => state.gone = true,
             }
@@ -257,11 +293,19 @@ impl Dispatcher {
 
     /// Records an owner's reply (`None`: it went away before answering).
     fn take_reply(&mut self, owner: ShardId, reply: Option<PeerReply>) {
+        if let Some(Some(leader)) = reply.as_ref().map(|reply| reply.leader) {
+            self.leader = Some(leader);
+        }
         let state = &mut self.owners[owner];
         let Some(reply) = reply else {
             state.gone = true;
             return;
         };
+        if let Some(error) = reply.refused {
+            state.gone = true;
+            state.error = Some(error);
+            return;
+        }
         // Outcomes already read are dropped; any not yet read stay in front of the new ones.
         let read = self.slots.iter().find_map(|slot| match slot {
             Slot::Remote { owner: o, index } if *o == owner => Some(*index),
@@ -309,11 +353,14 @@ impl Dispatcher {
             state.sent = 0;
             state.gone = false;
             state.blocked = false;
+            state.error = None;
         }
         self.stats = None;
         self.wants_stats = false;
         self.txn = None;
         self.txn_answer = None;
+        self.stale = false;
+        self.leader = None;
     }
 }
 
@@ -371,7 +418,7 @@ impl Outcomes for Reader<'_> {
                     },
                     None => {
                         debug_assert!(state.gone, "an outcome was read before its owner answered");
-                        f(Err(Error::Unavailable(GONE)))
+                        f(Err(state.error.clone().unwrap_or(Error::Unavailable(GONE))))
                     }
                 }
             }

@@ -73,6 +73,7 @@ where
                         index: Default::default(),
                         watch: Default::default(),
                         txn: Default::default(),
+                        replication: None,
                     });
                     shard.start_change_tracking();
                     let drops = gone.contains(&id);

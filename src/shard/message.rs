@@ -180,6 +180,16 @@ impl Condition {
         Condition(version.clamp(1, Condition::FIRST_RESERVED - 1))
     }
 
+    /// The condition as one word, for a log entry ([`Condition::from_word`] reads it back).
+    pub fn to_word(self) -> u64 {
+        self.0
+    }
+
+    /// The condition a word from [`Condition::to_word`] encodes.
+    pub fn from_word(word: u64) -> Condition {
+        Condition(word)
+    }
+
     /// Whether a key whose current version is `current` (`None`: absent) passes.
     pub fn holds(self, current: Option<u64>) -> bool {
         match self {
@@ -339,6 +349,9 @@ pub struct ShardStats {
     pub connections: u64,
     /// The shard's write-ahead log (`--data-dir`); all zero without it.
     pub storage: StorageStats,
+    /// This shard's Raft group on this node (`--peers`), absent when running alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::GroupStatus>,
 }
 
 /// One shard's durability numbers, for `/v1/stats` and `/metrics`.
@@ -433,6 +446,10 @@ pub struct PeerReply {
     pub deferred: Vec<Op>,
     /// The owner stopped at a key a transaction holds: pause before sending `deferred` again.
     pub blocked: bool,
+    /// Replicated batches (`--peers`): the node that led the group when it was answered.
+    pub leader: Option<u64>,
+    /// Replicated batches: the group could not run it (no quorum); every operation answers this.
+    pub refused: Option<crate::error::Error>,
 }
 
 impl PeerReply {
@@ -584,6 +601,8 @@ impl std::fmt::Debug for WatchRequest {
 pub enum ShardMessage {
     /// Key operations for the receiving shard, which owns their keys.
     Batch(Batch),
+    /// Key operations for the receiving shard to run through its Raft group (`--peers`).
+    Replicate(Batch),
     /// A request for the receiving shard's numbers.
     Stats(oneshot::Sender<ShardStats>),
     /// A request for the receiving shard's next page of a prefix listing.
@@ -669,8 +688,7 @@ mod tests {
                 Outcome::Deleted(true),
                 Outcome::Missing,
             ],
-            deferred: Vec::new(),
-            blocked: false,
+            ..PeerReply::default()
         };
         reply.refuse_writes(Refusal::LogFailed);
         assert_eq!(reply.outcomes[0], Outcome::Refused(Refusal::LogFailed));

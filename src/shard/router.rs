@@ -62,6 +62,19 @@ impl Router {
         Ok(receiver)
     }
 
+    /// Sends `ops` to `owner` to run through its Raft group (`--peers`).
+    pub async fn send_replicated(
+        &self,
+        owner: ShardId,
+        ops: Vec<Op>,
+    ) -> Result<oneshot::Receiver<PeerReply>, OwnerGone> {
+        debug_assert_ne!(owner, self.id, "local operations never travel the mesh");
+        let (reply, receiver) = oneshot::channel();
+        self.deliver(owner, ShardMessage::Replicate(Batch { ops, reply }))
+            .await?;
+        Ok(receiver)
+    }
+
     /// Asks `peer` for its numbers.
     pub async fn ask_stats(&self, peer: ShardId) -> Result<oneshot::Receiver<ShardStats>, OwnerGone> {
         debug_assert_ne!(peer, self.id, "a shard reads its own stats directly");
@@ -123,6 +136,7 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Rc<Sh
                 })
                 .detach();
             }
+            ShardMessage::Replicate(batch) => shard.replicate(batch.ops, batch.reply),
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.answer_stats());
             }

@@ -1,0 +1,665 @@
+//! Replication (`--peers`): shard `i` of every node forms Raft group `i`, driven by tikv's
+//! raft-rs on that shard's executor. Writes are proposed to the group and answered once
+//! committed by a majority and applied here; reads wait for a ReadIndex; a follower's
+//! proposals and read requests travel to the leader inside raft-rs itself.
+//!
+//! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, the requests waiting
+//! on it), the peer transport ([`transport`]) and the log entry format ([`codec`]). A group
+//! lives on its shard's thread only (`RefCell`s, no locks of its own) and applies committed
+//! operations to its own shard's store only, through [`ShardContext::apply_local`]. It never
+//! knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
+//!
+//! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
+//! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log);
+//! the log is never compacted; TTL deadlines and LRU order are decided by each replica's own
+//! clock and reads.
+
+pub mod codec;
+pub mod log;
+pub mod transport;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, ReadState, StateRole};
+
+use self::codec::Proposer;
+use crate::error::Error;
+use crate::limits::{
+    PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
+    RAFT_MESSAGE_BYTES_MAX, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX, REPLICATION_TIMEOUT_MS,
+};
+use crate::shard::ShardId;
+use crate::shard::context::ShardContext;
+use crate::shard::message::{Op, Outcome, PeerReply};
+use crate::sync::oneshot;
+
+/// `--peers`: every member's id and peer address, sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerList(pub Vec<(u64, SocketAddr)>);
+
+/// Parses `1=127.0.0.1:7101,2=127.0.0.1:7102`: ids 1 or more, each once.
+pub fn parse_peers(text: &str) -> Result<PeerList, String> {
+    let mut peers = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected ID=HOST:PORT, e.g. 1=127.0.0.1:7101"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 1)
+            .ok_or_else(|| format!("`{id}`: a node id is a whole number from 1"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{addr}`: expected HOST:PORT with a numeric address"))?;
+        if peers.iter().any(|(other, _)| *other == id) {
+            return Err(format!("node id {id} is listed twice"));
+        }
+        peers.push((id, addr));
+    }
+    peers.sort_unstable();
+    Ok(PeerList(peers))
+}
+
+/// One group's state as `/v1/cluster` and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStatus {
+    pub node_id: u64,
+    pub role: &'static str,
+    /// The leader's node id, 0 when none is known.
+    pub leader: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// The leader's view of each follower (empty on a follower).
+    pub followers: Vec<FollowerLag>,
+    /// Times this node started an election (campaigned) in this group.
+    pub elections: u64,
+    pub proposals: u64,
+    /// Replicated requests answered 503 (no leader, or not committed in time).
+    pub refused: u64,
+    /// Writes this node proposed and applied, and their total time from proposal to apply.
+    pub commits: u64,
+    pub commit_latency_us_total: u64,
+    /// Raft messages dropped because a peer's queue was full or it was unknown.
+    pub messages_dropped: u64,
+}
+
+/// How far one follower's log trails the leader's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FollowerLag {
+    pub node_id: u64,
+    pub match_index: u64,
+    /// Entries behind the leader's last index.
+    pub lag: u64,
+}
+
+/// A request waiting for its entry to apply, or its read to be confirmed.
+struct Waiter {
+    reply: oneshot::Sender<PeerReply>,
+    started: Instant,
+}
+
+/// A linearizable read: its operations, and the read index once the leader confirmed it.
+struct PendingRead {
+    ops: Vec<Op>,
+    waiter: Waiter,
+    index: Option<u64>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_seq: u64,
+    proposals: HashMap<u64, Waiter>,
+    reads: HashMap<u64, PendingRead>,
+    /// Index of the last entry applied to the store.
+    applied: u64,
+}
+
+#[derive(Default)]
+struct Metrics {
+    elections: Cell<u64>,
+    proposals: Cell<u64>,
+    refused: Cell<u64>,
+    commits: Cell<u64>,
+    commit_latency_us_total: Cell<u64>,
+    messages_dropped: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get() + by);
+}
+
+/// What a `Ready` leaves to do once its entries and hard state are on disk.
+struct TakenReady {
+    entries: Vec<Entry>,
+    hard_state: Option<raft::eraftpb::HardState>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    number: u64,
+    leader: u64,
+}
+
+/// A dialer's work: the peer's id, its shard's address, the frames queued for it.
+type Inbox = (u64, SocketAddr, LocalReceiver<Vec<u8>>);
+
+/// One shard's Raft group on this node.
+pub struct Group {
+    shard: ShardId,
+    nr_shards: usize,
+    node_id: u64,
+    incarnation: u64,
+    peers: Vec<(u64, SocketAddr)>,
+    raw: RefCell<RawNode<MemStorage>>,
+    /// `--data-dir`: where entries and the hard state are made durable before the messages
+    /// that depend on them go out; without it the log lives in `MemStorage` only.
+    log: Option<log::RaftLog>,
+    pending: RefCell<Pending>,
+    /// Frames to each other member, drained by its dialer ([`transport::dial_forever`]).
+    outboxes: Vec<(u64, LocalSender<Vec<u8>>)>,
+    /// The dialers' ends, taken once when the group starts.
+    inboxes: RefCell<Vec<Inbox>>,
+    /// Wakes the driver to handle a `Ready` (capacity 1: one wake-up is enough).
+    wake: LocalSender<()>,
+    woken: RefCell<Option<LocalReceiver<()>>>,
+    metrics: Metrics,
+}
+
+impl Group {
+    /// The group of shard `shard` on node `node_id`; `peers` lists every member.
+    /// `durable`: the log opened under `--data-dir`, and what it held.
+    pub fn new(
+        shard: ShardId,
+        nr_shards: usize,
+        node_id: u64,
+        peers: &PeerList,
+        durable: Option<(log::RaftLog, log::Recovered)>,
+    ) -> Result<Group, String> {
+        if !peers.0.iter().any(|(id, _)| *id == node_id) {
+            return Err(format!("--node-id {node_id} is not in --peers"));
+        }
+        for (_, addr) in &peers.0 {
+            transport::shard_addr(*addr, nr_shards.saturating_sub(1))?;
+        }
+        let voters: Vec<u64> = peers.0.iter().map(|(id, _)| *id).collect();
+        let storage = MemStorage::new_with_conf_state((voters, vec![]));
+        let log = match durable {
+            Some((log, recovered)) => {
+                let mut core = storage.wl();
+                core.append(&recovered.entries)
+                    .map_err(|e| format!("shard {shard}: raft log: {e}"))?;
+                if let Some(hard_state) = recovered.hard_state {
+                    core.set_hardstate(hard_state);
+                }
+                drop(core);
+                Some(log)
+            }
+            None => None,
+        };
+        let config = Config {
+            id: node_id,
+            election_tick: RAFT_ELECTION_TICKS,
+            heartbeat_tick: RAFT_HEARTBEAT_TICKS,
+            max_size_per_msg: RAFT_MESSAGE_BYTES_MAX,
+            max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&config, storage, &logger).map_err(|e| format!("shard {shard}: raft: {e}"))?;
+        let mut outboxes = Vec::new();
+        let mut inboxes = Vec::new();
+        for &(id, addr) in peers.0.iter().filter(|(id, _)| *id != node_id) {
+            let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES_MAX);
+            outboxes.push((id, sender));
+            inboxes.push((id, transport::shard_addr(addr, shard)?, receiver));
+        }
+        let (wake, woken) = local_channel::new_bounded(1);
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        Ok(Group {
+            shard,
+            nr_shards,
+            node_id,
+            incarnation,
+            peers: peers.0.clone(),
+            raw: RefCell::new(raw),
+            log,
+            pending: RefCell::new(Pending::default()),
+            outboxes,
+            inboxes: RefCell::new(inboxes),
+            wake,
+            woken: RefCell::new(Some(woken)),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Runs `ops` (one connection's batch for this shard, in order) through the group and
+    /// answers on `reply`: a batch with a write is proposed as one log entry and answered
+    /// when applied here; a batch of reads is answered once a ReadIndex confirms this node
+    /// has applied everything committed before it arrived.
+    pub fn submit(&self, ops: Vec<Op>, reply: oneshot::Sender<PeerReply>) {
+        let waiter = Waiter {
+            reply,
+            started: Instant::now(),
+        };
+        let mut pending = self.pending.borrow_mut();
+        if pending.proposals.len() + pending.reads.len() >= REPLICATION_PENDING_PER_GROUP_MAX {
+            drop(pending);
+            return self.refuse(waiter);
+        }
+        let seq = pending.next_seq;
+        pending.next_seq += 1;
+        let mut raw = self.raw.borrow_mut();
+        if ops.iter().all(|op| matches!(op, Op::Get(_))) {
+            raw.read_index(seq.to_le_bytes().to_vec());
+            pending.reads.insert(
+                seq,
+                PendingRead {
+                    ops,
+                    waiter,
+                    index: None,
+                },
+            );
+        } else {
+            let proposer = Proposer {
+                node_id: self.node_id,
+                incarnation: self.incarnation,
+                seq,
+            };
+            bump(&self.metrics.proposals, 1);
+            match raw.propose(vec![], codec::encode_entry(proposer, &ops)) {
+                Ok(()) => {
+                    pending.proposals.insert(seq, waiter);
+                }
+                // No leader known (an election is under way, or no majority is reachable).
+                Err(_) => {
+                    drop((raw, pending));
+                    return self.refuse(waiter);
+                }
+            }
+        }
+        let _ = self.wake.try_send(());
+    }
+
+    fn refuse(&self, waiter: Waiter) {
+        bump(&self.metrics.refused, 1);
+        let _ = waiter.reply.send(PeerReply {
+            refused: Some(Error::NoQuorum { shard: self.shard }),
+            ..PeerReply::default()
+        });
+    }
+
+    /// Steps a message a peer sent.
+    pub fn step(&self, mut message: Message) {
+        let mut raw = self.raw.borrow_mut();
+        // A node restarted with an empty log (MemStorage) hears heartbeats committing entries
+        // it no longer has; raft-rs would panic. Clamped, the leader's next append is refused
+        // and it sends the log again from where this node's ends.
+        let last = raw.raft.raft_log.last_index();
+        if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last {
+            message.commit = last;
+        }
+        // raft-rs refuses messages for another node or from an unknown one; they are dropped.
+        let _ = raw.step(message);
+        drop(raw);
+        let _ = self.wake.try_send(());
+    }
+
+    /// This group's numbers.
+    pub fn status(&self) -> GroupStatus {
+        let raw = self.raw.borrow();
+        let raft = &raw.raft;
+        let last = raft.raft_log.last_index();
+        let followers = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .filter(|(id, _)| **id != self.node_id)
+                .map(|(id, progress)| FollowerLag {
+                    node_id: *id,
+                    match_index: progress.matched,
+                    lag: last.saturating_sub(progress.matched),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut followers = followers;
+        followers.sort_by_key(|f| f.node_id);
+        GroupStatus {
+            node_id: self.node_id,
+            role: match raft.state {
+                StateRole::Leader => "leader",
+                StateRole::Follower => "follower",
+                StateRole::Candidate => "candidate",
+                StateRole::PreCandidate => "pre-candidate",
+            },
+            leader: raft.leader_id,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.pending.borrow().applied,
+            followers,
+            elections: self.metrics.elections.get(),
+            proposals: self.metrics.proposals.get(),
+            refused: self.metrics.refused.get(),
+            commits: self.metrics.commits.get(),
+            commit_latency_us_total: self.metrics.commit_latency_us_total.get(),
+            messages_dropped: self.metrics.messages_dropped.get(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Every member: id and peer address (shard 0's port).
+    pub fn members(&self) -> &[(u64, SocketAddr)] {
+        &self.peers
+    }
+
+    /// Queues raft messages for their peers; a full queue drops them (raft resends).
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            let outbox = self.outboxes.iter().find(|(id, _)| *id == message.to);
+            let sent = match (outbox, message.write_to_bytes()) {
+                (Some((_, outbox)), Ok(bytes)) => outbox.try_send(codec::frame(&bytes)).is_ok(),
+                _ => false,
+            };
+            if !sent {
+                bump(&self.metrics.messages_dropped, 1);
+            }
+        }
+    }
+
+    /// Handles one `Ready` with raft-rs's asynchronous-persistence protocol: send what may go
+    /// before persisting, apply what is committed, hand the new entries and hard state to
+    /// `MemStorage` and `advance_append_async`; then write and `fdatasync` them (`--data-dir`)
+    /// and only then report them persisted and send the messages that depended on them (votes,
+    /// append acknowledgements). Peers' messages and requests are stepped while the write is
+    /// under way (raft-rs allows it after `advance_append_async`); the next `Ready` is taken
+    /// only once this one is persisted, so Readies are persisted in order.
+    async fn handle_ready(&self, shard: &ShardContext) -> Result<(), String> {
+        let Some(taken) = self.take_ready(shard) else {
+            return Ok(());
+        };
+        if let Some(log) = &self.log {
+            log.persist(&taken.entries, taken.hard_state.as_ref())
+                .await
+                .map_err(|e| format!("shard {}: cannot write the raft log: {e}", self.shard))?;
+        }
+        self.raw.borrow_mut().on_persist_ready(taken.number);
+        self.send(taken.persisted_messages);
+        self.confirm_reads(taken.read_states);
+        self.serve_reads(shard, taken.leader);
+        // Persisting may have committed entries (the leader's own vote) or made more ready.
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+
+    /// The synchronous half of [`Group::handle_ready`]: everything up to the write.
+    fn take_ready(&self, shard: &ShardContext) -> Option<TakenReady> {
+        let mut raw = self.raw.borrow_mut();
+        if !raw.has_ready() {
+            return None;
+        }
+        let mut ready = raw.ready();
+        if let Some(soft) = ready.ss()
+            && soft.raft_state == StateRole::Candidate
+        {
+            bump(&self.metrics.elections, 1);
+        }
+        self.send(ready.take_messages());
+        let leader = raw.raft.leader_id;
+        self.apply(shard, ready.take_committed_entries(), leader);
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() {
+            // MemStorage only refuses entries that leave a gap, which raft-rs never hands out.
+            let _ = raw.mut_store().wl().append(&entries);
+        }
+        if let Some(hard_state) = &hard_state {
+            raw.mut_store().wl().set_hardstate(hard_state.clone());
+        }
+        let taken = TakenReady {
+            persisted_messages: ready.take_persisted_messages(),
+            read_states: ready.take_read_states(),
+            number: ready.number(),
+            entries,
+            hard_state,
+            leader,
+        };
+        raw.advance_append_async(ready);
+        raw.advance_apply();
+        Some(taken)
+    }
+
+    /// Applies committed entries to the store, in order, and answers the requests this node
+    /// proposed in them.
+    fn apply(&self, shard: &ShardContext, entries: Vec<Entry>, leader: u64) {
+        for entry in entries {
+            self.pending.borrow_mut().applied = entry.index;
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                continue;
+            }
+            let Some((proposer, ops)) = codec::decode_entry(&entry.data) else {
+                crate::log_limited!(
+                    ::log::Level::Error,
+                    "shard {}: entry {} is malformed; skipped",
+                    self.shard,
+                    entry.index
+                );
+                continue;
+            };
+            let outcomes: Vec<Outcome<Box<[u8]>>> = ops
+                .into_iter()
+                .map(|op| shard.apply_local(op, |outcome| outcome.to_owned()))
+                .collect();
+            if proposer.node_id != self.node_id || proposer.incarnation != self.incarnation {
+                continue;
+            }
+            let waiter = self.pending.borrow_mut().proposals.remove(&proposer.seq);
+            if let Some(waiter) = waiter {
+                bump(&self.metrics.commits, 1);
+                bump(
+                    &self.metrics.commit_latency_us_total,
+                    waiter.started.elapsed().as_micros() as u64,
+                );
+                let _ = waiter.reply.send(PeerReply {
+                    outcomes,
+                    leader: Some(leader),
+                    ..PeerReply::default()
+                });
+            }
+        }
+    }
+
+    fn confirm_reads(&self, read_states: Vec<ReadState>) {
+        let mut pending = self.pending.borrow_mut();
+        for state in read_states {
+            let Ok(seq) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(read) = pending.reads.get_mut(&u64::from_le_bytes(seq)) {
+                read.index = Some(state.index);
+            }
+        }
+    }
+
+    /// Answers the confirmed reads whose index this node has applied.
+    fn serve_reads(&self, shard: &ShardContext, leader: u64) {
+        let due: Vec<PendingRead> = {
+            let mut pending = self.pending.borrow_mut();
+            let applied = pending.applied;
+            let seqs: Vec<u64> = pending
+                .reads
+                .iter()
+                .filter(|(_, read)| read.index.is_some_and(|index| index <= applied))
+                .map(|(seq, _)| *seq)
+                .collect();
+            seqs.iter().filter_map(|seq| pending.reads.remove(seq)).collect()
+        };
+        for read in due {
+            let outcomes = read
+                .ops
+                .into_iter()
+                .map(|op| shard.apply_local(op, |outcome| outcome.to_owned()))
+                .collect();
+            let _ = read.waiter.reply.send(PeerReply {
+                outcomes,
+                leader: Some(leader),
+                ..PeerReply::default()
+            });
+        }
+    }
+
+    /// Answers 503 to every request older than `REPLICATION_TIMEOUT_MS`.
+    fn expire_waiters(&self) {
+        let limit = Duration::from_millis(REPLICATION_TIMEOUT_MS);
+        let expired: Vec<Waiter> = {
+            let mut pending = self.pending.borrow_mut();
+            let old: Vec<u64> = pending
+                .proposals
+                .iter()
+                .filter(|(_, waiter)| waiter.started.elapsed() >= limit)
+                .map(|(seq, _)| *seq)
+                .collect();
+            let mut expired: Vec<Waiter> = old.iter().filter_map(|seq| pending.proposals.remove(seq)).collect();
+            let old: Vec<u64> = pending
+                .reads
+                .iter()
+                .filter(|(_, read)| read.waiter.started.elapsed() >= limit)
+                .map(|(seq, _)| *seq)
+                .collect();
+            expired.extend(
+                old.iter()
+                    .filter_map(|seq| pending.reads.remove(seq))
+                    .map(|read| read.waiter),
+            );
+            expired
+        };
+        for waiter in expired {
+            self.refuse(waiter);
+        }
+    }
+}
+
+/// Drives this shard's group until the executor stops: the peer listener and dialers, a tick
+/// every `RAFT_TICK_MS`, and a `Ready` handled whenever a request or message arrives.
+pub async fn run(shard: Rc<ShardContext>) {
+    let Some(group) = shard.replication.as_ref() else {
+        return;
+    };
+    for (peer, addr, inbox) in group.inboxes.borrow_mut().drain(..) {
+        let handshake = codec::Handshake {
+            node_id: group.node_id,
+            shard: group.shard as u32,
+            nr_shards: group.nr_shards as u32,
+        };
+        glommio::spawn_local(transport::dial_forever(peer, addr, handshake, inbox)).detach();
+    }
+    let own = group
+        .peers
+        .iter()
+        .find(|(id, _)| *id == group.node_id)
+        .map(|(_, addr)| *addr);
+    match own.map(|addr| transport::shard_addr(addr, group.shard)) {
+        Some(Ok(addr)) => {
+            glommio::spawn_local(transport::listen_forever(Rc::clone(&shard), addr)).detach();
+        }
+        _ => ::log::error!("shard {}: no peer address for this node", group.shard),
+    }
+    let Some(woken) = group.woken.borrow_mut().take() else {
+        return;
+    };
+    let tick = Duration::from_millis(RAFT_TICK_MS);
+    let mut last_tick = Instant::now();
+    loop {
+        let wait = tick.saturating_sub(last_tick.elapsed());
+        futures_lite::future::or(
+            async {
+                woken.recv().await;
+            },
+            glommio::timer::sleep(wait),
+        )
+        .await;
+        if last_tick.elapsed() >= tick {
+            last_tick = Instant::now();
+            group.raw.borrow_mut().tick();
+            group.expire_waiters();
+        }
+        if let Err(message) = group.handle_ready(&shard).await {
+            // A log that cannot be written cannot be trusted to vote or acknowledge: stop.
+            ::log::error!("{message}; stopping");
+            shard.latches.shutdown.count_down();
+            return;
+        }
+    }
+}
+
+/// Adds `X-CoreKV-Leader: <node id>` after the status line of the response that starts at
+/// `start` in `out`.
+pub fn tag_leader(out: &mut Vec<u8>, start: usize, leader: u64) {
+    let Some(line_end) = out[start..].windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let header = format!("X-CoreKV-Leader: {leader}\r\n");
+    let at = start + line_end + 2;
+    out.splice(at..at, header.into_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_header_follows_the_status_line() {
+        let mut out = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nxHTTP/1.1 201 Created\r\n\r\n".to_vec();
+        tag_leader(&mut out, 26, 3);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nxHTTP/1.1 201 Created\r\nX-CoreKV-Leader: 3\r\n\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn peer_lists_parse_and_refuse_garbage() {
+        let peers = parse_peers("2=127.0.0.1:7102, 1=127.0.0.1:7101").unwrap();
+        assert_eq!(
+            peers.0,
+            vec![
+                (1, "127.0.0.1:7101".parse().unwrap()),
+                (2, "127.0.0.1:7102".parse().unwrap())
+            ]
+        );
+        for bad in [
+            "",
+            "1",
+            "0=127.0.0.1:1",
+            "x=127.0.0.1:1",
+            "1=localhost",
+            "1=127.0.0.1:1,1=127.0.0.1:2",
+        ] {
+            assert!(parse_peers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_node_missing_from_its_peers_is_refused() {
+        let peers = parse_peers("1=127.0.0.1:7101,2=127.0.0.1:7102").unwrap();
+        let error = Group::new(0, 2, 3, &peers, None).err().unwrap();
+        assert!(error.contains("--node-id 3 is not in --peers"), "{error}");
+    }
+}

@@ -1,0 +1,405 @@
+//! Replication (`--peers`) against real processes: three `corekv serve` members on loopback,
+//! two shards each (two Raft groups), killed and restarted with SIGKILL.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Response, Server, encode_request, read_final};
+use corekv::limits::{PEER_PORT_STRIDE_PER_SHARD, REPLICATION_TIMEOUT_MS};
+use corekv::shard::shard_for;
+
+const SHARDS: usize = 2;
+/// How long a group may take to elect a leader (after start or after its leader dies): a few
+/// election timeouts (1-2 s each) on a loaded 2-CPU machine.
+const ELECTION_WITHIN: Duration = Duration::from_secs(15);
+
+/// Peer ports for `count` nodes: each node's base port and its +stride shard port are free.
+fn free_peer_ports(count: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let base = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = base.local_addr().unwrap().port();
+        let shards_free = (1..SHARDS as u16).all(|s| {
+            port.checked_add(s * PEER_PORT_STRIDE_PER_SHARD)
+                .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if shards_free && !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// The `--peers` list for these ports: node `i + 1` at `ports[i]`.
+fn peer_list(ports: &[u16]) -> String {
+    let members: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+        .collect();
+    members.join(",")
+}
+
+fn start_node(id: usize, peers: &str, extra: &[&str]) -> Server {
+    let id = id.to_string();
+    let mut flags = vec!["--node-id", &id, "--peers", peers];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
+/// One request on a fresh connection; `None` when the node is unreachable or does not answer.
+fn try_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.write_all(&encode_request(method, path, &[], body)).ok()?;
+    read_final(&mut BufReader::new(stream)).ok()
+}
+
+/// Every group's leader as `node`'s `/v1/cluster` sees it (0 when none), by shard.
+fn leaders(node: &Server) -> Vec<u64> {
+    let Some(response) = try_request(node.addr, "GET", "/v1/cluster", b"") else {
+        return vec![0; SHARDS];
+    };
+    let cluster = response.json();
+    let groups = cluster["groups"].as_array().cloned().unwrap_or_default();
+    groups.iter().map(|g| g["leader"].as_u64().unwrap_or(0)).collect()
+}
+
+/// Waits until every node agrees on a leader for every group (among `alive` node ids).
+fn wait_for_leaders(nodes: &[&Server], alive: &[u64]) -> Vec<u64> {
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    loop {
+        let seen: Vec<Vec<u64>> = nodes.iter().map(|node| leaders(node)).collect();
+        let first = &seen[0];
+        if first.len() == SHARDS && first.iter().all(|l| alive.contains(l)) && seen.iter().all(|s| s == first) {
+            return first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed leaders within {ELECTION_WITHIN:?}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A key that shard (group) `shard` owns.
+fn key_in(shard: usize, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|key| shard_for(key.as_bytes(), SHARDS) == shard)
+        .unwrap()
+}
+
+fn three_nodes() -> (Vec<Server>, String) {
+    let peers = peer_list(&free_peer_ports(3));
+    let nodes: Vec<Server> = (1..=3).map(|id| start_node(id, &peers, &[])).collect();
+    (nodes, peers)
+}
+
+// Goal: a write through any node is read back (linearizably) from every node, a follower
+// forwards it and names the group's leader, and /v1/cluster shows leaders, terms and indices.
+#[test]
+fn writes_through_any_node_are_read_from_every_node() {
+    let (nodes, _) = three_nodes();
+    let refs: Vec<&Server> = nodes.iter().collect();
+    let leaders = wait_for_leaders(&refs, &[1, 2, 3]);
+    for (shard, &leader) in leaders.iter().enumerate() {
+        for (i, writer) in nodes.iter().enumerate() {
+            let key = key_in(shard, &format!("w{i}"));
+            let value = format!("value of {key}");
+            let put = writer.request("PUT", &format!("/v1/keys/{key}"), value.as_bytes());
+            assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+            assert_eq!(
+                put.header("x-corekv-leader"),
+                Some(leader.to_string().as_str()),
+                "node {} wrote shard {shard}'s key",
+                i + 1
+            );
+            for reader in &nodes {
+                let got = reader.request("GET", &format!("/v1/keys/{key}"), b"");
+                assert_eq!((got.status, got.body), (200, value.clone().into_bytes()));
+            }
+        }
+    }
+    let cluster = nodes[0].request("GET", "/v1/cluster", b"").json();
+    assert_eq!(cluster["node_id"], 1);
+    assert_eq!(cluster["nodes"].as_array().unwrap().len(), 3);
+    for group in cluster["groups"].as_array().unwrap() {
+        assert!(group["term"].as_u64().unwrap() >= 1, "{group}");
+        assert!(group["commit_index"].as_u64().unwrap() >= 4, "{group}");
+        assert_eq!(group["applied_index"], group["commit_index"], "{group}");
+        if group["role"] == "leader" {
+            assert_eq!(group["followers"].as_array().unwrap().len(), 2, "{group}");
+        }
+    }
+    let cli = cluster_status(&nodes[1]);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(status["node_id"], 2);
+    assert_eq!(status["groups"].as_array().unwrap().len(), SHARDS);
+    let metrics = nodes[0].request("GET", "/metrics", b"");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("corekv_raft_term{shard=\"0\"}"), "{text}");
+    assert!(text.contains("corekv_raft_commits_total"), "{text}");
+}
+
+// Goal: killing a group's leader while writers write elects a new leader in bounded time,
+// every acknowledged write stays readable from the survivors, and the killed node, restarted
+// with an empty log, catches up from the leader.
+#[test]
+fn a_killed_leader_is_replaced_and_every_acknowledged_write_survives() {
+    const WRITERS: usize = 16;
+    const WRITING: Duration = Duration::from_secs(3);
+    let (mut nodes, peers) = three_nodes();
+    let refs: Vec<&Server> = nodes.iter().collect();
+    let leader = wait_for_leaders(&refs, &[1, 2, 3])[0] as usize;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (acked, stop, addrs) = (Arc::clone(&acked), Arc::clone(&stop), addrs.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("k{w}-{i}");
+                    let addr = addrs[(w + i) % addrs.len()];
+                    i += 1;
+                    if let Some(r) = try_request(addr, "PUT", &format!("/v1/keys/{key}"), key.as_bytes())
+                        && r.status == 201
+                    {
+                        acked.lock().unwrap().push(key);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(WRITING / 3);
+    drop(nodes.remove(leader - 1)); // SIGKILL
+    std::thread::sleep(WRITING * 2 / 3);
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let survivors: Vec<u64> = [1u64, 2, 3].into_iter().filter(|id| *id != leader as u64).collect();
+    let refs: Vec<&Server> = nodes.iter().collect();
+    let new_leader = wait_for_leaders(&refs, &survivors)[0];
+    assert_ne!(new_leader, leader as u64);
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "only {} writes were acknowledged", acked.len());
+    for node in &nodes {
+        for key in &acked {
+            let got = node.request("GET", &format!("/v1/keys/{key}"), b"");
+            assert_eq!((got.status, &got.body[..]), (200, key.as_bytes()), "{key}");
+        }
+    }
+    let restarted = start_node(leader, &peers, &[]);
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    for key in &acked {
+        loop {
+            let got = restarted.request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+            if got.status == 200 {
+                assert_eq!(got.body, key.as_bytes());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted node never caught up with {key}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+// Goal: a node whose peers are all gone answers writes and linearizable reads with 503
+// "no quorum for shard N" within the bound, never hangs, and still answers stale reads.
+#[test]
+fn a_node_alone_answers_no_quorum_within_the_bound() {
+    let (mut nodes, _) = three_nodes();
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_for_leaders(&refs, &[1, 2, 3]);
+    let key = key_in(0, "alone");
+    assert_eq!(nodes[0].request("PUT", &format!("/v1/keys/{key}"), b"v").status, 201);
+    let alone = nodes.remove(0);
+    drop(nodes);
+    let bound = Duration::from_millis(REPLICATION_TIMEOUT_MS) + Duration::from_secs(3);
+    for (method, body) in [("PUT", &b"w"[..]), ("GET", b"")] {
+        let started = Instant::now();
+        let got = alone.request(method, &format!("/v1/keys/{key}"), body);
+        assert!(started.elapsed() < bound, "{method} took {:?}", started.elapsed());
+        assert_eq!(got.status, 503, "{method}");
+        assert_eq!(got.error(), "no quorum for shard 0", "{method}");
+    }
+    let stale = alone.request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+    assert_eq!((stale.status, stale.body), (200, b"v".to_vec()));
+}
+
+// Goal: a member running another shard count is refused, with a clear error logged on both
+// sides, and its peer forms no group with it.
+#[test]
+fn a_shard_count_mismatch_is_refused_on_both_sides() {
+    let peers = peer_list(&free_peer_ports(2));
+    let two = start_node(1, &peers, &[]);
+    let three = start_node(2, &peers, &["--shards", "3"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = "every node of a cluster must run the same shard count";
+    while !(two.log().contains(wanted) && three.log().contains(wanted)) {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged\n--- 2 shards:\n{}\n--- 3 shards:\n{}",
+            two.log(),
+            three.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(leaders(&two), vec![0; SHARDS], "no group forms across the mismatch");
+}
+
+// Goal: without --peers nothing changes: writes carry no leader header and /v1/cluster is 404.
+#[test]
+fn a_node_without_peers_runs_alone() {
+    let server = Server::start(&[]);
+    let put = server.request("PUT", "/v1/keys/solo", b"v");
+    assert_eq!((put.status, put.header("x-corekv-leader")), (201, None));
+    assert_eq!(server.request("GET", "/v1/cluster", b"").status, 404);
+    let cli = cluster_status(&server);
+    assert!(!cli.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("does not run as a cluster"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+}
+
+/// `corekv cluster status --addr` against `node`.
+fn cluster_status(node: &Server) -> std::process::Output {
+    std::process::Command::new(common::binary())
+        .args(["cluster", "status", "--addr", &node.addr.to_string()])
+        .output()
+        .unwrap()
+}
+
+/// Opens a peer connection to `port` as node `node_id` and reads the listener's verdict:
+/// `Some(reason)` (empty when accepted), `None` when it closed without one.
+fn peer_handshake(port: u16, node_id: u64) -> (TcpStream, Option<String>) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let handshake = corekv::replication::codec::Handshake {
+        node_id,
+        shard: 0,
+        nr_shards: SHARDS as u32,
+    };
+    let _ = stream.write_all(&handshake.encode());
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return (stream, None);
+    }
+    let mut reason = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut reason).unwrap();
+    (stream, Some(String::from_utf8(reason).unwrap()))
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+// Goal: frames that declare huge lengths reserve no memory (the buffer grows only as bytes
+// arrive), and one past PEER_FRAME_BYTES_MAX closes its connection.
+#[test]
+fn peer_frames_reserve_no_memory_from_declared_lengths() {
+    use std::io::Read;
+    const CONNECTIONS: usize = 8;
+    const DECLARED_BYTES: u32 = 60 << 20;
+    let ports = free_peer_ports(2);
+    let node = start_node(1, &peer_list(&ports), &[]);
+    let before = rss_bytes(node.pid());
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (mut stream, verdict) = peer_handshake(ports[0], 2);
+        assert_eq!(verdict.as_deref(), Some(""), "a member's handshake is accepted");
+        stream.write_all(&DECLARED_BYTES.to_le_bytes()).unwrap();
+        stream.write_all(&[0u8; 16]).unwrap();
+        held.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss_bytes(node.pid()).saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "RSS grew by {grown} bytes for {CONNECTIONS} declared frames"
+    );
+    let (mut stream, _) = peer_handshake(ports[0], 2);
+    let past = corekv::limits::PEER_FRAME_BYTES_MAX as u32 + 1;
+    stream.write_all(&past.to_le_bytes()).unwrap();
+    assert_eq!(
+        stream.read(&mut [0u8; 1]).unwrap_or(0),
+        0,
+        "an oversized frame closes the connection"
+    );
+    drop(held);
+}
+
+// Goal: a shard holds at most PEER_CONNECTIONS_PER_SHARD_MAX peer connections; the next one is
+// closed without a verdict, and a non-member's handshake is refused with a reason.
+#[test]
+fn peer_connections_are_bounded_and_strangers_refused() {
+    let ports = free_peer_ports(2);
+    let node = start_node(1, &peer_list(&ports), &[]);
+    let (_, stranger) = peer_handshake(ports[0], 9);
+    assert!(
+        stranger.unwrap().contains("not a member"),
+        "a stranger is refused with a reason"
+    );
+    let mut held = Vec::new();
+    for _ in 0..corekv::limits::PEER_CONNECTIONS_PER_SHARD_MAX {
+        let (stream, verdict) = peer_handshake(ports[0], 2);
+        assert_eq!(verdict.as_deref(), Some(""));
+        held.push(stream);
+    }
+    let (_, verdict) = peer_handshake(ports[0], 2);
+    assert_eq!(verdict, None, "the connection past the limit is closed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log().contains("peer connections already open") {
+        assert!(Instant::now() < deadline, "the refusal is not logged:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// Goal: with --data-dir, a whole cluster killed at once (SIGKILL) comes back with every
+// acknowledged write: each node's Raft log was on disk before the write was answered.
+#[test]
+fn a_cluster_killed_whole_comes_back_from_its_raft_logs() {
+    let base = std::env::temp_dir().join(format!("corekv-cluster-{}", std::process::id()));
+    let dirs: Vec<String> = (1..=3)
+        .map(|id| base.join(format!("node{id}")).display().to_string())
+        .collect();
+    let peers = peer_list(&free_peer_ports(3));
+    let start = |id: usize| start_node(id, &peers, &["--data-dir", &dirs[id - 1]]);
+    let nodes: Vec<Server> = (1..=3).map(start).collect();
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_for_leaders(&refs, &[1, 2, 3]);
+    let keys: Vec<String> = (0..40).map(|i| format!("durable-{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let put = nodes[i % 3].request("PUT", &format!("/v1/keys/{key}"), key.as_bytes());
+        assert_eq!(put.status, 201, "{key}");
+    }
+    drop(nodes); // SIGKILL, all three
+    let nodes: Vec<Server> = (1..=3).map(start).collect();
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_for_leaders(&refs, &[1, 2, 3]);
+    for node in &nodes {
+        for key in &keys {
+            let got = node.request("GET", &format!("/v1/keys/{key}"), b"");
+            assert_eq!((got.status, &got.body[..]), (200, key.as_bytes()), "{key}");
+        }
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&base);
+}
