@@ -381,11 +381,74 @@ mod tests {
             "/keys/{key}",
             "/{key}",
             "/{key}/{ttl_ms}",
+            "/v1/txn",
+            "/v1/watch/{key}",
+            "/v1/watch",
+            "/v1/cluster",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} is not documented");
         }
         let unauthorized = &doc["components"]["responses"]["Unauthorized"];
         assert!(unauthorized["headers"]["WWW-Authenticate"].is_object());
+    }
+
+    #[test]
+    fn the_openapi_document_has_versions_transactions_listing_watch_and_cluster() {
+        // Goal: the routes and headers those features added stay documented with their statuses.
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let operation = |path: &str, method: &str| {
+            let operation = &doc["paths"][path][method];
+            assert!(operation.is_object(), "{method} {path} is not documented");
+            operation
+        };
+        let statuses = |path: &str, method: &str| operation(path, method)["responses"].clone();
+        assert!(operation("/v1/keys", "get")["responses"]["501"].is_object());
+        for path in ["/v1/watch/{key}", "/v1/watch"] {
+            assert!(statuses(path, "get")["200"]["$ref"] == "#/components/responses/EventStream");
+        }
+        let responses = &doc["components"]["responses"];
+        assert!(responses["EventStream"]["content"]["text/event-stream"].is_object());
+        for response in [
+            "Value",
+            "ValueHead",
+            "Created",
+            "Replaced",
+            "CreatedOrReplaced",
+            "Updated",
+        ] {
+            let etag = &responses[response]["headers"]["ETag"];
+            assert_eq!(etag["$ref"], "#/components/headers/ETag", "{response} has no ETag");
+        }
+        assert_eq!(doc["components"]["headers"]["ETag"]["required"], true);
+        for method in ["put", "post", "patch", "delete"] {
+            let names: Vec<&str> = (operation("/v1/keys/{key}", method)["parameters"].as_array().unwrap())
+                .iter()
+                .filter_map(|p| p["$ref"].as_str())
+                .collect();
+            assert!(
+                names.contains(&"#/components/parameters/IfMatch")
+                    && names.contains(&"#/components/parameters/IfNoneMatch"),
+                "{method} /v1/keys/{{key}} takes no conditions: {names:?}"
+            );
+            assert!(statuses("/v1/keys/{key}", method)["412"].is_object(), "{method}");
+        }
+        for (path, method, status) in [
+            ("/v1/txn", "post", "501"),
+            ("/v1/txn", "post", "413"),
+            ("/v1/keys", "patch", "409"),
+            ("/v1/keys", "patch", "501"),
+            ("/updateBulk", "patch", "409"),
+            ("/v1/cluster", "get", "404"),
+            ("/v1/cluster", "get", "200"),
+            ("/v1/txn", "post", "401"),
+            ("/v1/watch", "get", "403"),
+        ] {
+            assert!(
+                statuses(path, method)[status].is_object(),
+                "{method} {path} lacks {status}"
+            );
+        }
+        assert!(doc["components"]["headers"]["XCoreKVLeader"].is_object());
     }
 
     #[test]
