@@ -8,6 +8,10 @@
 # first pass (default 45) and a quarter of it for the second.
 # A longer run: MAX_EXAMPLES=1000 MAX_TIME_S=1800 scripts/schemathesis.sh
 # One worker: with two, schemathesis 4.32.5 on Python 3.11 once died of a CPython AST error.
+# The watch routes (/v1/watch/{key}, /v1/watch) are documented but not fuzzed: an event stream
+# never ends by itself, so each case would wait out --request-timeout and eat the time budget;
+# tests/watch.rs drives them instead. Both servers run with --key-index so listings answer 200
+# (without it GET /v1/keys is a documented 501, which the not_a_server_error check would flag).
 # COREKV_BIN picks the binary (default: target/debug/corekv, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +57,7 @@ fuzz() {
         --request-timeout 5 \
         --workers 1 \
         --generation-database none \
+        --exclude-path-regex '^/v1/watch' \
         --no-color \
         --report junit --report-dir "$work/report-$name" || status=$?
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -65,7 +70,7 @@ fuzz() {
     fi
 }
 
-fuzz open "$max_time_s" ""
+fuzz open "$max_time_s" "" --key-index
 printf 'schemathesis-read-token read\n' > "$work/tokens"
 fuzz auth $(( (max_time_s + 3) / 4 )) "Authorization: Bearer schemathesis-read-token" \
-    --auth-token-file "$work/tokens"
+    --auth-token-file "$work/tokens" --key-index
