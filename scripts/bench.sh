@@ -14,20 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-if ((${#need[@]})); then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    echo "installing ${need[*]}" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >&2 \
-      || echo "note: could not install ${need[*]}; the runs that need them are skipped" >&2
-  else
-    echo "note: ${need[*]} missing and not root: the runs that need them are skipped" >&2
-  fi
-fi
+source scripts/need.sh
+need wrk:wrk nginx:nginx-light redis-server:redis-server redis-benchmark:redis-tools
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 if [[ " $* " == *" --profile "* || -n "${BENCH_PROFILE:-}" ]] && ! command -v perf >/dev/null; then
   { apt-get install -y -qq linux-perf >&2; } || echo "note: perf unavailable; no profiles" >&2

@@ -12,18 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v etcd >/dev/null || need+=(etcd-server)
-if ((${#need[@]})); then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    echo "installing ${need[*]}" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >&2
-  else
-    echo "${need[*]} missing and not root: install them (apt-get install -y ${need[*]})" >&2
-    exit 1
-  fi
-fi
+source scripts/need.sh
+need wrk:wrk etcd:etcd-server
 # The flags scripts/cluster.py passes exist since etcd 3.4 (--logger zap; the v3 JSON gateway
 # at /v3/kv/*, not /v3beta or /v3alpha). Debian 12 ships 3.4.23.
 version=$(etcd --version | sed -n 's/^etcd Version: //p')
