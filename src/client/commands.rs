@@ -393,33 +393,25 @@ fn ping(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
 
 /// `GET /v1/stats`: the server's JSON, pretty-printed (one line with `--output json`).
 fn stats(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
-    let response = endpoint.send(&Request {
-        method: "GET",
-        target: "/v1/stats".into(),
-        content_type: None,
-        body: None,
-        precondition: None,
-    })?;
-    match response.status {
-        200 => printer.json(&json_body(endpoint, &response)?),
-        // An older server has no such route; say so instead of a bare "not found".
-        404 => Err(ClientError::Server {
-            status: 404,
-            message: format!(
-                "the server at {} has no /v1/stats endpoint (404: {})",
-                endpoint.addr,
-                server_message(&response)
-            ),
-        }),
-        _ => Err(unexpected(&response)),
-    }
+    // An older server has no such route; say so instead of a bare "not found".
+    get_json(endpoint, printer, "/v1/stats", "has no /v1/stats endpoint")
 }
 
 /// `corekv cluster status`: `GET /v1/cluster`, pretty JSON.
 fn cluster_status(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), ClientError> {
+    get_json(
+        endpoint,
+        printer,
+        "/v1/cluster",
+        "does not run as a cluster (started without --peers)",
+    )
+}
+
+/// GETs `target` and prints its JSON; a 404 is explained as "the server at ADDR {absent}".
+fn get_json(endpoint: &Endpoint, printer: &mut Printer, target: &str, absent: &str) -> Result<(), ClientError> {
     let response = endpoint.send(&Request {
         method: "GET",
-        target: "/v1/cluster".into(),
+        target: target.into(),
         content_type: None,
         body: None,
         precondition: None,
@@ -429,7 +421,7 @@ fn cluster_status(endpoint: &Endpoint, printer: &mut Printer) -> Result<(), Clie
         404 => Err(ClientError::Server {
             status: 404,
             message: format!(
-                "the server at {} does not run as a cluster (started without --peers) (404: {})",
+                "the server at {} {absent} (404: {})",
                 endpoint.addr,
                 server_message(&response)
             ),
