@@ -10,6 +10,7 @@ Kernel work (TCP, io_uring) is not counted: it is most of a request's CPU (see
 docs/BENCHMARKS.md), so this measures only what corekv's own code can change.
 
 Usage: scripts/instructions.py [BINARY ...]   (default: target/release/corekv)
+KEEP_CALLGRIND=1 keeps the callgrind files (their paths are in /tmp) for callgrind_annotate.
 Needs valgrind (apt-get install valgrind). Loopback only; every server it starts is stopped.
 """
 import os
@@ -58,7 +59,7 @@ def total_instructions(binary, requests):
     with open(out) as f:
         for line in f:
             if line.startswith(("summary:", "totals:")):
-                os.unlink(out)
+                os.environ.get("KEEP_CALLGRIND") or os.unlink(out)
                 return int(line.split()[1])
     raise SystemExit(f"no instruction total in {out}")
 
