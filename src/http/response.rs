@@ -66,12 +66,7 @@ pub fn head(
     keep_alive: bool,
     extra: &[(&str, &[u8])],
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type.as_bytes());
+    status_and_type(out, status, content_type);
     out.extend_from_slice(b"\r\nContent-Length: ");
     push_decimal(out, content_length as u64);
     if !keep_alive {
@@ -86,15 +81,20 @@ pub fn head(
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// Writes the head of a chunked response (`Transfer-Encoding: chunked`): its body follows as
-/// [`chunk`]s and ends with [`LAST_CHUNK`].
-pub fn chunked_head(out: &mut Vec<u8>, status: u16, content_type: &str, keep_alive: bool) {
+/// The status line and the Content-Type header (without its line end).
+fn status_and_type(out: &mut Vec<u8>, status: u16, content_type: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: ");
     out.extend_from_slice(content_type.as_bytes());
+}
+
+/// Writes the head of a chunked response (`Transfer-Encoding: chunked`): its body follows as
+/// [`chunk`]s and ends with [`LAST_CHUNK`].
+pub fn chunked_head(out: &mut Vec<u8>, status: u16, content_type: &str, keep_alive: bool) {
+    status_and_type(out, status, content_type);
     out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
     if !keep_alive {
         out.extend_from_slice(b"\r\nConnection: close");

@@ -437,14 +437,7 @@ pub async fn run(shard: &ShardContext, txn: Txn) -> Result<TxnAnswer, Error> {
         let once = if first == shard.id {
             answer_once(shard, txn)
         } else {
-            let (reply, receiver) = oneshot::channel();
-            let message = ShardMessage::Txn(TxnMessage::Once { txn, reply });
-            shard
-                .router
-                .deliver(first, message)
-                .await
-                .map_err(|_| Error::Unavailable(GONE))?;
-            receiver.await.map_err(|_| Error::Unavailable(GONE))?
+            ask(shard, first, |reply| TxnMessage::Once { txn, reply }).await?
         };
         match once {
             Ok(answer) => return Ok(answer),
@@ -503,20 +496,13 @@ async fn lock_part(shard: &ShardContext, id: TxnId, part: &Part) -> Result<LockR
     if part.owner == shard.id {
         return Ok(answer_lock(shard, id, keys, &part.compares));
     }
-    let (reply, receiver) = oneshot::channel();
-    let message = TxnMessage::Lock {
+    ask(shard, part.owner, |reply| TxnMessage::Lock {
         id,
         keys: keys.to_vec(),
         compares: part.compares.clone(),
         reply,
-    };
-    let gone = |_| Error::Unavailable(GONE);
-    shard
-        .router
-        .deliver(part.owner, ShardMessage::Txn(message))
-        .await
-        .map_err(gone)?;
-    receiver.await.map_err(|_| Error::Unavailable(GONE))
+    })
+    .await
 }
 
 /// Releases the keys held in `parts` (an abort).
@@ -577,20 +563,29 @@ async fn finish_part(
     if part.owner == shard.id {
         return Ok(answer_finish(shard, id, &part.keys, ops, value_bytes_max));
     }
-    let (reply, receiver) = oneshot::channel();
-    let message = TxnMessage::Finish {
+    ask(shard, part.owner, |reply| TxnMessage::Finish {
         id,
         keys: part.keys.clone(),
         ops,
         value_bytes_max,
         reply,
-    };
-    let gone = |_| Error::Unavailable(GONE);
+    })
+    .await
+}
+
+/// Sends `owner` the protocol message `message` builds around a reply slot, and waits for the
+/// answer; an owner that is gone (its channel closed, or the slot dropped) is 503.
+async fn ask<T>(
+    shard: &ShardContext,
+    owner: ShardId,
+    message: impl FnOnce(oneshot::Sender<T>) -> TxnMessage,
+) -> Result<T, Error> {
+    let (reply, receiver) = oneshot::channel();
     shard
         .router
-        .deliver(part.owner, ShardMessage::Txn(message))
+        .deliver(owner, ShardMessage::Txn(message(reply)))
         .await
-        .map_err(gone)?;
+        .map_err(|_| Error::Unavailable(GONE))?;
     receiver.await.map_err(|_| Error::Unavailable(GONE))
 }
 
