@@ -258,13 +258,8 @@ mod tests {
 
     fn head<'a>(method: Method, path: &'a str, authorization: Option<&'a [u8]>) -> HeadInfo<'a> {
         HeadInfo {
-            method,
-            path,
-            query: "",
-            json: false,
             authorization,
-            if_match: None,
-            if_none_match: None,
+            ..HeadInfo::of(method, path)
         }
     }
 

@@ -187,13 +187,9 @@ mod tests {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let request = Request {
             head: HeadInfo {
-                method,
-                path,
                 query,
                 json: true,
-                authorization: None,
-                if_match: None,
-                if_none_match: None,
+                ..HeadInfo::of(method, path)
             },
             body: Cow::Borrowed(body),
             keep_alive: true,

@@ -578,24 +578,8 @@ mod tests {
 
     #[test]
     fn get_head_and_delete_take_no_body_on_any_route() {
-        use clap::Parser;
-        let crate::config::Command::Serve(args) = crate::config::Cli::parse_from(["corekv", "serve"]).command else {
-            unreachable!("`serve` parses to Command::Serve")
-        };
-        let limit = |method, path| {
-            body_limit(
-                &HeadInfo {
-                    method,
-                    path,
-                    query: "",
-                    json: false,
-                    authorization: None,
-                    if_match: None,
-                    if_none_match: None,
-                },
-                &args,
-            )
-        };
+        let args = ServeArgs::from_flags(&[]);
+        let limit = |method, path| body_limit(&HeadInfo::of(method, path), &args);
         for path in [
             "/v1/keys/k",
             "/v1/ping",
@@ -639,13 +623,9 @@ mod tests {
             assert_eq!(parse_etag(bad), None, "{}", String::from_utf8_lossy(bad));
         }
         let head = |if_match, if_none_match| HeadInfo {
-            method: Method::Put,
-            path: "/v1/keys/k",
-            query: "",
-            json: false,
-            authorization: None,
             if_match,
             if_none_match,
+            ..HeadInfo::of(Method::Put, "/v1/keys/k")
         };
         assert_eq!(write_condition(&head(None, None)), Ok(Condition::NONE));
         assert_eq!(write_condition(&head(None, Some(b"*"))), Ok(Condition::IF_ABSENT));

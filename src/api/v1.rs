@@ -249,13 +249,8 @@ mod tests {
         };
         let request = Request {
             head: HeadInfo {
-                method,
-                path,
-                query: "",
                 json,
-                authorization: None,
-                if_match: None,
-                if_none_match: None,
+                ..HeadInfo::of(method, path)
             },
             body: Cow::Borrowed(body),
             keep_alive: true,
@@ -356,15 +351,7 @@ mod tests {
         };
         let refused = |method, path| {
             let request = Request {
-                head: HeadInfo {
-                    method,
-                    path,
-                    query: "",
-                    json: false,
-                    authorization: None,
-                    if_match: None,
-                    if_none_match: None,
-                },
+                head: HeadInfo::of(method, path),
                 body: Cow::Borrowed(b"[]"),
                 keep_alive: true,
             };

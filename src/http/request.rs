@@ -95,6 +95,23 @@ pub struct HeadInfo<'b> {
     pub if_none_match: Option<&'b [u8]>,
 }
 
+#[cfg(test)]
+impl<'b> HeadInfo<'b> {
+    /// A head with this method and path and nothing else (no query, no JSON, no headers), for
+    /// tests to adjust with `..HeadInfo::of(method, path)`.
+    pub fn of(method: Method, path: &'b str) -> HeadInfo<'b> {
+        HeadInfo {
+            method,
+            path,
+            query: "",
+            json: false,
+            authorization: None,
+            if_match: None,
+            if_none_match: None,
+        }
+    }
+}
+
 /// A complete request.
 #[derive(Debug)]
 pub struct Request<'b> {
