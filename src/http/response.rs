@@ -142,29 +142,13 @@ pub fn error(out: &mut Vec<u8>, error: &Error, keep_alive: bool) {
     // Serialising a `Value` into memory cannot fail.
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let keep_alive = keep_alive && !error.closes_connection();
-    match error {
-        Error::MethodNotAllowed { allow } | Error::ReadOnly { allow } => {
-            full(
-                out,
-                error.status(),
-                JSON,
-                &body,
-                keep_alive,
-                &[("Allow", allow.as_bytes())],
-            );
-        }
-        Error::Unauthorized(_) => {
-            full(
-                out,
-                error.status(),
-                JSON,
-                &body,
-                keep_alive,
-                &[("WWW-Authenticate", b"Bearer")],
-            );
-        }
-        _ => full(out, error.status(), JSON, &body, keep_alive, &[]),
-    }
+    // The headers an error's status calls for: what a 405 allows, the scheme a 401 asks for.
+    let extra: &[(&str, &[u8])] = match error {
+        Error::MethodNotAllowed { allow } | Error::ReadOnly { allow } => &[("Allow", allow.as_bytes())],
+        Error::Unauthorized(_) => &[("WWW-Authenticate", b"Bearer")],
+        _ => &[],
+    };
+    full(out, error.status(), JSON, &body, keep_alive, extra);
 }
 
 #[cfg(test)]
