@@ -183,13 +183,21 @@ pub struct ShardFiles {
     pub snapshots: Vec<u64>,
     /// Sequence numbers of log segments (`log-<seq>.wal`).
     pub segments: Vec<u64>,
-    /// Unfinished snapshots (`*.tmp`) left by a crash: never read, safe to delete.
+    /// Unfinished snapshots (`*.tmp`) and unused spare segments (`*.spare`) left by a crash
+    /// or a stop: never read, safe to delete.
     pub leftovers: Vec<PathBuf>,
 }
 
 /// Path of log segment `seq` in `dir`.
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("log-{seq:020}.wal"))
+}
+
+/// Path of log segment `seq` while it is a spare: created and zero-filled ahead of need, it
+/// takes its segment name only when the log rotates into it, so a crash never leaves an
+/// empty segment after the one being written.
+pub fn spare_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("log-{seq:020}.spare"))
 }
 
 /// Path of the complete snapshot `seq` in `dir`.
@@ -219,7 +227,7 @@ pub fn list_shard_dir(dir: &Path) -> Result<ShardFiles, StorageError> {
             files.segments.push(seq);
         } else if let Some(seq) = seq_of("snap-", ".snap") {
             files.snapshots.push(seq);
-        } else if seq_of("snap-", ".tmp").is_some() {
+        } else if seq_of("snap-", ".tmp").is_some() || seq_of("log-", ".spare").is_some() {
             files.leftovers.push(entry.path());
         } else {
             return Err(StorageError::Corrupt {
@@ -291,10 +299,11 @@ mod tests {
         }
         File::create(snapshot_path(&root, 2)).unwrap();
         File::create(snapshot_tmp_path(&root, 10)).unwrap();
+        File::create(spare_path(&root, 11)).unwrap();
         let files = list_shard_dir(&root).unwrap();
         assert_eq!(
             (files.segments, files.snapshots, files.leftovers.len()),
-            (vec![1, 2, 10], vec![2], 1)
+            (vec![1, 2, 10], vec![2], 2)
         );
         File::create(root.join("notes.txt")).unwrap();
         assert!(matches!(list_shard_dir(&root), Err(StorageError::Corrupt { .. })));

@@ -17,7 +17,7 @@ use glommio::io::{Directory, DmaFile, OpenOptions};
 use super::dir::{self, Layout};
 use super::record::{self, Kind, MAGIC_LOG};
 use super::{Config, FsyncPolicy, RecoveryStats, SnapshotWriter, StorageError, now_unix_ms};
-use crate::limits::{STORAGE_EVERYSEC_SYNC_MS, STORAGE_WRITE_BYTES_MAX};
+use crate::limits::{STORAGE_EVERYSEC_SYNC_MS, STORAGE_WRITE_BYTES_MAX, STORAGE_ZERO_FILL_BYTES};
 use crate::shard::ShardId;
 
 /// Position just past a record in the shard's log, in bytes appended since [`ShardLog::open`];
@@ -67,6 +67,14 @@ pub(super) struct Segment {
     appended: u64,
 }
 
+/// The next segment, created, preallocated and zero-filled in the background before the log
+/// needs it (named `*.spare` until the log rotates into it).
+struct Spare {
+    seq: u64,
+    file: Rc<DmaFile>,
+    capacity: u64,
+}
+
 /// Wakers of the tasks waiting for some condition to change; they re-check when woken.
 #[derive(Default)]
 pub(super) struct Notify {
@@ -104,6 +112,10 @@ pub(super) struct Inner {
     pub(super) segment: RefCell<Option<Segment>>,
     /// Sequence number the next segment gets.
     next_seq: Cell<u64>,
+    /// The next segment once [`prepare_spare`] made it; rotation takes it.
+    spare: RefCell<Option<Spare>>,
+    /// Set while [`prepare_spare`] runs (rotation waits for it rather than race it).
+    preparing: Cell<bool>,
     /// Segments since the newest snapshot, oldest first (deleted when a snapshot supersedes).
     pub(super) live_segments: RefCell<Vec<u64>>,
     /// Snapshots on disk (the newest, plus any a crash left behind).
@@ -175,6 +187,8 @@ impl ShardLog {
             buffer: RefCell::new(Vec::new()),
             segment: RefCell::new(None),
             next_seq: Cell::new(next_seq),
+            spare: RefCell::new(None),
+            preparing: Cell::new(false),
             live_segments: RefCell::new(live),
             live_snapshots: RefCell::new(files.snapshots),
             appended: Cell::new(Lsn(0)),
@@ -192,6 +206,7 @@ impl ShardLog {
             stats: RefCell::new(stats),
         });
         glommio::spawn_local(writer(inner.clone())).detach();
+        start_preparing_spare(&inner);
         Ok(ShardLog { inner })
     }
 
@@ -387,12 +402,9 @@ impl Inner {
     }
 
     async fn rotate_inner(&self, record_bytes: usize) -> Result<(), StorageError> {
-        let seq = self.next_seq.get();
         let header_bytes = record::HEADER_BYTES + 16;
         let needed = (header_bytes + record_bytes) as u64;
-        let capacity = self.config.segment_bytes.max(needed.next_multiple_of(4096));
-        let file = Rc::new(create_segment(&self.dir, seq, capacity).await?);
-        self.next_seq.set(seq + 1);
+        let Spare { seq, file, capacity } = self.take_spare(needed).await?;
         let drained = || self.written.get() == self.appended.get() || self.failed.borrow().is_some();
         self.progress.wait_until(drained).await;
         self.check_failed()?;
@@ -413,6 +425,58 @@ impl Inner {
         self.rotating.set(false);
         self.append(header_bytes, |out| record::encode_file_header(out, &MAGIC_LOG, seq))?;
         Ok(())
+    }
+
+    /// The next segment, with room for `needed` bytes, under its segment name: the spare when
+    /// it is big enough, else one created now (a spare too small for an oversized record is
+    /// removed and its sequence number reused).
+    async fn take_spare(&self, needed: u64) -> Result<Spare, StorageError> {
+        self.progress.wait_until(|| !self.preparing.get()).await;
+        let spare = match self.spare.take() {
+            Some(spare) if spare.capacity >= needed => spare,
+            unfit => {
+                let seq = match unfit {
+                    Some(small) => {
+                        let _ = glommio::io::remove(dir::spare_path(&self.dir, small.seq)).await;
+                        small.seq
+                    }
+                    None => self.claim_seq(),
+                };
+                let capacity = self.config.segment_bytes.max(needed.next_multiple_of(4096));
+                match create_spare(&self.dir, seq, capacity).await {
+                    Ok(file) => Spare {
+                        seq,
+                        file: Rc::new(file),
+                        capacity,
+                    },
+                    Err(error) => {
+                        self.release_seq(seq);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let path = dir::segment_path(&self.dir, spare.seq);
+        let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
+        spare.file.rename(&path).await.map_err(io)?;
+        sync_dir(&self.dir).await?;
+        Ok(spare)
+    }
+
+    /// Takes the next segment sequence number.
+    fn claim_seq(&self) -> u64 {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        seq
+    }
+
+    /// Gives back `seq`, claimed last, when its segment could not be made: recovery refuses
+    /// a gap in the sequence (a missing segment).
+    fn release_seq(&self, seq: u64) {
+        debug_assert_eq!(self.next_seq.get(), seq + 1, "only the newest claim is given back");
+        if self.next_seq.get() == seq + 1 {
+            self.next_seq.set(seq);
+        }
     }
 
     /// fdatasyncs `file`, counting it; a failure poisons the log.
@@ -437,9 +501,43 @@ impl Inner {
     }
 }
 
-/// Creates, preallocates and syncs segment `seq` (and its folder); removes it on failure.
-async fn create_segment(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, StorageError> {
-    let path = dir::segment_path(dir, seq);
+/// Starts [`prepare_spare`] unless a spare exists or is being made, or the log is closing or
+/// rotating (a rotation claims its own sequence number when it finds no spare).
+fn start_preparing_spare(inner: &Rc<Inner>) {
+    let busy = inner.preparing.get() || inner.rotating.get() || inner.closing.get();
+    if busy || inner.spare.borrow().is_some() {
+        return;
+    }
+    inner.preparing.set(true);
+    glommio::spawn_local(prepare_spare(inner.clone())).detach();
+}
+
+/// Makes the next segment ahead of need, off the write path: rotation then only renames it.
+/// A failure (a full disk) is not the log's failure: rotation tries again and reports it.
+async fn prepare_spare(inner: Rc<Inner>) {
+    let seq = inner.claim_seq();
+    let capacity = inner.config.segment_bytes;
+    match create_spare(&inner.dir, seq, capacity).await {
+        Ok(file) => {
+            let file = Rc::new(file);
+            *inner.spare.borrow_mut() = Some(Spare { seq, file, capacity });
+        }
+        Err(error) => {
+            inner.release_seq(seq);
+            log::debug!("no spare log segment yet: {error}");
+        }
+    }
+    inner.preparing.set(false);
+    inner.progress.notify_all();
+}
+
+/// Creates spare segment `seq` (`*.spare`): preallocated, then filled with zeros and synced,
+/// so every later append overwrites written blocks — an O_DIRECT write into unwritten
+/// (merely fallocated) blocks cannot be issued without blocking, so io_uring hands each one to
+/// a worker thread, a context switch per write on the shard's CPU, and each fdatasync then
+/// commits the extent conversion too. Removes the file on failure.
+async fn create_spare(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, StorageError> {
+    let path = dir::spare_path(dir, seq);
     let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
     let file = OpenOptions::new()
         .read(true)
@@ -451,13 +549,22 @@ async fn create_segment(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, 
         .map_err(io)?;
     let allocated = async {
         file.pre_allocate(capacity, false).await.map_err(io)?;
-        file.fdatasync().await.map_err(io)?;
-        let folder = Directory::open(dir)
-            .await
-            .map_err(|e| StorageError::io(dir, &e.into()))?;
-        folder.sync().await.map_err(|e| StorageError::io(dir, &e.into()))?;
-        let _ = folder.close().await;
-        Ok(())
+        let mut at = 0;
+        while at < capacity {
+            let len = (capacity - at).min(STORAGE_ZERO_FILL_BYTES as u64) as usize;
+            let mut zeros = file.alloc_dma_buffer(len);
+            zeros.as_bytes_mut().fill(0);
+            let wrote = file.write_at(zeros, at).await.map_err(io)?;
+            if wrote != len {
+                let message = format!("short write of zeros: {wrote} of {len} bytes");
+                return Err(StorageError::Io {
+                    file: path.clone(),
+                    message,
+                });
+            }
+            at += len as u64;
+        }
+        file.fdatasync().await.map_err(io)
     };
     match allocated.await {
         Ok(()) => Ok(file),
@@ -467,6 +574,15 @@ async fn create_segment(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, 
             Err(error)
         }
     }
+}
+
+/// fdatasyncs a folder, so that the names created or renamed in it last.
+async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let io = |e: glommio::GlommioError<()>| StorageError::io(dir, &e.into());
+    let folder = Directory::open(dir).await.map_err(io)?;
+    let synced = folder.sync().await.map_err(io);
+    let _ = folder.close().await;
+    synced
 }
 
 /// The shard's one writer: takes everything appended since its last write, writes it as
@@ -506,6 +622,14 @@ async fn writer(inner: Rc<Inner>) {
             }
             taken.clear();
             inner.written.set(end);
+            if inner
+                .segment
+                .borrow()
+                .as_ref()
+                .is_some_and(|s| s.appended * 2 >= s.capacity)
+            {
+                start_preparing_spare(&inner);
+            }
             if inner.config.fsync == FsyncPolicy::Always {
                 if inner.sync(&file).await.is_err() {
                     break;

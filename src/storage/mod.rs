@@ -46,9 +46,10 @@
 //! kind-1 Set still reads, as version 0, and [`Replayed::Set`] carries the version. Deadlines are wall-clock unix milliseconds, so a key that
 //! expired while the server was down stays gone ([`unix_to_mono_ms`] converts on the way in).
 //!
-//! A segment is preallocated (`fallocate`) to its full size when created, so it reads as zeros
-//! past the last record: sixteen zero bytes where a header should be mark the end of its
-//! records. Writes are O_DIRECT where the file system allows (not tmpfs): the writer rewrites
+//! A segment is preallocated (`fallocate`) to its full size and then filled with zeros before
+//! it takes records (as a `*.spare`, in the background: see `log::create_spare` for why), so
+//! it reads as zeros past the last record: sixteen zero bytes where a header should be mark
+//! the end of its records. Writes are O_DIRECT where the file system allows (not tmpfs): the writer rewrites
 //! the partial last block each time, padded with zeros, so a file is always a prefix of
 //! records followed by zeros.
 //!
@@ -64,8 +65,9 @@
 //!    the fdatasync (`always`: a power loss loses nothing acknowledged). Under `everysec` the
 //!    writer also fdatasyncs written bytes at least every [`crate::limits::STORAGE_EVERYSEC_SYNC_MS`].
 //! 3. A segment is fdatasynced before any byte goes to the next one, and a new segment is
-//!    created, preallocated, synced and its directory synced before it takes records; so only
-//!    the newest segment of a shard can end in a torn record.
+//!    created, preallocated, zero-filled, synced, renamed from `*.spare` to its segment name
+//!    and its directory synced before it takes records; so only the newest segment of a shard
+//!    can end in a torn record (a spare is never read: start-up deletes it).
 //! 4. A snapshot starts by rotating to a fresh segment `seq`; its entries are scanned from the
 //!    store in chunks while writes go on (to segment `seq`), written to `snap-<seq>.tmp`,
 //!    fdatasynced, renamed to `snap-<seq>.snap`, and the folder fsynced; only then are the
