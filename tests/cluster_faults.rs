@@ -393,8 +393,9 @@ fn next(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Starts `CLIENTS` history clients, client c on node `c % 3 + 1`, issuing random gets, puts
-/// and deletes on `KEYS` keys until `stop` (or `OPERATIONS_PER_CLIENT_MAX`).
+/// Starts `CLIENTS` history clients, client c on node `c % 3 + 1`, issuing random gets, puts,
+/// creates (`If-None-Match: *`) and deletes on `KEYS` keys until `stop` (or
+/// `OPERATIONS_PER_CLIENT_MAX`).
 fn start_clients(cluster: &Cluster, recorder: &Arc<Recorder>, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
     (0..CLIENTS)
         .map(|client| {
@@ -408,9 +409,11 @@ fn start_clients(cluster: &Cluster, recorder: &Arc<Recorder>, stop: &Arc<AtomicB
                         break;
                     }
                     let key = format!("lin-{}", next(&mut rng) % KEYS);
+                    let value = format!("c{client}-{i}");
                     match next(&mut rng) % 20 {
                         0..=9 => history_client.get(&key),
-                        10..=17 => history_client.put(&key, format!("c{client}-{i}").as_bytes()),
+                        10..=15 => history_client.put(&key, value.as_bytes()),
+                        16..=17 => history_client.create(&key, value.as_bytes()),
                         _ => history_client.delete(&key),
                     }
                     let failed = history_client.last_failed();
@@ -440,9 +443,15 @@ fn stop_and_check(
     let acked = count(|output| *output == Output::Done);
     let pending = count(|output| *output == Output::Pending);
     let reads = count(|output| matches!(output, Output::Value(Some(_))));
+    let refused = count(|output| *output == Output::Refused);
     eprintln!(
-        "history: {} operations, {acked} writes acknowledged, {pending} pending, {reads} reads saw a value",
+        "history: {} operations, {acked} writes acknowledged, {pending} pending, {reads} reads saw a value, \
+         {refused} creates refused",
         history.len()
+    );
+    assert!(
+        refused > 0,
+        "no create was refused: the conditional write went untested"
     );
     assert!(
         acked >= acked_min,
