@@ -384,6 +384,73 @@ fn a_partitioned_leader_refuses_and_the_majority_goes_on() {
     }
 }
 
+impl Cluster {
+    /// Cuts the links into node `id` only: it still reaches the others, they never reach it.
+    fn cut_into(&self, id: u64) {
+        let into = self.links.iter().filter(|link| link.to == id);
+        for proxy in into.flat_map(|link| &link.proxies) {
+            proxy.cut();
+        }
+    }
+
+    /// Group `shard`'s (leader, term) as node `id` sees it.
+    fn leader_and_term(&self, id: u64, shard: usize) -> (u64, u64) {
+        let groups = self.groups(id);
+        let group = &groups[shard];
+        (group["leader"].as_u64().unwrap(), group["term"].as_u64().unwrap())
+    }
+}
+
+// Goal: a one-way cut (nobody reaches the leader, it still reaches them) moves leadership to
+// the majority once; the cut-off node, campaigning alone, disturbs the majority's leader and
+// term neither during the cut (check-quorum's lease) nor when healed (pre-vote: its term did
+// not climb), answers 503 within the bound meanwhile, and catches up.
+#[test]
+fn a_one_way_cut_moves_the_leader_once_and_the_majority_does_not_flap() {
+    const STABLE_FOR: Duration = Duration::from_secs(5);
+    let _serial = serial();
+    let cluster = Cluster::start(false, "oneway");
+    let old = cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS)[0];
+    let majority: Vec<u64> = NODE_IDS.into_iter().filter(|id| *id != old).collect();
+    cluster.cut_into(old);
+    cluster.wait_for_leaders(&majority, &majority);
+    let settled: Vec<(u64, u64)> = majority.iter().map(|id| cluster.leader_and_term(*id, 0)).collect();
+    let key = key_in(0, "oneway");
+    let until = Instant::now() + STABLE_FOR;
+    let mut value = String::new();
+    for i in 0.. {
+        if Instant::now() >= until {
+            break;
+        }
+        value = format!("v{i}");
+        let via = majority[i % majority.len()];
+        let put = cluster
+            .node(via)
+            .request("PUT", &format!("/v1/keys/{key}"), value.as_bytes());
+        assert!(
+            matches!(put.status, 200 | 201),
+            "PUT {i} via node {via}: {}",
+            put.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let later: Vec<(u64, u64)> = majority.iter().map(|id| cluster.leader_and_term(*id, 0)).collect();
+    assert_eq!(
+        later, settled,
+        "the majority's (leader, term) moved during the one-way cut"
+    );
+    assert_no_quorum(cluster.addr(old), "PUT", &key, b"from the cut-off node");
+    cluster.heal();
+    cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS);
+    let healed: Vec<(u64, u64)> = majority.iter().map(|id| cluster.leader_and_term(*id, 0)).collect();
+    assert_eq!(
+        healed, settled,
+        "the healed node's return moved the majority's (leader, term)"
+    );
+    let stale = format!("/v1/keys/{key}?consistency=stale");
+    wait_for_value(cluster.addr(old), &stale, value.as_bytes(), CATCH_UP_WITHIN);
+}
+
 /// A tiny deterministic generator (splitmix64), one per client.
 fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
