@@ -90,10 +90,6 @@ fn shard_port_listeners() -> Vec<TcpListener> {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -112,6 +108,9 @@ struct Cluster {
     /// Node `id` at index `id - 1`; `None` while killed.
     nodes: Vec<Option<Server>>,
     http_ports: Vec<u16>,
+    /// Listeners holding a node's HTTP and peer ports until it first starts, so no proxy (nor
+    /// any connection's ephemeral port) takes one of them meanwhile.
+    reserved: Vec<Option<Vec<TcpListener>>>,
     /// Node `id`'s `--peers`: its own real address, the proxies of its outgoing links.
     peers: Vec<String>,
     links: Vec<Link>,
@@ -123,10 +122,14 @@ struct Cluster {
 impl Cluster {
     /// Starts the three members, with a data dir each when `durable` (`tag` names it).
     fn start(durable: bool, tag: &str) -> Cluster {
-        let node_ports: Vec<u16> = NODE_IDS
-            .iter()
-            .map(|_| shard_port_listeners()[0].local_addr().unwrap().port())
-            .collect();
+        let mut reserved: Vec<Vec<TcpListener>> = NODE_IDS.iter().map(|_| shard_port_listeners()).collect();
+        let node_ports: Vec<u16> = reserved.iter().map(|l| l[0].local_addr().unwrap().port()).collect();
+        let mut http_ports = Vec::new();
+        for listeners in &mut reserved {
+            let http = TcpListener::bind("127.0.0.1:0").unwrap();
+            http_ports.push(http.local_addr().unwrap().port());
+            listeners.push(http);
+        }
         let mut links = Vec::new();
         let mut peers = Vec::new();
         for from in NODE_IDS {
@@ -158,7 +161,8 @@ impl Cluster {
             .map(|base| NODE_IDS.iter().map(|id| base.join(format!("node{id}"))).collect());
         let mut cluster = Cluster {
             nodes: NODE_IDS.iter().map(|_| None).collect(),
-            http_ports: NODE_IDS.iter().map(|_| free_port()).collect(),
+            http_ports,
+            reserved: reserved.into_iter().map(Some).collect(),
             peers,
             links,
             data_dirs,
@@ -174,6 +178,7 @@ impl Cluster {
     fn restart(&mut self, id: u64) {
         let i = id as usize - 1;
         assert!(self.nodes[i].is_none(), "node {id} is already running");
+        drop(self.reserved[i].take());
         let mut cmd = Command::new(common::binary());
         cmd.args(["serve", "--addr", &format!("127.0.0.1:{}", self.http_ports[i])]);
         cmd.args(["--shards", &SHARDS.to_string(), "--node-id", &id.to_string()]);
