@@ -11,13 +11,15 @@
 //! shard, bound on the matching ports. Cutting both directions of a node's four links
 //! partitions it away.
 //!
-//! What a 503 write means for the checker: `Group::submit` answers 503 "no quorum" at once only
-//! when raft-rs refused the proposal (no leader known: never proposed, a definite failure), and
-//! after `REPLICATION_TIMEOUT_MS` for a proposal that was handed to raft-rs and not applied in
-//! time, which may still commit (on a follower raft-rs forwarded it to a leader). The two look
-//! the same to a client, so every 5xx write is recorded `Pending` (may or may not have taken
-//! effect), which is sound for both; a read that got no 200/404 observed nothing and is left
-//! out (tests/common/history.rs).
+//! What a 503 write means for the checker: `Group::submit` answers 503 "no quorum" at once when
+//! the group's queue is full or raft-rs refused the proposal (no leader known): never proposed,
+//! a definite failure; and after `REPLICATION_TIMEOUT_MS` for a proposal handed to raft-rs and
+//! not applied here in time, which may still commit (a follower's was forwarded to a leader; a
+//! leader's may be in a quorum's logs). The two look the same to a client, so every 5xx write
+//! is recorded `Pending` (may or may not have taken effect), which is sound for both; a read
+//! that got no 200/404 observed nothing and is left out; a create's 412 is an observation
+//! (tests/common/history.rs). A conditional write is decided when its entry is applied, in log
+//! order on every replica, so its 412 is linearizable at that point.
 //!
 //! The cluster tests of this file run one at a time (`serial()`): each starts three servers
 //! with two shards and a dozen proxies, and their timing bounds assume a 2-CPU machine is not
