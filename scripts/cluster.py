@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Replicated clusters on loopback for benchmarks (issue #13): the one way the scripts start a
-3-member etcd cluster, and the hook where a 3-node corekv cluster will start.
+3-member etcd cluster or a 3-node corekv cluster.
 
 A *target* knows how to start its members (pinned with taskset), wait until the cluster is
 healthy, preload the keyspace, name the wrk script for each workload, pick the member wrk
@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -149,48 +150,87 @@ class Etcd:
 
 class Corekv:
     """corekv members on loopback, driven through PUT/GET /v1/keys/KEY (scripts/wrk/put.lua,
-    get.lua).
+    get.lua; a GET is a linearizable read, ReadIndex, by default).
 
-    HOOK for issue #13: `member_args` is where a node learns its peers. Until replication
-    exists there are no such flags, so only `--members 1` runs (one unreplicated node: the
-    harness's corekv half works today). When #13 lands, make `member_args` return the real
-    flags (e.g. `--node-id i --peers a,b,c --raft-addr ...`), set REPLICATED = True, and make
-    `leader()` ask the cluster (e.g. a leader header or /v1/cluster); nothing else changes."""
+    With `members` > 1, a cluster (issue #13): member i is `--node-id i+1 --peers ...` with a
+    data dir of its own under the workdir (its Raft log, fdatasynced before a write is
+    answered: the same durability as etcd's fsync on commit), `shards` shards each (1 by
+    default: one Raft group, as etcd has). With `members` == 1, one unreplicated node with a
+    durable `--data-dir` (`--fsync always`), for the "cluster against one durable node" ratio."""
 
     name = "corekv"
     scripts = {"put": "put.lua", "get": "get.lua"}
-    # Flip when corekv serve takes the cluster flags of issue #13 (docs/REPLICATION.md).
-    REPLICATED = False
+    # Shard s of a member takes peer traffic on its peer port + PEER_PORT_STRIDE * s
+    # (src/limits.rs PEER_PORT_STRIDE_PER_SHARD).
+    PEER_PORT_STRIDE = 100
 
     def __init__(self, members=3, shards=1):
-        if members > 1 and not self.REPLICATED:
-            raise SystemExit(
-                "corekv has no replication yet (issue #13): only --members 1 runs. Fill in "
-                "Corekv.member_args in scripts/cluster.py and set REPLICATED = True when it lands.")
         self.members = members
         self.shards = shards
         self.client_ports = [kvlib.free_port() for _ in range(members)]
-        self.raft_ports = [kvlib.free_port() for _ in range(members)]
+        self.peer_ports = [self.free_peer_port() for _ in range(members)]
         self.procs = []
 
-    def member_args(self, i):
-        """The serve flags of member i beyond --addr (the #13 hook; see the class docs)."""
-        args = ["--shards", str(self.shards)]
-        if self.REPLICATED:
-            raise NotImplementedError("issue #13: pass this member's id, its peers and raft port here")
-        return args
+    def free_peer_port(self):
+        """A free port whose every shard port (+ stride per shard) is free too."""
+        while True:
+            port = kvlib.free_port()
+            if port + self.PEER_PORT_STRIDE * (self.shards - 1) > 65535:
+                continue
+            probes = []
+            try:
+                for s in range(1, self.shards):
+                    probe = socket.socket()
+                    probes.append(probe)
+                    probe.bind((kvlib.HOST, port + self.PEER_PORT_STRIDE * s))
+                return port
+            except OSError:
+                continue
+            finally:
+                for probe in probes:
+                    probe.close()
+
+    def member_args(self, i, workdir):
+        """The serve flags of member i beyond --addr and --cpus."""
+        args = ["--shards", str(self.shards), "--data-dir", os.path.join(workdir, f"corekv-n{i}")]
+        if self.members == 1:
+            return args + ["--fsync", "always"]
+        peers = ",".join(f"{n + 1}={kvlib.HOST}:{p}" for n, p in enumerate(self.peer_ports))
+        return args + ["--node-id", str(i + 1), "--peers", peers]
 
     def start(self, workdir, cpus):
+        """Starts every member (pinned like etcd's, see member_cpu) and, for a cluster, waits
+        until every member names the same leader for every group."""
         for i, port in enumerate(self.client_ports):
             log = os.path.join(workdir, f"corekv-n{i}.log")
-            self.procs.append(kvlib.start_corekv(port, log, *self.member_args(i), cpus=member_cpu(cpus, i)))
+            self.procs.append(kvlib.start_corekv(port, log, *self.member_args(i, workdir),
+                                                 cpus=member_cpu(cpus, i)))
+        if self.members > 1:
+            kvlib.wait_until(lambda: self.leader() is not None, self.procs[0], "a corekv leader",
+                             timeout=HEALTH_TIMEOUT_S)
+
+    def leaders(self, port):
+        """Each group's leader (node id, 0 when none) as the member on `port` sees it."""
+        try:
+            status, body = kvlib.http_request(port, "GET", "/v1/cluster", timeout=2.0)
+            if status != 200:
+                return None
+            return [group.get("leader", 0) for group in json.loads(body)["groups"]]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def leader(self):
-        # One node leads itself; a replicated cluster will say which node leads (see the hook).
-        return 0 if self.members == 1 else None
+        """Index of the member leading group 0, once every member agrees on every group's
+        leader; None before that."""
+        if self.members == 1:
+            return 0
+        seen = [self.leaders(port) for port in self.client_ports]
+        if seen[0] and all(s == seen[0] for s in seen) and all(seen[0]):
+            return seen[0][0] - 1
+        return None
 
     def preload(self, keys, value_bytes):
-        kvlib.load(self.client_ports[0], keys, value_bytes, "http")
+        kvlib.load(self.client_ports[self.leader() or 0], keys, value_bytes, "http")
 
     def pids(self):
         return [p.pid for p in self.procs]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The replicated-cluster benchmark (issue #13): a 3-member etcd cluster today, a 3-node corekv
-cluster through the same harness once replication exists (scripts/cluster.py, `Corekv`).
+"""The replicated-cluster benchmark (issue #13): a 3-member etcd cluster and a 3-node corekv
+cluster (one shard, one Raft group per node, a data dir each) through the same harness
+(scripts/cluster.py: `Etcd`, `Corekv`), interleaved in one run.
 
 Run it through scripts/cluster-bench.sh (which installs etcd-server and wrk first). For every
 round and every target a fresh cluster is started (fresh data directories, fsync on commit),
@@ -36,7 +37,7 @@ FIELDS = ["round", "target", "members", "workload", "connections", "entry", "rps
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--targets", default="etcd", help=f"comma-separated, of {sorted(cluster.TARGETS)}")
+    p.add_argument("--targets", default="etcd,corekv", help=f"comma-separated, of {sorted(cluster.TARGETS)}")
     p.add_argument("--members", type=int, default=3)
     p.add_argument("--workloads", default="put,get")
     p.add_argument("--connections", default="64")

@@ -81,6 +81,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let (addr, reservation) = reserve_port(args.addr)?;
     refuse_if_in_use(addr, 0)?;
     let durability = open_data_dir(&args, nr_shards)?;
+    let _raft_dir_lock = lock_raft_dir(&args)?;
     let auth = load_tokens(&args)?;
     let mut signals =
         ShutdownSignals::block(auth.is_some()).map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
@@ -137,6 +138,16 @@ fn open_data_dir(args: &ServeArgs, nr_shards: usize) -> Result<Option<Arc<Durabi
         durability.layout.path.display()
     );
     Ok(Some(Arc::new(durability)))
+}
+
+/// With `--peers --data-dir D`: takes D's lock (the one a lone `--data-dir` takes, naming the
+/// holder's pid when it is taken), held until the server stops, so two processes never share
+/// one Raft log.
+fn lock_raft_dir(args: &ServeArgs) -> Result<Option<crate::storage::DataDir>, String> {
+    match (&args.peers, &args.data_dir) {
+        (Some(_), Some(dir)) => crate::storage::DataDir::lock(dir).map(Some).map_err(|e| e.to_string()),
+        _ => Ok(None),
+    }
 }
 
 /// `--auth-token-file`, read once at start (a bad file stops start-up).

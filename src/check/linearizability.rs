@@ -7,7 +7,9 @@
 //!
 //! # Model
 //! Every key is an independent register that starts absent. `get` observes a value or absent,
-//! `put(value)` sets it, `delete` makes it absent. Because keys are independent, a history is
+//! `put(value)` sets it, `delete` makes it absent, and `create(value)` (a conditional put, e.g.
+//! `If-None-Match: *`) sets it only when it is absent: it is `Done` when it did, `Refused` when
+//! a value was there (then it changed nothing, like a read that saw "some value"). Because keys are independent, a history is
 //! linearizable exactly when each key's sub-history is (P-compositionality, Horn & Kroening
 //! 2015), so [`check`] checks key by key and the search only ever sees one key's operations.
 //!
@@ -49,6 +51,8 @@ pub enum Input {
     Put(Vec<u8>),
     /// Remove the key.
     Delete,
+    /// Set the key to this value only if it is absent.
+    Create(Vec<u8>),
 }
 
 /// What the client was told.
@@ -56,8 +60,10 @@ pub enum Input {
 pub enum Output {
     /// A `get`'s answer: the value, or `None` for absent (404).
     Value(Option<Vec<u8>>),
-    /// A `put` or `delete` was acknowledged.
+    /// A `put`, `delete` or `create` was acknowledged (a `create`: it set the value).
     Done,
+    /// A `create` found the key present and changed nothing.
+    Refused,
     /// No answer the client can trust (see the module docs): may or may not have taken effect.
     Pending,
 }
@@ -92,6 +98,39 @@ impl Operation {
     /// An acknowledged `delete`.
     pub fn delete(key: &[u8], invoked_ns: u64, returned_ns: u64) -> Self {
         Self::new(key, Input::Delete, Output::Done, invoked_ns, returned_ns)
+    }
+
+    /// A `create` that set the value.
+    pub fn create(key: &[u8], value: &[u8], invoked_ns: u64, returned_ns: u64) -> Self {
+        Self::new(
+            key,
+            Input::Create(value.to_vec()),
+            Output::Done,
+            invoked_ns,
+            returned_ns,
+        )
+    }
+
+    /// A `create` refused because the key was present.
+    pub fn create_refused(key: &[u8], value: &[u8], invoked_ns: u64, returned_ns: u64) -> Self {
+        Self::new(
+            key,
+            Input::Create(value.to_vec()),
+            Output::Refused,
+            invoked_ns,
+            returned_ns,
+        )
+    }
+
+    /// A `create` that was sent at `invoked_ns` and never answered.
+    pub fn create_pending(key: &[u8], value: &[u8], invoked_ns: u64) -> Self {
+        Self::new(
+            key,
+            Input::Create(value.to_vec()),
+            Output::Pending,
+            invoked_ns,
+            u64::MAX,
+        )
     }
 
     /// A `put` that was sent at `invoked_ns` and never answered.
@@ -167,7 +206,10 @@ pub fn check_with_limit(history: &[Operation], states_max: u64) -> Verdict {
 fn assert_well_formed(operation: &Operation) {
     let fits = matches!(
         (&operation.input, &operation.output),
-        (_, Output::Pending) | (Input::Get, Output::Value(_)) | (Input::Put(_) | Input::Delete, Output::Done)
+        (_, Output::Pending)
+            | (Input::Get, Output::Value(_))
+            | (Input::Put(_) | Input::Delete | Input::Create(_), Output::Done)
+            | (Input::Create(_), Output::Refused)
     );
     assert!(
         fits,
@@ -188,6 +230,10 @@ enum Step {
     Get(u32),
     Put(u32),
     Delete,
+    /// A `create` that set its value: only from absent.
+    Create(u32),
+    /// A `create` refused: only from a present value, which it keeps.
+    CreateRefused,
 }
 
 impl Step {
@@ -197,6 +243,8 @@ impl Step {
             Step::Get(observed) => (observed == state).then_some(state),
             Step::Put(value) => Some(value),
             Step::Delete => Some(ABSENT),
+            Step::Create(value) => (state == ABSENT).then_some(value),
+            Step::CreateRefused => (state != ABSENT).then_some(state),
         }
     }
 }
@@ -211,7 +259,7 @@ const ABSENT: u32 = 0;
 fn intern(operations: &[&Operation]) -> Option<Vec<(Step, bool, u64, u64)>> {
     let mut ids: HashMap<&[u8], u32> = HashMap::new();
     for operation in operations {
-        if let Input::Put(value) = &operation.input {
+        if let Input::Put(value) | Input::Create(value) = &operation.input {
             let next = ids.len() as u32 + 1;
             ids.entry(value).or_insert(next);
         }
@@ -225,7 +273,9 @@ fn intern(operations: &[&Operation]) -> Option<Vec<(Step, bool, u64, u64)>> {
             (Input::Get, Output::Value(Some(value))) => Step::Get(*ids.get(value.as_slice())?),
             (Input::Put(value), _) => Step::Put(ids[value.as_slice()]),
             (Input::Delete, _) => Step::Delete,
-            (Input::Get, Output::Done) => unreachable!("rejected by assert_well_formed"),
+            (Input::Create(_), Output::Refused) => Step::CreateRefused,
+            (Input::Create(value), _) => Step::Create(ids[value.as_slice()]),
+            (Input::Get, Output::Done | Output::Refused) => unreachable!("rejected by assert_well_formed"),
         };
         let returned_ns = if pending { u64::MAX } else { operation.returned_ns };
         steps.push((step, pending, operation.invoked_ns, returned_ns));
@@ -603,6 +653,57 @@ mod tests {
             ..Operation::get(b"k", None, 0, 1)
         }];
         check(&history);
+    }
+
+    #[test]
+    fn a_create_sets_only_an_absent_key_and_a_refused_one_needs_a_value_there() {
+        let sequential = [
+            Operation::create(b"k", b"a", 0, 10),
+            Operation::create_refused(b"k", b"b", 20, 30),
+            Operation::get(b"k", Some(b"a"), 40, 50),
+            Operation::delete(b"k", 60, 70),
+            Operation::create(b"k", b"c", 80, 90),
+        ];
+        assert_eq!(check(&sequential), Verdict::Linearizable);
+        // Two creates both set the key, one after the other, with no delete between.
+        let twice = [
+            Operation::create(b"k", b"a", 0, 10),
+            Operation::create(b"k", b"b", 20, 30),
+        ];
+        assert!(violates(&check(&twice)), "a second create succeeded on a present key");
+        // A create refused while the key was absent (nothing was written before it returned).
+        let refused_absent = [
+            Operation::create_refused(b"k", b"a", 0, 10),
+            Operation::put(b"k", b"b", 20, 30),
+        ];
+        assert!(
+            violates(&check(&refused_absent)),
+            "a create was refused on an absent key"
+        );
+        // Refused while a put overlapped it: the put may have come first.
+        let overlapping = [
+            Operation::put(b"k", b"b", 0, 30),
+            Operation::create_refused(b"k", b"a", 10, 20),
+        ];
+        assert_eq!(check(&overlapping), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn a_pending_create_may_explain_a_read_only_if_the_key_was_absent() {
+        let from_absent = [
+            Operation::create_pending(b"k", b"a", 0),
+            Operation::get(b"k", Some(b"a"), 10, 20),
+        ];
+        assert_eq!(check(&from_absent), Verdict::Linearizable);
+        let over_a_value = [
+            Operation::put(b"k", b"b", 0, 5),
+            Operation::create_pending(b"k", b"a", 10),
+            Operation::get(b"k", Some(b"a"), 20, 30),
+        ];
+        assert!(
+            violates(&check(&over_a_value)),
+            "a pending create overwrote a present value"
+        );
     }
 
     /// splitmix64: a deterministic generator for the randomized tests (no crate needed).

@@ -102,6 +102,12 @@ impl Proxy {
     /// Starts a proxy to `target`; `seed` makes its drop decisions repeatable.
     pub fn start_with_seed(target: SocketAddr, seed: u64) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        Self::start_on(listener, target, seed)
+    }
+
+    /// Starts a proxy to `target` on a listener the test bound itself (a chosen port, e.g. the
+    /// peer port of one shard, which must sit at a fixed stride from another); `seed` as above.
+    pub fn start_on(listener: TcpListener, target: SocketAddr, seed: u64) -> Proxy {
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
