@@ -600,12 +600,18 @@ mod tests {
                 let local: Box<[u8]> = key_on(0, 2, "here").into();
                 let remote: Box<[u8]> = key_on(1, 2, "there").into();
                 let id = 42;
-                assert_eq!(answer_lock(&shard, id, std::slice::from_ref(&local), &[]).locked, 1);
+                assert_eq!(
+                    answer_lock(&shard, id, std::slice::from_ref(&local), &[], 0)
+                        .await
+                        .locked,
+                    1
+                );
                 let (reply, receiver) = oneshot::channel();
                 let lock = TxnMessage::Lock {
                     id,
                     keys: vec![remote.clone()],
                     compares: vec![],
+                    log_bytes: 0,
                     reply,
                 };
                 shard
@@ -621,7 +627,7 @@ mod tests {
                 pushed += dispatcher.push(&shard, Ops::One(Op::Get(local.clone())));
                 dispatcher.send(&shard).await;
                 let blocked = (dispatcher.must_resume(1), dispatcher.must_wait(&shard, pushed));
-                crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![], 0);
+                let _ = crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![], 0).await;
                 let waits_after_release = dispatcher.must_wait(&shard, pushed);
                 let (reply, receiver) = oneshot::channel();
                 let finish = TxnMessage::Finish {
@@ -636,7 +642,7 @@ mod tests {
                     .deliver(1, crate::shard::message::ShardMessage::Txn(finish))
                     .await
                     .unwrap();
-                receiver.await.unwrap();
+                assert!(receiver.await.unwrap().is_ok(), "the release finishes");
                 let outcomes = read_all(&mut dispatcher, &shard, pushed).await;
                 (blocked, waits_after_release, outcomes)
             },
