@@ -14,6 +14,15 @@
 //! branch and sends each owner its operations, which it applies and releases ([`answer_finish`]).
 //! Nothing is applied before every compare was checked, so there is nothing to roll back.
 //!
+//! With `--data-dir` each shard's part is logged as one group record of its keys' resulting
+//! states (recovery replays it whole or not at all), and every reply waits until the part is
+//! durable. The log's room is taken before anything applies: the one-shard path reserves it
+//! (its only await), and on the locking path each owner holds it once it has locked its part
+//! ([`answer_lock`], `ShardLog::hold`), so a full disk refuses the whole transaction before any
+//! part applies, and a finish appends from its hold with no await between applying and
+//! appending. One shard's part is crash-atomic; a transaction across shards is not (each
+//! shard's log is durable on its own: see docs/ARCHITECTURE.md, Durability).
+//!
 //! Plain operations on a locked key wait until it is released (`ShardContext::answer_peer`,
 //! `Dispatcher::must_wait`), so no reader sees a transaction half applied. Every wait is bounded:
 //! `TXN_LOCK_WAIT_MS_MAX` for a transaction's locks, `TXN_LOCK_HOLD_MS_MAX` for how long a lock
