@@ -978,4 +978,81 @@ mod tests {
         let unique: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), 4);
     }
+
+    // Goal: with a log, a part locked on its owner holds log room that its finish uses after
+    // other writers filled the segment meanwhile; the finish logs each changed key once, with
+    // its final state, as one group that recovery reads back; the hold is gone afterwards.
+    #[test]
+    fn a_locked_part_holds_log_room_until_its_finish_logs_it_as_one_group() {
+        use crate::shard::harness::{Layout, on_shards};
+        use crate::shard::message::Record;
+        use crate::storage::{self, Config, DataDir, FsyncPolicy, RecoveryStats, ShardLog};
+        let root = storage::test_dir("txn-hold");
+        let dir = DataDir::lock(&root).unwrap();
+        let layout_1 = dir.layout_for(1).unwrap();
+        let (open_layout, lock_path) = (layout_1.clone(), root.clone());
+        drop(dir);
+        let layout = Layout {
+            cpus: vec![0],
+            args: crate::config::ServeArgs::from_flags(&[]),
+            gone: vec![],
+        };
+        on_shards(
+            layout,
+            |_| Store::default(),
+            move |shard| async move {
+                let _dir = DataDir::lock(&lock_path).unwrap();
+                let config = Config {
+                    buffer_bytes_max: 4096,
+                    segment_bytes: 64 << 10,
+                    ..Config::new(FsyncPolicy::Always)
+                };
+                let log = ShardLog::open(config, &open_layout, 0, &RecoveryStats::default())
+                    .await
+                    .unwrap();
+                *shard.log.borrow_mut() = Some(Rc::new(log));
+                let put = |key: &str, bytes: usize| Op::put(Record::new(key.as_bytes(), &vec![b'v'; bytes]), None);
+                let ops = vec![(0, put("a", 20_000)), (1, put("b", 20_000)), (2, put("a", 10))];
+                let log_bytes = part_log_bytes(ops.iter().map(|(_, op)| op), std::iter::empty());
+                let id = shard.txn.next_id(shard.id);
+                let keys = keys(&["a", "b"]);
+                let reply = answer_lock(&shard, id, &keys, &[], log_bytes).await;
+                assert_eq!((reply.locked, reply.refused), (2, None));
+                let other = shard.log().unwrap();
+                for i in 0..60 {
+                    let key = format!("filler-{i}");
+                    other.reserve(storage::set_bytes(key.len(), 1000)).await.unwrap();
+                    other.append_set(key.as_bytes(), &[b'f'; 1000], None).unwrap();
+                }
+                let (reply, logged) = answer_finish(&shard, id, &keys, ops, 0).await;
+                assert_eq!(reply.map(|outcomes| outcomes.len()), Ok(3));
+                assert!(shard.txn.holds.borrow().is_empty() && shard.txn.locks.borrow().is_empty());
+                logged.durable(shard.log().as_deref()).await.unwrap();
+                drop(other);
+                let log = shard.log.borrow_mut().take().unwrap();
+                Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+            },
+        );
+        let recovered = storage::run_on_executor(move || async move {
+            let dir = DataDir::lock(&root).unwrap();
+            let mut states = Vec::new();
+            storage::recover(
+                &dir,
+                &layout_1,
+                0,
+                |key| !key.starts_with(b"filler"),
+                |replayed| {
+                    if let storage::Replayed::Set { key, value, .. } = replayed {
+                        states.push((key.to_vec(), value.len()));
+                    }
+                },
+            )
+            .await
+            .unwrap();
+            states
+        });
+        // Each key once, with its final state (a was written twice).
+        let expected = vec![(b"a".to_vec(), 10), (b"b".to_vec(), 20_000)];
+        assert_eq!(recovered, expected);
+    }
 }
