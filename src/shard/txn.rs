@@ -668,7 +668,9 @@ const GONE: &str = "a shard taking part in the transaction did not answer (shutt
 /// are durable (per `--fsync`).
 pub async fn run(shard: &ShardContext, txn: Txn) -> Result<TxnAnswer, Error> {
     let mut txn = Box::new(txn);
-    if shard.log().is_some() {
+    // A part is no larger than the whole: split only a transaction that could be too large.
+    let record_bytes_max = storage::group_bytes(STORAGE_RECORD_PAYLOAD_BYTES_MAX);
+    if shard.log().is_some() && part_log_bytes(txn.success.iter(), txn.failure.iter()) > record_bytes_max {
         check_group_sizes(&parts(shard, &txn))?;
     }
     let first = txn.keys().next().map_or(shard.id, |key| shard.owner(key));
