@@ -192,7 +192,9 @@ impl Dispatcher {
     /// all the answers.
     pub async fn send(&mut self, shard: &ShardContext) {
         if let Some(txn) = self.txn.take() {
-            self.txn_answer = Some(txn::run(shard, *txn).await);
+            // Boxed: a transaction's future (locks, log holds, durable waits) is large, and
+            // inline it would enlarge every connection's task, idle ones included.
+            self.txn_answer = Some(Box::pin(txn::run(shard, *txn)).await);
         }
         let replicated = self.replicated(shard);
         let mut pending = Vec::new();
