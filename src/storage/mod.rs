@@ -63,7 +63,10 @@
 //! 1. The shard calls [`ShardLog::reserve`] (waits for buffer room; at a full segment, seals
 //!    it and allocates the next; fails with [`StorageError::NoSpace`] before anything is
 //!    applied), then applies the write in memory and appends its record (synchronous, no
-//!    `await` in between, so log order is apply order).
+//!    `await` in between, so log order is apply order). A transaction's part that must await
+//!    between taking room and applying (it holds locks across shards) takes it with
+//!    [`ShardLog::hold`] instead: the room stays promised across awaits and rotations until
+//!    the `Hold` is used by [`ShardLog::append_group`] or dropped.
 //! 2. It awaits [`ShardLog::durable`] before answering. One writer task per shard takes every
 //!    byte appended since its last write and issues one aligned io_uring write (group commit),
 //!    then under `always` one fdatasync; `durable` resolves after the write (`everysec`,
