@@ -284,7 +284,7 @@ impl ShardLog {
         inner.check_failed()
     }
 
-    /// Appends one group record holding `members` (records encoded by [`super::record`]'s
+    /// Appends one group record holding `members` (records encoded by `storage::record`'s
     /// `encode`/`encode_set`): recovery replays all of them or, torn, none. Synchronous; the
     /// room comes from `hold` (which must cover the group) or else from a `reserve` made with
     /// no await since. Fails with `LogBusy` when there is no such room.

@@ -32,7 +32,7 @@ pub enum Kind {
     /// A group of records that recovery applies whole or not at all (one shard's part of a
     /// transaction): an empty key, and the member records as the payload, one length and one
     /// CRC32C over all of them. Each member is an ordinary Set, SetVersioned, Delete or
-    /// ExpireAt record except that its crc field is sealed with [`GROUP_MEMBER_CRC_XOR`], so a
+    /// ExpireAt record except that its crc field is sealed with `GROUP_MEMBER_CRC_XOR`, so a
     /// member never decodes as a record of its own (a torn group reads as one torn record).
     Group = 7,
 }
@@ -105,7 +105,7 @@ pub fn expire_at_bytes(key_len: usize) -> usize {
     HEADER_BYTES + key_len + 8
 }
 
-/// Encoded length of a group whose members take `members_bytes` (see [`encode_group`]).
+/// Encoded length of a group whose members take `members_bytes` (see `encode_group`).
 pub fn group_bytes(members_bytes: usize) -> usize {
     HEADER_BYTES + members_bytes
 }
