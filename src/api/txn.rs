@@ -55,28 +55,20 @@ enum OpKind {
     Delete,
 }
 
-/// Plans `POST /v1/txn`.
-/// Transactions write through the store's transaction path, which does not go through the
-/// write-ahead log yet: with `--data-dir` they are refused rather than answered and then lost
-/// on a restart.
-///
-/// In cluster mode (`--peers`) they would bypass the Raft groups: refused too.
-fn refuse_when_durable(args: &ServeArgs) -> Result<(), Error> {
-    if args.peers.is_some() {
-        return Err(Error::NotImplemented(
-            "transactions and atomic bulk updates are not replicated yet: they are refused with --peers",
-        ));
-    }
-    match args.data_dir {
+/// In cluster mode (`--peers`) transactions would bypass the Raft groups: they are refused
+/// (501). With `--data-dir` they are logged like any write ([`crate::shard::txn`]).
+fn refuse_when_replicated(args: &ServeArgs) -> Result<(), Error> {
+    match args.peers {
         Some(_) => Err(Error::NotImplemented(
-            "transactions and atomic bulk updates are not logged yet: run without --data-dir to use them",
+            "transactions and atomic bulk updates are not replicated yet: they are refused with --peers",
         )),
         None => Ok(()),
     }
 }
 
+/// Plans `POST /v1/txn`.
 pub fn plan_txn(body: &[u8], args: &ServeArgs) -> Result<(Ops, Render), Error> {
-    refuse_when_durable(args)?;
+    refuse_when_replicated(args)?;
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(Error::bad_request(
             "body must be a JSON object {\"compare\": [...], \"success\": [...], \"failure\": [...]}",
@@ -187,7 +179,7 @@ fn branch(ops: Vec<OpBody>, args: &ServeArgs) -> Result<(Vec<Op>, Vec<String>), 
 /// Plans an all-or-nothing bulk update: a transaction comparing that every key exists, then
 /// updating each (keeping TTLs). `keys_only` answers seed 000's plain list on success.
 pub fn plan_atomic_bulk(body: &[u8], args: &ServeArgs, keys_only: bool) -> Result<(Ops, Render), Error> {
-    refuse_when_durable(args)?;
+    refuse_when_replicated(args)?;
     let items = parse_bulk(body, args)?;
     if 2 * items.len() > TXN_OPS_MAX {
         return Err(Error::TooManyOps {

@@ -192,7 +192,9 @@ impl Dispatcher {
     /// all the answers.
     pub async fn send(&mut self, shard: &ShardContext) {
         if let Some(txn) = self.txn.take() {
-            self.txn_answer = Some(txn::run(shard, *txn).await);
+            // Boxed: a transaction's future (locks, log holds, durable waits) is large, and
+            // inline it would enlarge every connection's task, idle ones included.
+            self.txn_answer = Some(Box::pin(txn::run(shard, *txn)).await);
         }
         let replicated = self.replicated(shard);
         let mut pending = Vec::new();
@@ -600,12 +602,18 @@ mod tests {
                 let local: Box<[u8]> = key_on(0, 2, "here").into();
                 let remote: Box<[u8]> = key_on(1, 2, "there").into();
                 let id = 42;
-                assert_eq!(answer_lock(&shard, id, std::slice::from_ref(&local), &[]).locked, 1);
+                assert_eq!(
+                    answer_lock(&shard, id, std::slice::from_ref(&local), &[], 0)
+                        .await
+                        .locked,
+                    1
+                );
                 let (reply, receiver) = oneshot::channel();
                 let lock = TxnMessage::Lock {
                     id,
                     keys: vec![remote.clone()],
                     compares: vec![],
+                    log_bytes: 0,
                     reply,
                 };
                 shard
@@ -621,7 +629,7 @@ mod tests {
                 pushed += dispatcher.push(&shard, Ops::One(Op::Get(local.clone())));
                 dispatcher.send(&shard).await;
                 let blocked = (dispatcher.must_resume(1), dispatcher.must_wait(&shard, pushed));
-                crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![], 0);
+                let _ = crate::shard::txn::answer_finish(&shard, id, std::slice::from_ref(&local), vec![], 0).await;
                 let waits_after_release = dispatcher.must_wait(&shard, pushed);
                 let (reply, receiver) = oneshot::channel();
                 let finish = TxnMessage::Finish {
@@ -636,7 +644,7 @@ mod tests {
                     .deliver(1, crate::shard::message::ShardMessage::Txn(finish))
                     .await
                     .unwrap();
-                receiver.await.unwrap();
+                assert!(receiver.await.unwrap().is_ok(), "the release finishes");
                 let outcomes = read_all(&mut dispatcher, &shard, pushed).await;
                 (blocked, waits_after_release, outcomes)
             },

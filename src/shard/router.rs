@@ -147,7 +147,7 @@ pub async fn serve_peer(receiver: ConnectedReceiver<ShardMessage>, shard: &Rc<Sh
             }
             ShardMessage::Txn(message) => {
                 shard.counters.count_message_received();
-                super::txn::answer(shard, message);
+                super::txn::answer(shard, message).await;
             }
         }
     }

@@ -57,6 +57,33 @@ pub struct ShardLog {
     pub(super) inner: Rc<Inner>,
 }
 
+/// Room in a shard's log promised by [`ShardLog::hold`]; given back when dropped.
+pub struct Hold {
+    inner: Rc<Inner>,
+    bytes: usize,
+}
+
+impl Hold {
+    /// The bytes promised.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let held = self.inner.held.get();
+        debug_assert!(held >= self.bytes, "a hold gave back more than was held");
+        self.inner.held.set(held.saturating_sub(self.bytes));
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold").field("bytes", &self.bytes).finish()
+    }
+}
+
 /// The segment appends go to.
 pub(super) struct Segment {
     pub(super) seq: u64,
@@ -130,6 +157,10 @@ pub(super) struct Inner {
     /// run of appends starts with its own reserve. Appends within it skip the buffer bound,
     /// so one batch larger than `buffer_bytes_max` is admitted whole.
     reserved: Cell<usize>,
+    /// Bytes promised to live [`Hold`]s: counted against the current segment's room by every
+    /// other reserve and append, and given to the next segment by a rotation, so a hold's
+    /// records always fit where they will be appended, however many awaits later.
+    held: Cell<usize>,
     pub(super) snapshotting: Cell<bool>,
     /// Set by the migration from older layouts: a snapshot is due regardless of size.
     pub(super) snapshot_due: Cell<bool>,
@@ -196,6 +227,7 @@ impl ShardLog {
             synced: Cell::new(Lsn(0)),
             rotating: Cell::new(false),
             reserved: Cell::new(0),
+            held: Cell::new(0),
             snapshotting: Cell::new(false),
             snapshot_due: Cell::new(recovered.read_older_layouts),
             failed: RefCell::new(None),
@@ -231,6 +263,56 @@ impl ShardLog {
             inner.reserved.set(record_bytes);
             return Ok(());
         }
+    }
+
+    /// Like [`ShardLog::reserve`], but the room stays promised across awaits until the
+    /// returned [`Hold`] is given to [`ShardLog::append_group`] or dropped: what a transaction
+    /// part's owner takes while it holds the part's locks, so that the commit, later, cannot
+    /// meet a full disk. Fails with `NoSpace` or the log's I/O error, promising nothing.
+    pub async fn hold(&self, record_bytes: usize) -> Result<Hold, StorageError> {
+        let inner = &*self.inner;
+        loop {
+            inner.check_failed()?;
+            if inner.rotating.get() {
+                let ready = || inner.failed.borrow().is_some() || !inner.rotating.get();
+                inner.progress.wait_until(ready).await;
+                continue;
+            }
+            if !inner.segment_has_room(record_bytes) {
+                inner.rotate(record_bytes).await?;
+                continue;
+            }
+            inner.held.set(inner.held.get() + record_bytes);
+            return Ok(Hold {
+                inner: self.inner.clone(),
+                bytes: record_bytes,
+            });
+        }
+    }
+
+    /// Waits until an append can run (no segment rotation under way); fails if the log failed.
+    /// A holder awaits this, then applies and appends with no await in between.
+    pub async fn until_appendable(&self) -> Result<(), StorageError> {
+        let inner = &*self.inner;
+        let ready = || inner.failed.borrow().is_some() || !inner.rotating.get();
+        inner.progress.wait_until(ready).await;
+        inner.check_failed()
+    }
+
+    /// Appends one group record holding `members` (records encoded by `storage::record`'s
+    /// `encode`/`encode_set`): recovery replays all of them or, torn, none. Synchronous; the
+    /// room comes from `hold` (which must cover the group) or else from a `reserve` made with
+    /// no await since. Fails with `LogBusy` when there is no such room.
+    pub fn append_group(&self, members: &[u8], hold: Option<Hold>) -> Result<Lsn, StorageError> {
+        let bytes = record::group_bytes(members.len());
+        if let Some(hold) = hold {
+            if bytes > hold.bytes {
+                return Err(StorageError::LogBusy);
+            }
+            drop(hold); // its room goes back to the segment, and this append takes it
+            self.inner.reserved.set(self.inner.reserved.get() + bytes);
+        }
+        self.inner.append(bytes, |out| record::encode_group(out, members))
     }
 
     /// Appends a Set record. Synchronous; fails with `LogBusy` unless `reserve` made room.
@@ -356,11 +438,11 @@ impl Inner {
         buffered == 0 || buffered + bytes <= self.config.buffer_bytes_max
     }
 
+    /// True when `bytes` fit in the current segment besides what holds promised.
     fn segment_has_room(&self, bytes: usize) -> bool {
         let segment = self.segment.borrow();
-        segment
-            .as_ref()
-            .is_some_and(|s| s.appended + bytes as u64 <= s.capacity)
+        let bytes = (bytes + self.held.get()) as u64;
+        segment.as_ref().is_some_and(|s| s.appended + bytes <= s.capacity)
     }
 
     fn append(&self, bytes: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Lsn, StorageError> {
@@ -403,7 +485,7 @@ impl Inner {
 
     async fn rotate_inner(&self, record_bytes: usize) -> Result<(), StorageError> {
         let header_bytes = record::HEADER_BYTES + 16;
-        let needed = (header_bytes + record_bytes) as u64;
+        let needed = (header_bytes + record_bytes + self.held.get()) as u64;
         let Spare { seq, file, capacity } = self.take_spare(needed).await?;
         let drained = || self.written.get() == self.appended.get() || self.failed.borrow().is_some();
         self.progress.wait_until(drained).await;

@@ -28,7 +28,7 @@
 //!      0    4 crc32c       CRC32C (Castagnoli) of bytes 4 .. 16 + payload_len
 //!      4    4 payload_len  bytes after the 16-byte header (<= 1 GiB)
 //!      8    1 kind         1 Set, 2 Delete, 3 ExpireAt, 4 FileHeader, 5 SnapshotEnd,
-//!                          6 SetVersioned
+//!                          6 SetVersioned, 7 Group
 //!      9    3 reserved     zero
 //!     12    4 key_len      <= payload_len
 //!     16    …  payload     key, then by kind:
@@ -38,7 +38,14 @@
 //!                           ExpireAt    u64 expires_at_unix_ms (0 = remove the deadline)
 //!                           FileHeader  8-byte magic "CKVWAL01" or "CKVSNP01", u64 seq
 //!                           SnapshotEnd u64 count of Set records in the snapshot
+//!                           Group       (empty key) member records back to back
 //! ```
+//! A Group (one shard's part of a transaction) holds Set, SetVersioned, Delete and ExpireAt
+//! records laid out as above, except that each member's crc32c is XORed with
+//! `0x47525550`: one length and one CRC32C cover the whole group, so recovery replays all of
+//! its members or none, and no member ever decodes as a record of its own (a group cut short
+//! or damaged at the tail reads as one torn record, and is cut off whole). Groups appear only
+//! in log segments, never in snapshots.
 //! Every file opens with a FileHeader whose seq matches its name. A snapshot holds only Set
 //! (or SetVersioned) records and ends with SnapshotEnd. Format change (issue #12 wiring):
 //! every Set, in logs and snapshots, is now written as SetVersioned, carrying the key's u64
@@ -57,7 +64,10 @@
 //! 1. The shard calls [`ShardLog::reserve`] (waits for buffer room; at a full segment, seals
 //!    it and allocates the next; fails with [`StorageError::NoSpace`] before anything is
 //!    applied), then applies the write in memory and appends its record (synchronous, no
-//!    `await` in between, so log order is apply order).
+//!    `await` in between, so log order is apply order). A transaction's part that must await
+//!    between taking room and applying (it holds locks across shards) takes it with
+//!    [`ShardLog::hold`] instead: the room stays promised across awaits and rotations until
+//!    the `Hold` is used by [`ShardLog::append_group`] or dropped.
 //! 2. It awaits [`ShardLog::durable`] before answering. One writer task per shard takes every
 //!    byte appended since its last write and issues one aligned io_uring write (group commit),
 //!    then under `always` one fdatasync; `durable` resolves after the write (`everysec`,
@@ -101,9 +111,11 @@ mod recover;
 mod snapshot;
 
 pub use dir::{DataDir, Layout};
-pub use log::{LogStats, Lsn, ShardLog};
+pub use log::{Hold, LogStats, Lsn, ShardLog};
+/// Record kinds, for building a group's members with [`encode`].
+pub use record::Kind as RecordKind;
 /// Encoded sizes of records, for [`ShardLog::reserve`].
-pub use record::{delete_bytes, expire_at_bytes, set_bytes};
+pub use record::{delete_bytes, encode, encode_set, expire_at_bytes, group_bytes, set_bytes};
 pub use recover::{RecoveryStats, Replayed, TornTail, recover};
 pub use snapshot::SnapshotWriter;
 

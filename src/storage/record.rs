@@ -29,7 +29,17 @@ pub enum Kind {
     /// As `Set`, with the key's u64 version between the deadline and the value (what every
     /// Set is written as since the version field came; `Set` still reads, as version 0).
     SetVersioned = 6,
+    /// A group of records that recovery applies whole or not at all (one shard's part of a
+    /// transaction): an empty key, and the member records as the payload, one length and one
+    /// CRC32C over all of them. Each member is an ordinary Set, SetVersioned, Delete or
+    /// ExpireAt record except that its crc field is sealed with `GROUP_MEMBER_CRC_XOR`, so a
+    /// member never decodes as a record of its own (a torn group reads as one torn record).
+    Group = 7,
 }
+
+/// XORed into a group member's CRC32C, so the bytes of a torn group hold no record that
+/// recovery could mistake for a whole one after the cut.
+pub const GROUP_MEMBER_CRC_XOR: u32 = 0x4752_5550; // "PURG" little-endian: any nonzero value
 
 impl Kind {
     fn from_byte(byte: u8) -> Option<Kind> {
@@ -40,6 +50,7 @@ impl Kind {
             4 => Kind::FileHeader,
             5 => Kind::SnapshotEnd,
             6 => Kind::SetVersioned,
+            7 => Kind::Group,
             _ => return None,
         })
     }
@@ -94,6 +105,54 @@ pub fn expire_at_bytes(key_len: usize) -> usize {
     HEADER_BYTES + key_len + 8
 }
 
+/// Encoded length of a group whose members take `members_bytes` (see `encode_group`).
+pub fn group_bytes(members_bytes: usize) -> usize {
+    HEADER_BYTES + members_bytes
+}
+
+/// Appends one group record to `out` holding `members`: records encoded by [`encode`] or
+/// [`encode_set`] into a scratch buffer, re-sealed here as members (their CRC XORed with
+/// [`GROUP_MEMBER_CRC_XOR`]). Members must be Set, SetVersioned, Delete or ExpireAt records.
+pub fn encode_group(out: &mut Vec<u8>, members: &[u8]) {
+    let start = out.len();
+    encode(out, Kind::Group, b"", &[members]);
+    let mut at = start + HEADER_BYTES;
+    while at < out.len() {
+        let (member, len) = decode(&out[at..]).expect("encode_group is given whole records");
+        debug_assert!(matches!(
+            member.kind,
+            Kind::Set | Kind::SetVersioned | Kind::Delete | Kind::ExpireAt
+        ));
+        let crc = u32::from_le_bytes(out[at..at + 4].try_into().expect("4 bytes")) ^ GROUP_MEMBER_CRC_XOR;
+        out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        at += len;
+    }
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The members of a group record's body, in order; an error for bytes that are not a whole
+/// sequence of member records (the group's own CRC held, so that is a writer's bug or
+/// deliberate damage, never a torn write).
+pub fn members<'a>(group: &Record<'a>) -> impl Iterator<Item = Result<Record<'a>, Bad>> + 'a {
+    let mut rest = group.body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match decode_sealed(rest, GROUP_MEMBER_CRC_XOR) {
+            Ok((member, len)) => {
+                rest = &rest[len..];
+                Some(Ok(member))
+            }
+            Err(bad) => {
+                rest = &[];
+                Some(Err(bad))
+            }
+        }
+    })
+}
+
 /// Appends one record to `out`. `parts` are the body's pieces after the key, concatenated.
 pub fn encode(out: &mut Vec<u8>, kind: Kind, key: &[u8], parts: &[&[u8]]) {
     let payload_len = key.len() + parts.iter().map(|p| p.len()).sum::<usize>();
@@ -141,6 +200,12 @@ pub fn encode_file_header(out: &mut Vec<u8>, magic: &[u8; 8], seq: u64) {
 
 /// Decodes the record at the start of `bytes`; returns it and its encoded length.
 pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), Bad> {
+    decode_sealed(bytes, 0)
+}
+
+/// As [`decode`], for a record whose stored CRC32C is XORed with `crc_xor` (0 for a record of
+/// its own, [`GROUP_MEMBER_CRC_XOR`] for a group member).
+fn decode_sealed(bytes: &[u8], crc_xor: u32) -> Result<(Record<'_>, usize), Bad> {
     let Some(header) = bytes.get(..HEADER_BYTES) else {
         return Err(Bad::Short);
     };
@@ -166,6 +231,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), Bad> {
         Kind::Delete => body_len == 0,
         Kind::ExpireAt | Kind::SnapshotEnd => body_len == 8,
         Kind::FileHeader => body_len == 16,
+        Kind::Group => key_len == 0 && body_len >= HEADER_BYTES,
     };
     if !body_ok {
         return Err(Bad::Header("body length wrong for the record kind"));
@@ -174,7 +240,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), Bad> {
     let Some(record) = bytes.get(..total) else {
         return Err(Bad::Short);
     };
-    if crc32c::crc32c(&record[4..]) != crc {
+    if crc32c::crc32c(&record[4..]) != crc ^ crc_xor {
         return Err(Bad::Checksum);
     }
     let key = &record[HEADER_BYTES..HEADER_BYTES + key_len];
@@ -250,5 +316,61 @@ mod tests {
         let mut bad_kind = out.clone();
         bad_kind[8] = 99;
         assert_eq!(decode(&bad_kind), Err(Bad::Header("unknown record kind")));
+    }
+
+    fn two_members() -> Vec<u8> {
+        let mut members = Vec::new();
+        encode_set(&mut members, b"a", b"one", None, 7);
+        encode(&mut members, Kind::Delete, b"b", &[]);
+        members
+    }
+
+    // Goal: a group reads back as its members, in order, with their contents.
+    #[test]
+    fn a_group_round_trips_its_members() {
+        let inner = two_members();
+        let mut out = Vec::new();
+        encode_group(&mut out, &inner);
+        assert_eq!(out.len(), group_bytes(inner.len()));
+        let (group, len) = decode(&out).unwrap();
+        assert_eq!((group.kind, group.key, len), (Kind::Group, &b""[..], out.len()));
+        let read: Vec<Record<'_>> = members(&group).collect::<Result<_, _>>().unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[0].kind, read[0].key, set_value_at_and_version(&read[0])),
+            (Kind::SetVersioned, &b"a"[..], (16, 7))
+        );
+        assert_eq!((read[1].kind, read[1].key), (Kind::Delete, &b"b"[..]));
+    }
+
+    // Goal: no byte range of a group decodes as a record of its own except the whole group, so
+    // a torn group never looks like whole records (recovery's search for a record after damage
+    // finds none), and every cut or flipped bit inside it is caught.
+    #[test]
+    fn a_groups_members_never_decode_alone_and_every_cut_is_short() {
+        let mut out = Vec::new();
+        encode_group(&mut out, &two_members());
+        for at in 1..out.len() {
+            assert!(
+                decode(&out[at..]).is_err(),
+                "a record decodes at offset {at} inside a group"
+            );
+        }
+        for cut in 0..out.len() {
+            assert!(decode(&out[..cut]).is_err(), "a group cut at {cut} decoded");
+        }
+        for bit in 0..out.len() * 8 {
+            let mut flipped = out.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode(&flipped).is_err(),
+                "flipping bit {bit} of a group went unnoticed"
+            );
+        }
+        // A group whose members are not whole records (sealed the plain way) fails member by member.
+        let mut plain = Vec::new();
+        encode(&mut plain, Kind::Group, b"", &[&two_members()]);
+        let (group, _) = decode(&plain).unwrap();
+        assert!(members(&group).next().unwrap().is_err());
     }
 }

@@ -328,6 +328,60 @@ impl Reader {
             }
             return Ok(());
         }
+        match rec.kind {
+            Kind::SnapshotEnd if state.snapshot => {
+                if rec.body_u64_at(0) != state.sets {
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        "snapshot's record count differs from its end record",
+                    ));
+                }
+                state.ended = true;
+                Ok(())
+            }
+            Kind::Group if !state.snapshot => self.apply_group(state, offset, rec, keep, sink),
+            _ => self.apply_change(state, offset, rec, keep, sink),
+        }
+    }
+
+    /// Replays a group's members. Its CRC32C covered all of them and was checked before this
+    /// runs, so a group is replayed whole or (torn, failing its CRC) not at all.
+    fn apply_group(
+        &mut self,
+        state: &mut FileState<'_>,
+        offset: u64,
+        rec: Record<'_>,
+        keep: &dyn Fn(&[u8]) -> bool,
+        sink: &mut dyn FnMut(Replayed<'_>),
+    ) -> Result<(), StorageError> {
+        // Every member is checked before the first is replayed.
+        for member in record::members(&rec) {
+            match member.map(|member| member.kind) {
+                Ok(Kind::Set | Kind::SetVersioned | Kind::Delete | Kind::ExpireAt) => {}
+                Ok(_) => return Err(corrupt(state.path, offset, "a group holds a record kind it must not")),
+                Err(_) => {
+                    let what = "a group's checksum holds but its members are not whole records";
+                    return Err(corrupt(state.path, offset, what));
+                }
+            }
+        }
+        for member in record::members(&rec).flatten() {
+            self.stats.records += 1;
+            self.apply_change(state, offset, member, keep, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Hands one Set, Delete or ExpireAt record (filtered) to the sink.
+    fn apply_change(
+        &mut self,
+        state: &mut FileState<'_>,
+        offset: u64,
+        rec: Record<'_>,
+        keep: &dyn Fn(&[u8]) -> bool,
+        sink: &mut dyn FnMut(Replayed<'_>),
+    ) -> Result<(), StorageError> {
         let deadline = |at: usize| Some(rec.body_u64_at(at)).filter(|&d| d != 0);
         let replayed = match rec.kind {
             Kind::Set | Kind::SetVersioned => {
@@ -351,18 +405,7 @@ impl Reader {
                     expires_at_unix_ms,
                 },
             },
-            Kind::SnapshotEnd if state.snapshot => {
-                if rec.body_u64_at(0) != state.sets {
-                    return Err(corrupt(
-                        path,
-                        offset,
-                        "snapshot's record count differs from its end record",
-                    ));
-                }
-                state.ended = true;
-                return Ok(());
-            }
-            _ => return Err(corrupt(path, offset, "record kind does not belong in this file")),
+            _ => return Err(corrupt(state.path, offset, "record kind does not belong in this file")),
         };
         if keep(rec.key) {
             self.stats.records_applied += 1;
@@ -441,7 +484,7 @@ async fn read_all_from(file: &DmaFile, path: &Path, offset: u64, size: u64) -> R
 fn find_record(bytes: &[u8]) -> Option<usize> {
     (1..bytes.len().saturating_sub(record::HEADER_BYTES - 1)).find(|&at| {
         let header = &bytes[at..at + record::HEADER_BYTES];
-        (1..=6).contains(&header[8]) && header[9..12] == [0, 0, 0] && record::decode(&bytes[at..]).is_ok()
+        (1..=7).contains(&header[8]) && header[9..12] == [0, 0, 0] && record::decode(&bytes[at..]).is_ok()
     })
 }
 

@@ -845,3 +845,167 @@ fn the_next_segment_is_zero_filled_ahead_and_renamed_at_rotation() {
         assert_eq!(recover_model(&dir, &layout, 0).await.unwrap().0, model);
     });
 }
+
+/// Members per group in the group tests.
+const GROUP_MEMBERS: usize = 5;
+
+/// Writes 10 plain sets, then `groups` groups of [`GROUP_MEMBERS`] sets (keys `g<j>-<m>`)
+/// into one segment; returns the layout, the segment and each group's (start, end) offsets.
+async fn write_groups(dir: &DataDir, groups: usize) -> (Layout, PathBuf, Vec<(u64, u64)>) {
+    let layout = dir.layout_for(1).unwrap();
+    let stats = recover_model(dir, &layout, 0).await.unwrap().1;
+    let log = ShardLog::open(small_config(FsyncPolicy::Never), &layout, 0, &stats)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let key = format!("plain-{i}");
+        log.reserve(record::set_bytes(key.len(), 20)).await.unwrap();
+        log.append_set(key.as_bytes(), &[b'p'; 20], None).unwrap();
+    }
+    let mut spans = Vec::new();
+    for group in 0..groups {
+        let mut members = Vec::new();
+        for member in 0..GROUP_MEMBERS {
+            let key = format!("g{group}-{member}");
+            record::encode_set(&mut members, key.as_bytes(), &vec![b'v'; 7 + member * 3], None, 9);
+        }
+        if group % 2 == 1 {
+            record::encode(&mut members, record::Kind::Delete, b"plain-0", &[]);
+        }
+        let start = log.appended().0;
+        log.reserve(record::group_bytes(members.len())).await.unwrap();
+        let end = log.append_group(&members, None).unwrap().0;
+        spans.push((start, end));
+    }
+    log.close().await.unwrap();
+    let segment = dir::segment_path(&layout.shard_dir(0), 1);
+    (layout, segment, spans)
+}
+
+/// How many of group `group`'s keys `model` holds.
+fn group_keys_present(model: &Model, group: usize) -> usize {
+    (0..GROUP_MEMBERS)
+        .filter(|member| model.contains_key(format!("g{group}-{member}").as_bytes()))
+        .count()
+}
+
+#[test]
+fn a_group_cut_anywhere_at_the_tail_is_cut_off_whole_and_never_half_replayed() {
+    // Goal: cutting the last segment at every offset inside its last two groups (as a short
+    // file and as zeroed blocks) recovers every whole group and no member of a torn one, and
+    // reports the torn tail at the torn group's first byte.
+    let root = test_dir("torn-group");
+    let base = root.clone();
+    run_on_executor(move || async move {
+        let dir = DataDir::lock(&root).unwrap();
+        let (_, segment, spans) = write_groups(&dir, 3).await;
+        drop(dir);
+        let original = std::fs::read(&segment).unwrap();
+        let (first, last) = (spans[1].0 - 2, spans[2].1 + 2);
+        for (case, cut) in (first..last).enumerate() {
+            let copy = base.with_file_name(format!("torn-group-copy-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&copy);
+            copy_dir(&base, &copy);
+            let copy_segment = copy.join(segment.strip_prefix(&base).unwrap());
+            let mut bytes = original.clone();
+            if case % 2 == 0 {
+                bytes.truncate(cut as usize);
+            } else {
+                bytes[cut as usize..].fill(0);
+            }
+            std::fs::write(&copy_segment, &bytes).unwrap();
+            let dir = DataDir::lock(&copy).unwrap();
+            let layout = dir.layouts().unwrap().pop().unwrap();
+            let (model, stats) = recover_model(&dir, &layout, 0).await.unwrap();
+            for (group, &(start, end)) in spans.iter().enumerate() {
+                let present = group_keys_present(&model, group);
+                let whole = end <= cut;
+                assert_eq!(
+                    present,
+                    if whole { GROUP_MEMBERS } else { 0 },
+                    "cut at {cut}, group {group}"
+                );
+                if start < cut && cut < end {
+                    let torn = vec![TornTail {
+                        file: copy_segment.clone(),
+                        offset: start,
+                    }];
+                    assert_eq!(stats.torn_tails, torn, "cut at {cut}");
+                }
+            }
+            // Group 1 deletes plain-0: it is gone exactly when group 1 is whole.
+            assert_eq!(model.contains_key(&b"plain-0"[..]), spans[1].1 > cut, "cut at {cut}");
+            let (again, stats) = recover_model(&dir, &layout, 0).await.unwrap();
+            assert_eq!((again, stats.torn_tails), (model, vec![]), "the cut is made on disk");
+        }
+    });
+}
+
+#[test]
+fn a_damaged_group_before_the_tail_stops_recovery() {
+    // Goal: a bit flipped inside a group that has a whole record after it is corruption
+    // (start-up stops naming the group's offset), not a torn tail.
+    let root = test_dir("flip-group");
+    run_on_executor(move || async move {
+        let dir = DataDir::lock(&root).unwrap();
+        let (layout, segment, spans) = write_groups(&dir, 3).await;
+        let original = std::fs::read(&segment).unwrap();
+        for at in [spans[1].0 + 2, spans[1].0 + 40, spans[1].1 - 1] {
+            let mut bytes = original.clone();
+            bytes[at as usize] ^= 0x04;
+            std::fs::write(&segment, &bytes).unwrap();
+            let error = recover_model(&dir, &layout, 0).await.unwrap_err();
+            let StorageError::Corrupt { file, offset, .. } = &error else {
+                panic!("{error}")
+            };
+            assert_eq!((file, *offset), (&segment, spans[1].0), "flip at {at}: {error}");
+        }
+    });
+}
+
+#[test]
+fn a_hold_keeps_its_room_across_awaits_and_rotations() {
+    // Goal: room promised by a hold is still there after other writers filled the segment
+    // (forcing rotations) and after awaits; a hold dropped unused gives its room back.
+    let root = test_dir("hold");
+    run_on_executor(move || async move {
+        let dir = DataDir::lock(&root).unwrap();
+        let layout = dir.layout_for(1).unwrap();
+        let stats = recover_model(&dir, &layout, 0).await.unwrap().1;
+        let log = ShardLog::open(small_config(FsyncPolicy::Never), &layout, 0, &stats)
+            .await
+            .unwrap();
+        let mut members = Vec::new();
+        record::encode_set(&mut members, b"held", &[b'h'; 40_000], None, 1);
+        let hold = log.hold(record::group_bytes(members.len())).await.unwrap();
+        let unused = log.hold(30_000).await.unwrap();
+        drop(unused);
+        let mut last = Lsn(0);
+        let mut before_rotation = None;
+        for i in 0..200 {
+            let key = format!("filler-{i}");
+            log.reserve(record::set_bytes(key.len(), 1000)).await.unwrap();
+            if log.stats().segments > 1 && before_rotation.is_none() {
+                before_rotation = Some(i);
+            }
+            last = log.append_set(key.as_bytes(), &[b'f'; 1000], None).unwrap();
+            glommio::yield_if_needed().await;
+        }
+        // The first 64 KiB segment had room for the held 40 KB plus ~23 fillers, not ~60.
+        let before_rotation = before_rotation.expect("the fillers rotated the 64 KiB segment");
+        let filler_bytes = record::set_bytes("filler-00".len(), 1000);
+        let room_besides_hold = (64 << 10) - record::group_bytes(members.len());
+        assert!(
+            before_rotation * filler_bytes <= room_besides_hold,
+            "{before_rotation} fillers fit beside the hold"
+        );
+        log.until_appendable().await.unwrap();
+        let group = log.append_group(&members, Some(hold)).unwrap();
+        assert!(group > last);
+        log.durable(group).await.unwrap();
+        log.close().await.unwrap();
+        let (model, _) = recover_model(&dir, &layout, 0).await.unwrap();
+        assert_eq!(model.len(), 201);
+        assert_eq!(model[&b"held"[..]].0.len(), 40_000);
+    });
+}
