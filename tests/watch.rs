@@ -95,11 +95,14 @@ impl Watch {
 
 #[test]
 fn a_key_watch_sees_every_change_in_order() {
-    // Goal: set, update, delete, set with a TTL and its expiry arrive in order with rising seqs.
+    // Goal: set, update, delete, set with a TTL and its expiry arrive in order with rising
+    // seqs, each set carrying the version its write answered as ETag.
     let server = Server::start(&[]);
     let (mut watch, _) = Watch::open(&server, "/v1/watch/k");
-    assert_eq!(server.request("PUT", "/v1/keys/k", b"1").status, 201);
-    assert_eq!(server.request("PUT", "/v1/keys/k", b"2").status, 200);
+    let first = server.request("PUT", "/v1/keys/k", b"1");
+    assert_eq!(first.status, 201);
+    let second = server.request("PUT", "/v1/keys/k", b"2");
+    assert_eq!(second.status, 200);
     assert_eq!(server.request("DELETE", "/v1/keys/k", b"").status, 200);
     assert_eq!(server.request("PUT", "/v1/keys/k?ttl_ms=100", b"3").status, 201);
     assert_eq!(server.request("PUT", "/v1/keys/other", b"x").status, 201);
@@ -108,6 +111,14 @@ fn a_key_watch_sees_every_change_in_order() {
     assert_eq!(names, ["set", "set", "delete", "set", "expired"]);
     let values: Vec<&serde_json::Value> = events.iter().map(|e| &e.data["value"]).collect();
     assert_eq!(values[..2], [&serde_json::json!("1"), &serde_json::json!("2")]);
+    let versions: Vec<Option<&str>> = events[..2].iter().map(|e| e.data["version"].as_str()).collect();
+    assert_eq!(
+        versions,
+        [first.header("etag"), second.header("etag")],
+        "a set's version is its ETag"
+    );
+    assert!(first.header("etag").is_some() && first.header("etag") != second.header("etag"));
+    assert!(events[2].data.get("version").is_none(), "a delete carries no version");
     let seqs: Vec<u64> = events.iter().map(|e| e.data["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert!(events.iter().all(|e| e.data["key"] == "k"), "only the watched key");

@@ -125,6 +125,9 @@ pub fn change(out: &mut Vec<u8>, change: &Change, shard: Option<usize>, seqs: &[
     } else if change.kind == crate::shard::message::ChangeKind::Set {
         data["value"] = String::from_utf8_lossy(change.record.value()).into();
     }
+    if change.kind == crate::shard::message::ChangeKind::Set {
+        data["version"] = String::from_utf8_lossy(super::etag(change.version).as_bytes()).into();
+    }
     if let Some(shard) = shard {
         data["shard"] = shard.into();
     }
@@ -199,6 +202,8 @@ mod tests {
             kind: crate::shard::message::ChangeKind::Set,
             record: crate::shard::message::Record::new(b"k", b"v\n1"),
             value_omitted: false,
+            version: 3,
+            at: std::time::Instant::now(),
         };
         change(&mut out, &set, Some(1), &[4, 5]);
         let text = String::from_utf8(out).unwrap();
@@ -211,7 +216,7 @@ mod tests {
             serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(
             data,
-            serde_json::json!({"key": "k", "seq": 5, "value": "v\n1", "shard": 1})
+            serde_json::json!({"key": "k", "seq": 5, "value": "v\n1", "version": "\"3\"", "shard": 1})
         );
     }
 }

@@ -186,18 +186,32 @@ async fn stream_changes(
         .enumerate()
         .map(|(at, changes)| Box::pin(changes.recv(at)) as Pending)
         .collect();
+    // Changes taken from their sources but not written yet: at most one per source (a
+    // source is asked again only once its change is written).
+    let mut held: Vec<Wake> = Vec::new();
     loop {
-        let wake = future::or(
-            future::or(next_change(&mut pending), async {
-                glommio::timer::sleep(Duration::from_millis(WATCH_HEARTBEAT_MS)).await;
-                Wake::Heartbeat
-            }),
-            async {
-                shard.latches.shutdown.wait().await;
-                Wake::Shutdown
-            },
-        )
-        .await;
+        let wake = match oldest_held(&mut pending, &mut held).await {
+            Some(wake) => wake,
+            None => {
+                let wake = future::or(
+                    future::or(next_change(&mut pending), async {
+                        glommio::timer::sleep(Duration::from_millis(WATCH_HEARTBEAT_MS)).await;
+                        Wake::Heartbeat
+                    }),
+                    async {
+                        shard.latches.shutdown.wait().await;
+                        Wake::Shutdown
+                    },
+                )
+                .await;
+                if let Wake::Change(..) = wake {
+                    // Written once the other sources were looked at: see `oldest_held`.
+                    held.push(wake);
+                    continue;
+                }
+                wake
+            }
+        };
         match wake {
             Wake::Change(at, Some(change), changes) => {
                 pending.push(Box::pin(changes.recv(at)));
@@ -252,6 +266,33 @@ async fn next_change(pending: &mut Vec<Pending>) -> Wake {
         Poll::Pending
     })
     .await
+}
+
+/// Takes every change its source already has (without waiting) into `held`, then hands out
+/// the oldest held one by its owner's clock; a source that ended comes out only after every
+/// held change. For a prefix watch this keeps one client's writes in their order across
+/// shards: a change it made after another was acknowledged is already queued behind it.
+/// `None` when nothing is held.
+async fn oldest_held(pending: &mut Vec<Pending>, held: &mut Vec<Wake>) -> Option<Wake> {
+    if held.is_empty() {
+        return None;
+    }
+    let mut at = 0;
+    while at < pending.len() {
+        match future::poll_once(&mut pending[at]).await {
+            Some((source, change, changes)) => {
+                drop(pending.swap_remove(at));
+                held.push(Wake::Change(source, change, changes));
+            }
+            None => at += 1,
+        }
+    }
+    let made = |wake: &Wake| match wake {
+        Wake::Change(_, Some(change), _) => Some(change.at),
+        _ => None,
+    };
+    let oldest = (0..held.len()).min_by_key(|&at| (made(&held[at]).is_none(), made(&held[at])))?;
+    Some(held.swap_remove(oldest))
 }
 
 /// Registers a watcher of `target` on `owner`, with a channel to this connection.

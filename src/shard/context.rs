@@ -217,9 +217,9 @@ impl ShardContext {
         if let Some(key) = key {
             if set
                 && self.watch.wants(&key)
-                && let Some((value, _, _)) = store.peek(&key)
+                && let Some((value, _, version)) = store.peek(&key)
             {
-                self.watch.set(&key, value);
+                self.watch.set(&key, value, version);
             }
             if created {
                 self.index.insert(&key);

@@ -557,6 +557,12 @@ pub struct Change {
     /// [`crate::limits::WATCH_HISTORY_VALUE_BYTES_MAX`]) while no one watched it: a watcher
     /// resuming over it is told to re-read the key.
     pub value_omitted: bool,
+    /// The key's version after a `Set` (its ETag); 0 for a change that removed it.
+    pub version: u64,
+    /// When the owner made the change: a prefix watch, which hears from several shards,
+    /// writes the changes it holds oldest first, so that one client's writes to keys on
+    /// different shards reach it in the order they were acknowledged.
+    pub at: std::time::Instant,
 }
 
 impl Change {

@@ -150,9 +150,9 @@ impl Watch {
         self.on.get() && (state.history_changes_max > 0 || state.matches(key))
     }
 
-    /// A key this shard owns was set (created, replaced or updated) to `value`.
-    pub fn set(&self, key: &[u8], value: &[u8]) {
-        self.record(ChangeKind::Set, key, value);
+    /// A key this shard owns was set (created, replaced or updated) to `value`, at `version`.
+    pub fn set(&self, key: &[u8], value: &[u8], version: u64) {
+        self.record(ChangeKind::Set, key, value, version);
     }
 
     /// A key left the store.
@@ -162,10 +162,10 @@ impl Watch {
             Removal::Expired => ChangeKind::Expired,
             Removal::Evicted => ChangeKind::Evicted,
         };
-        self.record(kind, record.key(), b"");
+        self.record(kind, record.key(), b"", 0);
     }
 
-    fn record(&self, kind: ChangeKind, key: &[u8], value: &[u8]) {
+    fn record(&self, kind: ChangeKind, key: &[u8], value: &[u8], version: u64) {
         if !self.on.get() {
             return;
         }
@@ -181,6 +181,8 @@ impl Watch {
             kind,
             record: Record::new(key, if value_omitted { b"" } else { value }),
             value_omitted,
+            version,
+            at: std::time::Instant::now(),
         });
         if state.history_changes_max > 0 {
             state.history_bytes += change.bytes();
@@ -278,18 +280,18 @@ mod tests {
             let shared = Arc::new(WatchShared::default());
             let started = watch.register(key("k"), None, WatchSender::Local(sender), shared);
             assert_eq!(started, WatchStart::Started { seq: 0 });
-            watch.set(b"k", b"1");
-            watch.set(b"other", b"x");
+            watch.set(b"k", b"1", 7);
+            watch.set(b"other", b"x", 8);
             watch.removed(&Record::new(b"k", b""), Removal::Expired);
             let first = receiver.recv().await.unwrap();
             let second = receiver.recv().await.unwrap();
             assert_eq!(
-                (first.seq, first.kind, first.record.value()),
-                (1, ChangeKind::Set, &b"1"[..])
+                (first.seq, first.kind, first.record.value(), first.version),
+                (1, ChangeKind::Set, &b"1"[..], 7)
             );
             assert_eq!((second.seq, second.kind), (3, ChangeKind::Expired));
             // A large value nobody watches is kept without it.
-            watch.set(b"big", &vec![0u8; WATCH_HISTORY_VALUE_BYTES_MAX + 1]);
+            watch.set(b"big", &vec![0u8; WATCH_HISTORY_VALUE_BYTES_MAX + 1], 9);
             assert!(watch.state.borrow().history.back().unwrap().value_omitted);
             // Resume after seq 1 of a prefix: changes 2 to 4 are replayed.
             let (sender, receiver) = local_channel::new_bounded(16);
@@ -300,7 +302,7 @@ mod tests {
             assert_eq!(receiver.recv().await.unwrap().seq, 3);
             assert_eq!(receiver.recv().await.unwrap().record.value(), b"");
             for _ in 0..4 {
-                watch.set(b"x", b"");
+                watch.set(b"x", b"", 1);
             }
             let (sender, _receiver) = local_channel::new_bounded(16);
             let compacted = watch.register(key("k"), Some(2), WatchSender::Local(sender), Arc::default());
@@ -345,7 +347,7 @@ mod tests {
             let shared = Arc::new(WatchShared::default());
             watch.register(key("k"), None, WatchSender::Local(sender), Arc::clone(&shared));
             for i in 0..10u8 {
-                watch.set(b"k", &[i]);
+                watch.set(b"k", &[i], u64::from(i) + 1);
             }
             assert!(shared.dropped.load(Ordering::Acquire));
             assert_eq!(watch.watchers(), 0, "the registry let it go");
