@@ -328,6 +328,29 @@ impl Store {
         self.peek(key).map(|(.., version)| version)
     }
 
+    /// The version the next write gets (a Raft snapshot carries it, so a replica restored
+    /// from one numbers later writes as the leader does).
+    pub fn next_version(&self) -> u64 {
+        self.next_version
+    }
+
+    /// Raises the next write's version to at least `next` (a snapshot restore; never lowers
+    /// it, and stays below the reserved versions).
+    pub fn raise_next_version(&mut self, next: u64) {
+        self.next_version = self.next_version.max(next.min(Condition::FIRST_RESERVED - 1));
+    }
+
+    /// Empties the store (a Raft snapshot replaces it), keeping its budget, clock, counters
+    /// and whether it tracks removals. Removed keys are not reported as removals.
+    pub fn clear(&mut self) {
+        let mut empty = Store::with_clock(self.budget, self.clock);
+        empty.nodes_max = self.nodes_max;
+        (empty.hits, empty.misses) = (self.hits, self.misses);
+        (empty.evictions, empty.expired) = (self.evictions, self.expired);
+        empty.removals = self.removals.as_ref().map(|_| Vec::new());
+        *self = empty;
+    }
+
     /// A fresh version for a write.
     fn take_version(&mut self) -> u64 {
         let version = self.next_version;

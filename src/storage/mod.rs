@@ -94,7 +94,7 @@
 
 mod dir;
 mod log;
-mod record;
+pub(crate) mod record;
 mod recover;
 mod snapshot;
 
