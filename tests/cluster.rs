@@ -549,22 +549,34 @@ fn compaction_bounds_the_raft_log_and_a_restart_restores_the_snapshot() {
 }
 
 // Goal: a node whose data dir is wiped after the leaders compacted their logs rejoins empty,
-// is sent each group's snapshot (InstallSnapshot), and then holds every acknowledged write,
-// read stale from it and linearizably through it.
+// is sent each group's snapshot (InstallSnapshot), keeps it on disk, and then holds every
+// acknowledged write, read stale from it and linearizably through it.
 #[test]
 fn a_wiped_node_rejoins_by_snapshot() {
-    let base = std::env::temp_dir().join(format!("corekv-raftsnap-b-{}", std::process::id()));
+    rejoin_by_snapshot("b", true);
+}
+
+// Goal: the same for a node without --data-dir restarted empty (its snapshot in memory only).
+#[test]
+fn a_node_restarted_empty_rejoins_by_snapshot() {
+    rejoin_by_snapshot("c", false);
+}
+
+/// Three nodes (with `--data-dir` when `durable`); node 3 is killed, emptied, and written
+/// past; restarted, it must be sent a snapshot in each group and then hold every write.
+fn rejoin_by_snapshot(tag: &str, durable: bool) {
+    let base = std::env::temp_dir().join(format!("corekv-raftsnap-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let dirs: Vec<String> = (1..=3)
         .map(|id| base.join(format!("node{id}")).display().to_string())
         .collect();
     let peers = peer_list(&free_peer_ports(3));
     let start = |id: usize| {
-        start_node(
-            id,
-            &peers,
-            &["--data-dir", &dirs[id - 1], "--raft-snapshot-entries", SNAPSHOT_ENTRIES],
-        )
+        let mut flags = vec!["--raft-snapshot-entries", SNAPSHOT_ENTRIES];
+        if durable {
+            flags.extend(["--data-dir", &dirs[id - 1]]);
+        }
+        start_node(id, &peers, &flags)
     };
     let mut nodes: Vec<Server> = (1..=3).map(start).collect();
     wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3]);
@@ -572,7 +584,7 @@ fn a_wiped_node_rejoins_by_snapshot() {
     let keys: Vec<String> = (0..100).map(|i| format!("before-{i}")).collect();
     let mut written = put_all(&addrs, &keys, 64);
     drop(nodes.remove(2)); // SIGKILL node 3
-    std::fs::remove_dir_all(&dirs[2]).unwrap();
+    let _ = std::fs::remove_dir_all(&dirs[2]);
     let survivors: Vec<&Server> = nodes.iter().collect();
     wait_for_leaders(&survivors, &[1, 2]);
     let keys: Vec<String> = (0..300).map(|i| format!("while-down-{i}")).collect();
@@ -615,12 +627,8 @@ fn a_wiped_node_rejoins_by_snapshot() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        std::path::Path::new(&dirs[2])
-            .join("raft")
-            .join("shard-1.snap")
-            .exists()
-    );
+    let snap = std::path::Path::new(&dirs[2]).join("raft").join("shard-1.snap");
+    assert_eq!(snap.exists(), durable, "{}", snap.display());
     let metrics = String::from_utf8_lossy(&wiped.request("GET", "/metrics", b"").body).into_owned();
     assert!(
         metrics.contains("corekv_raft_snapshots_received_total{shard=\"0\"} "),

@@ -88,13 +88,18 @@ pub async fn build(store: &RefCell<Store>) -> Option<Vec<u8>> {
     while let Some(at) = cursor {
         // One reading of both clocks per chunk converts every deadline to unix time.
         let (mono, unix) = (crate::clock::now_ms(), storage::now_unix_ms());
+        let mut over = false;
         cursor = store
             .borrow()
             .scan_from(at, STORAGE_SNAPSHOT_CHUNK_KEYS, |key, value, deadline, version| {
-                let deadline = deadline.map(|d| (unix + d).saturating_sub(mono));
-                encoder.add(key, value, deadline, version);
+                // Past the bound, the rest of the chunk is skipped, not encoded.
+                over = over || encoder.len() + record::set_bytes(key.len(), value.len()) > RAFT_SNAPSHOT_BYTES_MAX;
+                if !over {
+                    let deadline = deadline.map(|d| (unix + d).saturating_sub(mono));
+                    encoder.add(key, value, deadline, version);
+                }
             });
-        if encoder.len() > RAFT_SNAPSHOT_BYTES_MAX {
+        if over {
             return None;
         }
         glommio::yield_if_needed().await;
