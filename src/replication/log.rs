@@ -228,6 +228,52 @@ mod tests {
         }
     }
 
+    // Goal: a checkpoint leaves the snapshot beside a log that holds only the entries after
+    // it; appends go on into the new file, and reopening gives snapshot, tail and hard state.
+    // A corrupt snapshot file then refuses to open, naming the file.
+    #[test]
+    fn a_checkpoint_cuts_the_log_and_reopens_with_its_snapshot() {
+        let dir = crate::storage::test_dir("raft_log_checkpoint");
+        let hard = |commit| HardState {
+            term: 1,
+            commit,
+            ..HardState::default()
+        };
+        let opened = dir.clone();
+        let (size_before, size_after, recovered) = crate::storage::run_on_executor(move || async move {
+            let (log, recovered) = RaftLog::open(&opened, 0).await.unwrap();
+            assert_eq!(recovered, Recovered::default());
+            let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+            log.persist(&entries, Some(&hard(10))).await.unwrap();
+            let size_before = std::fs::metadata(path_for(&opened, 0)).unwrap().len();
+            let mut snapshot = Snapshot::default();
+            (snapshot.mut_metadata().index, snapshot.mut_metadata().term) = (8, 1);
+            let mut state = snapshot::Encoder::new(5);
+            state.add(b"k", b"v", None, 4);
+            snapshot.data = state.finish().into();
+            log.checkpoint(&snapshot, &entries[8..], &hard(10)).await.unwrap();
+            let size_after = std::fs::metadata(path_for(&opened, 0)).unwrap().len();
+            log.persist(&[entry(11, 1)], Some(&hard(11))).await.unwrap();
+            drop(log);
+            let (_, recovered) = RaftLog::open(&opened, 0).await.unwrap();
+            (size_before, size_after, recovered)
+        });
+        assert!(size_after * 3 < size_before, "{size_after} of {size_before} bytes left");
+        assert_eq!(recovered.snapshot.as_ref().map(|s| s.get_metadata().index), Some(8));
+        let indices: Vec<u64> = recovered.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indices, vec![9, 10, 11]);
+        assert_eq!(recovered.hard_state, Some(hard(11)));
+        let snap = snapshot::path_for(&dir, 0);
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&snap, &bytes).unwrap();
+        let reopened = dir.clone();
+        let error = crate::storage::run_on_executor(move || async move { RaftLog::open(&reopened, 0).await.err() });
+        let error = error.expect("a corrupt snapshot is refused");
+        assert!(error.contains("shard-0.snap") && error.contains("corrupt"), "{error}");
+    }
+
     #[test]
     fn records_decode_with_overwrites_and_stop_at_a_torn_tail() {
         let mut bytes = Vec::new();

@@ -3,16 +3,24 @@
 //! committed by a majority and applied here; reads wait for a ReadIndex; a follower's
 //! proposals and read requests travel to the leader inside raft-rs itself.
 //!
-//! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, the requests waiting
-//! on it), the peer transport ([`transport`]) and the log entry format ([`codec`]). A group
-//! lives on its shard's thread only (`RefCell`s, no locks of its own) and applies committed
-//! operations to its own shard's store only, through [`ShardContext::apply_local`]. It never
-//! knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
+//! Once `--raft-snapshot-entries` entries were applied since the last snapshot, a group
+//! snapshots its store at the applied index ([`snapshot`]), keeps it in [`GroupStorage`] and
+//! drops the log before it (with `--data-dir`, the snapshot is written beside the log file and
+//! the file cut); a follower whose next entry is gone is sent the snapshot (`MsgSnapshot`) and
+//! replaces its store with it.
+//!
+//! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, its snapshot, the
+//! requests waiting on it), the peer transport ([`transport`]), the log entry format
+//! ([`codec`]) and the snapshot format ([`snapshot`]). A group lives on its shard's thread only
+//! (`RefCell`s, no locks of its own) and changes its own shard's store only: committed
+//! operations through [`ShardContext::apply_local`], a snapshot by replacing the store whole.
+//! It never knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
-//! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log);
-//! the log is never compacted; TTL deadlines and LRU order are decided by each replica's own
-//! clock and reads.
+//! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
+//! snapshot); a snapshot travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX`
+//! is not compacted; TTL deadlines and LRU order are decided by each replica's own clock and
+//! reads.
 
 pub mod codec;
 pub mod log;

@@ -302,14 +302,22 @@ mod tests {
         assert!(decode(&wal, |_, _, _, _| {}).unwrap_err().contains("bad magic"));
     }
 
-    // Goal: a restore replaces the store's keys (old ones gone), keeps versions, moves future
-    // deadlines onto this clock, and numbers the next write after the snapshot's next version.
+    // Goal: a restore replaces the store's keys (old ones gone), keeps versions, keeps a
+    // future deadline as a TTL on this clock and drops a past one, and numbers the next write
+    // after the snapshot's next version.
     #[test]
     fn a_restore_replaces_the_store() {
         let mut store = Store::default();
         store.set_with_version(Record::new(b"old", b"x"), None, 100);
         assert_eq!(restore(&mut store, &sample()), Ok(Restored { keys: 2, rejected: 0 }));
         assert_eq!(store.len(), 2);
+        assert_eq!(store.peek(b"a").unwrap().1, None);
+        assert!(store.peek(b"b").unwrap().1.is_some(), "b's future deadline is kept");
+        let mut past = Encoder::new(1);
+        past.add(b"gone", b"v", Some(1), 1);
+        let mut other = Store::default();
+        restore(&mut other, &past.finish()).unwrap();
+        assert!(other.peek(b"gone").is_none(), "a deadline already past drops the key");
         assert!(store.peek(b"old").is_none());
         assert_eq!(store.version_of(b"a"), Some(3));
         assert_eq!(store.version_of(b"b"), Some(7));
