@@ -513,22 +513,38 @@ fn compaction_bounds_the_raft_log_and_a_restart_restores_the_snapshot() {
     let mut nodes: Vec<Server> = (1..=3).map(start).collect();
     wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3]);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let mut written = Vec::new();
-    for round in 0..6 {
-        let keys: Vec<String> = (0..100).map(|i| format!("compact-{round}-{i}")).collect();
-        written.extend(put_all(&addrs, &keys, VALUE_BYTES));
-        for dir in &dirs {
-            for shard in 0..SHARDS {
-                let log = dir.join("raft").join(format!("shard-{shard}.log"));
-                let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-                assert!(
-                    bytes < LOG_FILE_BYTES_MAX,
-                    "{} holds {bytes} bytes after round {round}",
-                    log.display()
-                );
+    let logs: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| (0..SHARDS).map(move |shard| dir.join("raft").join(format!("shard-{shard}.log"))))
+        .collect();
+    let writing = AtomicBool::new(true);
+    // The largest log file seen, sampled every 10 ms while the writes go on.
+    let (written, largest) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut largest = (0, String::new());
+            while writing.load(Ordering::Relaxed) {
+                for log in &logs {
+                    let bytes = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+                    if bytes > largest.0 {
+                        largest = (bytes, log.display().to_string());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-        }
-    }
+            largest
+        });
+        let keys: Vec<String> = (0..600).map(|i| format!("compact-{i}")).collect();
+        let written = put_all(&addrs, &keys, VALUE_BYTES);
+        writing.store(false, Ordering::Relaxed);
+        (written, sampler.join().unwrap())
+    });
+    assert!(largest.0 > 0, "no raft log was written");
+    assert!(
+        largest.0 < LOG_FILE_BYTES_MAX,
+        "{} reached {} bytes",
+        largest.1,
+        largest.0
+    );
     for node in &nodes {
         for group in groups(node) {
             assert!(group["snapshots_taken"].as_u64().unwrap() >= 3, "{group}");
