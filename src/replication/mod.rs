@@ -25,6 +25,7 @@
 pub mod codec;
 pub mod log;
 pub mod snapshot;
+pub mod storage;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -37,11 +38,11 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
-use raft::{
-    Config, GetEntriesContext, RaftState, RawNode, ReadState, SnapshotStatus, StateRole, Storage, StorageError,
-};
+use raft::{Config, GetEntriesContext, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
 use self::codec::Proposer;
+pub use self::storage::GroupStorage;
+use self::storage::load_recovered;
 use crate::error::Error;
 use crate::limits::{
     PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
@@ -171,52 +172,6 @@ struct Compaction {
     bytes_since: u64,
     /// After a snapshot refused for size: the applied index before which none is tried.
     retry_at: u64,
-}
-
-/// raft-rs's `MemStorage` (entries, hard state, members) with the group's latest snapshot,
-/// which `MemStorage` cannot hold: raft-rs reads it here when a follower needs it.
-pub struct GroupStorage {
-    mem: MemStorage,
-    snapshot: RefCell<Snapshot>,
-}
-
-impl Storage for GroupStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        self.mem.initial_state()
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.mem.entries(low, high, max_size, context)
-    }
-
-    fn term(&self, index: u64) -> raft::Result<u64> {
-        self.mem.term(index)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        self.mem.first_index()
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        self.mem.last_index()
-    }
-
-    /// The latest snapshot; "temporarily unavailable" (raft-rs tries again later) before the
-    /// first, or when raft-rs asks for a newer one than this group has taken.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let snapshot = self.snapshot.borrow();
-        let index = snapshot.get_metadata().index;
-        if index == 0 || index < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
-        }
-        Ok(snapshot.clone())
-    }
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -901,31 +856,6 @@ pub async fn run(shard: Rc<ShardContext>) {
             return;
         }
     }
-}
-
-/// Loads what `--data-dir` held into `MemStorage`: the snapshot (where its log starts), the
-/// entries after it, the hard state. Returns the snapshot, for the store.
-fn load_recovered(storage: &MemStorage, recovered: log::Recovered) -> Result<Option<Snapshot>, String> {
-    let mut core = storage.wl();
-    let snapshot_index = recovered.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-    if let Some(snapshot) = &recovered.snapshot {
-        core.apply_snapshot(snapshot.clone()).map_err(|e| e.to_string())?;
-    }
-    // MemStorage panics on a gap; the file never has one, unless damaged.
-    if let Some(first) = recovered.entries.first()
-        && first.index != snapshot_index + 1
-    {
-        return Err(format!(
-            "its entries start at {} but its snapshot ends at {snapshot_index}",
-            first.index
-        ));
-    }
-    core.append(&recovered.entries).map_err(|e| e.to_string())?;
-    if let Some(mut hard_state) = recovered.hard_state {
-        hard_state.commit = hard_state.commit.max(snapshot_index);
-        core.set_hardstate(hard_state);
-    }
-    Ok(recovered.snapshot)
 }
 
 /// Replaces the shard's store with a snapshot's keys, and rebuilds its key index if on.
