@@ -565,8 +565,8 @@ fn compaction_bounds_the_raft_log_and_a_restart_restores_the_snapshot() {
 }
 
 // Goal: a node whose data dir is wiped after the leaders compacted their logs rejoins empty,
-// is sent each group's snapshot (InstallSnapshot), keeps it on disk, and then holds every
-// acknowledged write, read stale from it and linearizably through it.
+// is sent each group's snapshot (InstallSnapshot), keeps it on disk (a restart restores it),
+// and holds every acknowledged write, read stale from it and linearizably through it.
 #[test]
 fn a_wiped_node_rejoins_by_snapshot() {
     rejoin_by_snapshot("b", true);
@@ -579,7 +579,8 @@ fn a_node_restarted_empty_rejoins_by_snapshot() {
 }
 
 /// Three nodes (with `--data-dir` when `durable`); node 3 is killed, emptied, and written
-/// past; restarted, it must be sent a snapshot in each group and then hold every write.
+/// past; restarted, it must be sent a snapshot in each group and then hold every write (and,
+/// when durable, hold them again after one more SIGKILL and restart).
 fn rejoin_by_snapshot(tag: &str, durable: bool) {
     let base = std::env::temp_dir().join(format!("corekv-raftsnap-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
@@ -650,6 +651,13 @@ fn rejoin_by_snapshot(tag: &str, durable: bool) {
         metrics.contains("corekv_raft_snapshots_received_total{shard=\"0\"} "),
         "{metrics}"
     );
-    drop((nodes, wiped));
+    if durable {
+        // The snapshot it was sent is on its disk: restarted again, it comes back from it.
+        drop(wiped); // SIGKILL
+        let again = start(3);
+        assert!(again.log().contains("restored the raft snapshot"), "{}", again.log());
+        assert_holds(&again, &written);
+    }
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&base);
 }
