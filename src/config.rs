@@ -175,6 +175,12 @@ pub struct ServeArgs {
     #[arg(long, requires = "node_id", value_parser = crate::replication::parse_peers)]
     pub peers: Option<crate::replication::PeerList>,
 
+    /// With `--peers`: entries each Raft group applies after its last snapshot before it
+    /// snapshots its store and drops the log before it (disk and memory stay bounded).
+    #[arg(long = "raft-snapshot-entries", default_value_t = limits::RAFT_SNAPSHOT_ENTRIES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_snapshot_entries: u64,
+
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,

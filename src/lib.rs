@@ -29,7 +29,8 @@
 //! - [`logging`]: a `RUST_LOG`-style logger that never prints values, and rate-limited log macros.
 //! - [`os`]: sockets, rlimits, signals and the io_uring probe, through socket2, rlimit and nix.
 //! - [`replication`]: `--peers`: one Raft group per shard across nodes (raft-rs), the peer
-//!   transport, replicated writes and linearizable reads.
+//!   transport, replicated writes and linearizable reads, log compaction behind snapshots of
+//!   the store (sent to a follower too far behind).
 //! - [`storage`]: durability: each shard's write-ahead log and snapshots, recovery, the data dir.
 //! - `check` (hidden): test tooling, never used by the server: the linearizability checker the
 //!   replication tests run over recorded histories.

@@ -283,12 +283,32 @@ pub const PEER_RECONNECT_BACKOFF_MS: u64 = 200;
 /// Time a peer has to complete the connection handshake, in ms.
 pub const PEER_HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
 
+/// Entries a group applies after its last snapshot before it takes the next one and drops
+/// the log before it (`--raft-snapshot-entries`); a node further behind gets the snapshot.
+pub const RAFT_SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+/// Entry bytes (their payloads) a group applies after its last snapshot before it takes the
+/// next one, whatever the entry count: bounds the log on disk and in memory.
+pub const RAFT_SNAPSHOT_LOG_BYTES_MAX: u64 = 32 << 20;
+/// Entries before the snapshot's index kept in memory after a compaction (at most half of
+/// the entry bound), so a follower a little behind is sent entries, not the whole snapshot.
+pub const RAFT_SNAPSHOT_KEEP_ENTRIES_MAX: u64 = 1_000;
+/// Largest snapshot a group takes, in bytes of encoded keys and values. A snapshot travels in
+/// one peer frame, so it stays under `PEER_FRAME_BYTES_MAX`; a store past it is not
+/// compacted (logged and counted), and its log grows as before compaction existed.
+pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 60 << 20;
+/// After a snapshot was refused for size, entries applied before the group tries again.
+pub const RAFT_SNAPSHOT_RETRY_ENTRIES: u64 = 10_000;
+
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(
     REPLICATION_TIMEOUT_MS > 2 * RAFT_ELECTION_TICKS as u64 * RAFT_TICK_MS,
     "a write made during one election still commits before it times out"
 );
 const _: () = assert!(PEER_FRAME_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_BYTES_MAX);
+const _: () = assert!(
+    RAFT_SNAPSHOT_BYTES_MAX + (1 << 20) <= PEER_FRAME_BYTES_MAX,
+    "a snapshot and its message's metadata fit in one peer frame"
+);
 
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);
 const _: () = assert!(CONNECTION_IDLE_BUFFER_BYTES_MIN <= CONNECTION_IDLE_BUFFER_BYTES);

@@ -413,6 +413,10 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     if let Some(durability) = &durability {
         glommio::spawn_local(durability::snapshot_forever(Rc::clone(&shard), Arc::clone(durability))).detach();
     }
+    if let Some(group) = &shard.replication {
+        // The raft snapshot from --data-dir, before the shard serves (its log tail replays later).
+        group.restore_recovered(&shard)?;
+    }
     shard.start_change_tracking();
     if shard.args.design == Design::Sharded || id == 0 {
         glommio::spawn_local(expire_forever(Rc::clone(&shard))).detach();

@@ -403,3 +403,261 @@ fn a_cluster_killed_whole_comes_back_from_its_raft_logs() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Log compaction and snapshots (InstallSnapshot): a small `--raft-snapshot-entries` makes every
+// group snapshot its store and cut its log many times in a few hundred writes.
+
+/// Entries per snapshot in these tests: small, so a few hundred writes compact several times.
+const SNAPSHOT_ENTRIES: &str = "40";
+
+/// Each group's `/v1/cluster` entry on `node` (empty when it does not answer).
+fn groups(node: &Server) -> Vec<serde_json::Value> {
+    try_request(node.addr, "GET", "/v1/cluster", b"")
+        .map(|r| r.json()["groups"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Writes every key (value: the key, repeated to `value_bytes`) through the nodes in turn, 4
+/// writers at once, retrying 503s (an election) until `ELECTION_WITHIN`; returns the values.
+fn put_all(addrs: &[SocketAddr], keys: &[String], value_bytes: usize) -> Vec<(String, Vec<u8>)> {
+    let written: Vec<(String, Vec<u8>)> = keys
+        .iter()
+        .map(|key| {
+            (
+                key.clone(),
+                key.as_bytes().iter().copied().cycle().take(value_bytes).collect(),
+            )
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let written = &written;
+            scope.spawn(move || {
+                for (i, (key, value)) in written.iter().enumerate().skip(writer).step_by(4) {
+                    let deadline = Instant::now() + ELECTION_WITHIN;
+                    loop {
+                        let addr = addrs[i % addrs.len()];
+                        let got = try_request(addr, "PUT", &format!("/v1/keys/{key}"), value);
+                        if got.as_ref().is_some_and(|r| r.status == 201) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "{key} was never acknowledged: {:?}",
+                            got.map(|r| r.status)
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            });
+        }
+    });
+    written
+}
+
+/// Waits until `node` answers every key with its value on a stale (local) read, then checks
+/// a linearizable read of each too.
+fn assert_holds(node: &Server, written: &[(String, Vec<u8>)]) {
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    for (key, value) in written {
+        loop {
+            let got = node.request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+            if got.status == 200 && &got.body == value {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node never caught up with {key}: {}",
+                got.status
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Linearizable: through the group's leader, which may still be being elected (503).
+    for (key, value) in written {
+        loop {
+            let got = node.request("GET", &format!("/v1/keys/{key}"), b"");
+            if got.status == 503 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            assert_eq!(got.status, 200, "{key}: {}", got.error());
+            assert!(&got.body == value, "{key}: a value of {} bytes", got.body.len());
+            break;
+        }
+    }
+}
+
+// Goal: with --data-dir, every group compacts several times while writes go on, each raft
+// log file stays bounded on disk, and a node SIGKILLed and restarted restores its snapshot
+// and log tail with every acknowledged write.
+#[test]
+fn compaction_bounds_the_raft_log_and_a_restart_restores_the_snapshot() {
+    const VALUE_BYTES: usize = 1024;
+    // 40 entries of ~1 KiB between cuts (plus hard states); without compaction each file
+    // would hold ~300 KiB by the end.
+    const LOG_FILE_BYTES_MAX: u64 = 160 << 10;
+    let base = std::env::temp_dir().join(format!("corekv-raftsnap-a-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dirs: Vec<std::path::PathBuf> = (1..=3).map(|id| base.join(format!("node{id}"))).collect();
+    let peers = peer_list(&free_peer_ports(3));
+    let start = |id: usize| {
+        let dir = dirs[id - 1].display().to_string();
+        start_node(
+            id,
+            &peers,
+            &["--data-dir", &dir, "--raft-snapshot-entries", SNAPSHOT_ENTRIES],
+        )
+    };
+    let mut nodes: Vec<Server> = (1..=3).map(start).collect();
+    wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let logs: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| (0..SHARDS).map(move |shard| dir.join("raft").join(format!("shard-{shard}.log"))))
+        .collect();
+    let writing = AtomicBool::new(true);
+    // The largest log file seen, sampled every 10 ms while the writes go on.
+    let (written, largest) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut largest = (0, String::new());
+            while writing.load(Ordering::Relaxed) {
+                for log in &logs {
+                    let bytes = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+                    if bytes > largest.0 {
+                        largest = (bytes, log.display().to_string());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            largest
+        });
+        let keys: Vec<String> = (0..600).map(|i| format!("compact-{i}")).collect();
+        let written = put_all(&addrs, &keys, VALUE_BYTES);
+        writing.store(false, Ordering::Relaxed);
+        (written, sampler.join().unwrap())
+    });
+    assert!(largest.0 > 0, "no raft log was written");
+    assert!(
+        largest.0 < LOG_FILE_BYTES_MAX,
+        "{} reached {} bytes",
+        largest.1,
+        largest.0
+    );
+    for node in &nodes {
+        for group in groups(node) {
+            assert!(group["snapshots_taken"].as_u64().unwrap() >= 3, "{group}");
+            assert!(group["snapshot_index"].as_u64().unwrap() > 0, "{group}");
+        }
+    }
+    assert!(dirs[1].join("raft").join("shard-0.snap").exists());
+    drop(nodes.remove(1)); // SIGKILL node 2
+    let restarted = start(2);
+    assert!(
+        restarted.log().contains("restored the raft snapshot"),
+        "{}",
+        restarted.log()
+    );
+    assert_holds(&restarted, &written);
+    drop((nodes, restarted));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+// Goal: a node whose data dir is wiped after the leaders compacted their logs rejoins empty,
+// is sent each group's snapshot (InstallSnapshot), keeps it on disk (a restart restores it),
+// and holds every acknowledged write, read stale from it and linearizably through it.
+#[test]
+fn a_wiped_node_rejoins_by_snapshot() {
+    rejoin_by_snapshot("b", true);
+}
+
+// Goal: the same for a node without --data-dir restarted empty (its snapshot in memory only).
+#[test]
+fn a_node_restarted_empty_rejoins_by_snapshot() {
+    rejoin_by_snapshot("c", false);
+}
+
+/// Three nodes (with `--data-dir` when `durable`); node 3 is killed, emptied, and written
+/// past; restarted, it must be sent a snapshot in each group and then hold every write (and,
+/// when durable, hold them again after one more SIGKILL and restart).
+fn rejoin_by_snapshot(tag: &str, durable: bool) {
+    let base = std::env::temp_dir().join(format!("corekv-raftsnap-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dirs: Vec<String> = (1..=3)
+        .map(|id| base.join(format!("node{id}")).display().to_string())
+        .collect();
+    let peers = peer_list(&free_peer_ports(3));
+    let start = |id: usize| {
+        let mut flags = vec!["--raft-snapshot-entries", SNAPSHOT_ENTRIES];
+        if durable {
+            flags.extend(["--data-dir", &dirs[id - 1]]);
+        }
+        start_node(id, &peers, &flags)
+    };
+    let mut nodes: Vec<Server> = (1..=3).map(start).collect();
+    wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let keys: Vec<String> = (0..100).map(|i| format!("before-{i}")).collect();
+    let mut written = put_all(&addrs, &keys, 64);
+    drop(nodes.remove(2)); // SIGKILL node 3
+    let _ = std::fs::remove_dir_all(&dirs[2]);
+    let survivors: Vec<&Server> = nodes.iter().collect();
+    wait_for_leaders(&survivors, &[1, 2]);
+    let keys: Vec<String> = (0..300).map(|i| format!("while-down-{i}")).collect();
+    written.extend(put_all(&addrs[..2], &keys, 64));
+    for group in groups(&nodes[0]) {
+        assert!(
+            group["snapshot_index"].as_u64().unwrap() > 1,
+            "the log was compacted: {group}"
+        );
+    }
+    let wiped = start(3);
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    loop {
+        let caught_up = groups(&wiped);
+        let received = |g: &serde_json::Value| g["snapshots_received"].as_u64().unwrap_or(0) > 0;
+        if caught_up.len() == SHARDS && caught_up.iter().all(received) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot received: {caught_up:?}\n{}",
+            wiped.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_holds(&wiped, &written);
+    let leader_commits: Vec<u64> = groups(&nodes[0])
+        .iter()
+        .map(|g| g["commit_index"].as_u64().unwrap())
+        .collect();
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    while !groups(&wiped)
+        .iter()
+        .zip(&leader_commits)
+        .all(|(g, commit)| g["applied_index"].as_u64().unwrap() >= *commit)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node's applied index never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snap = std::path::Path::new(&dirs[2]).join("raft").join("shard-1.snap");
+    assert_eq!(snap.exists(), durable, "{}", snap.display());
+    let metrics = String::from_utf8_lossy(&wiped.request("GET", "/metrics", b"").body).into_owned();
+    assert!(
+        metrics.contains("corekv_raft_snapshots_received_total{shard=\"0\"} "),
+        "{metrics}"
+    );
+    if durable {
+        // The snapshot it was sent is on its disk: restarted again, it comes back from it.
+        drop(wiped); // SIGKILL
+        let again = start(3);
+        assert!(again.log().contains("restored the raft snapshot"), "{}", again.log());
+        assert_holds(&again, &written);
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -263,7 +263,7 @@ pub fn prometheus_text(shards: &[ShardStats]) -> String {
 /// Replication's metrics (`--peers`), one series per shard's group; nothing when alone.
 fn replication_text(shards: &[ShardStats], text: &mut String) {
     type Read = fn(&crate::replication::GroupStatus) -> u64;
-    let metrics: [(&str, &str, &str, Read); 9] = [
+    let metrics: [(&str, &str, &str, Read); 14] = [
         ("raft_term", "The group's current term.", "gauge", |g| g.term),
         (
             "raft_leader",
@@ -303,6 +303,36 @@ fn replication_text(shards: &[ShardStats], text: &mut String) {
             "Writes this node proposed and applied.",
             "counter",
             |g| g.commits,
+        ),
+        (
+            "raft_snapshot_index",
+            "Log index of the group's latest snapshot (the log before it is compacted).",
+            "gauge",
+            |g| g.snapshot_index,
+        ),
+        (
+            "raft_snapshots_taken_total",
+            "Snapshots this node took of its store.",
+            "counter",
+            |g| g.snapshots_taken,
+        ),
+        (
+            "raft_snapshots_sent_total",
+            "Snapshots sent to followers too far behind.",
+            "counter",
+            |g| g.snapshots_sent,
+        ),
+        (
+            "raft_snapshots_received_total",
+            "Snapshots received from a leader and restored.",
+            "counter",
+            |g| g.snapshots_received,
+        ),
+        (
+            "raft_snapshots_oversize_total",
+            "Compactions skipped: the store's snapshot was past its size bound.",
+            "counter",
+            |g| g.snapshots_oversize,
         ),
     ];
     if shards.iter().all(|shard| shard.replication.is_none()) {

@@ -3,19 +3,29 @@
 //! committed by a majority and applied here; reads wait for a ReadIndex; a follower's
 //! proposals and read requests travel to the leader inside raft-rs itself.
 //!
-//! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, the requests waiting
-//! on it), the peer transport ([`transport`]) and the log entry format ([`codec`]). A group
-//! lives on its shard's thread only (`RefCell`s, no locks of its own) and applies committed
-//! operations to its own shard's store only, through [`ShardContext::apply_local`]. It never
-//! knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
+//! Once `--raft-snapshot-entries` entries were applied since the last snapshot, a group
+//! snapshots its store at the applied index ([`snapshot`]), keeps it in [`GroupStorage`] and
+//! drops the log before it (with `--data-dir`, the snapshot is written beside the log file and
+//! the file cut); a follower whose next entry is gone is sent the snapshot (`MsgSnapshot`) and
+//! replaces its store with it.
+//!
+//! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, its snapshot, the
+//! requests waiting on it), the peer transport ([`transport`]), the log entry format
+//! ([`codec`]) and the snapshot format ([`snapshot`]). A group lives on its shard's thread only
+//! (`RefCell`s, no locks of its own) and changes its own shard's store only: committed
+//! operations through [`ShardContext::apply_local`], a snapshot by replacing the store whole.
+//! It never knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
-//! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log);
-//! the log is never compacted; TTL deadlines and LRU order are decided by each replica's own
-//! clock and reads.
+//! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
+//! snapshot); a snapshot travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX`
+//! is not compacted; TTL deadlines and LRU order are decided by each replica's own clock and
+//! reads.
 
 pub mod codec;
 pub mod log;
+pub mod snapshot;
+pub mod storage;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -26,19 +36,22 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, ReadState, StateRole};
+use raft::{Config, GetEntriesContext, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
 use self::codec::Proposer;
+pub use self::storage::GroupStorage;
+use self::storage::load_recovered;
 use crate::error::Error;
 use crate::limits::{
     PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
-    RAFT_MESSAGE_BYTES_MAX, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX, REPLICATION_TIMEOUT_MS,
+    RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX, RAFT_SNAPSHOT_LOG_BYTES_MAX,
+    RAFT_SNAPSHOT_RETRY_ENTRIES, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX, REPLICATION_TIMEOUT_MS,
 };
-use crate::shard::ShardId;
 use crate::shard::context::ShardContext;
 use crate::shard::message::{Op, Outcome, PeerReply};
+use crate::shard::{ShardId, StoreHandle};
 use crate::sync::oneshot;
 
 /// `--peers`: every member's id and peer address, sorted by id.
@@ -93,6 +106,16 @@ pub struct GroupStatus {
     pub commit_latency_us_total: u64,
     /// Raft messages dropped because a peer's queue was full or it was unknown.
     pub messages_dropped: u64,
+    /// The log index of this group's latest snapshot (0: none yet); the log before it is gone.
+    pub snapshot_index: u64,
+    /// Snapshots this node took of its store (compactions).
+    pub snapshots_taken: u64,
+    /// Snapshots this node (as leader) queued for a follower too far behind.
+    pub snapshots_sent: u64,
+    /// Snapshots this node received from a leader and restored its store from.
+    pub snapshots_received: u64,
+    /// Compactions skipped because the store's snapshot would pass `RAFT_SNAPSHOT_BYTES_MAX`.
+    pub snapshots_oversize: u64,
 }
 
 /// How far one follower's log trails the leader's.
@@ -134,6 +157,21 @@ struct Metrics {
     commits: Cell<u64>,
     commit_latency_us_total: Cell<u64>,
     messages_dropped: Cell<u64>,
+    snapshots_taken: Cell<u64>,
+    snapshots_sent: Cell<u64>,
+    snapshots_received: Cell<u64>,
+    snapshots_oversize: Cell<u64>,
+}
+
+/// When the group next snapshots its store and compacts its log.
+#[derive(Default)]
+struct Compaction {
+    /// The latest snapshot's index.
+    index: u64,
+    /// Entry payload bytes applied since it.
+    bytes_since: u64,
+    /// After a snapshot refused for size: the applied index before which none is tried.
+    retry_at: u64,
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -148,6 +186,9 @@ struct TakenReady {
     read_states: Vec<ReadState>,
     number: u64,
     leader: u64,
+    /// A snapshot from the leader, already restored into the store: made durable instead of
+    /// appending `entries` (the log is rewritten from `MemStorage`, which holds them).
+    snapshot: Option<Snapshot>,
 }
 
 /// A dialer's work: the peer's id, its shard's address, the frames queued for it.
@@ -160,7 +201,7 @@ pub struct Group {
     node_id: u64,
     incarnation: u64,
     peers: Vec<(u64, SocketAddr)>,
-    raw: RefCell<RawNode<MemStorage>>,
+    raw: RefCell<RawNode<GroupStorage>>,
     /// `--data-dir`: where entries and the hard state are made durable before the messages
     /// that depend on them go out; without it the log lives in `MemStorage` only.
     log: Option<log::RaftLog>,
@@ -173,6 +214,9 @@ pub struct Group {
     wake: LocalSender<()>,
     woken: RefCell<Option<LocalReceiver<()>>>,
     metrics: Metrics,
+    compaction: RefCell<Compaction>,
+    /// The snapshot read from disk at start, until [`Group::restore_recovered`] loads it.
+    recovered_snapshot: RefCell<Option<Snapshot>>,
 }
 
 impl Group {
@@ -193,18 +237,18 @@ impl Group {
         }
         let voters: Vec<u64> = peers.0.iter().map(|(id, _)| *id).collect();
         let storage = MemStorage::new_with_conf_state((voters, vec![]));
-        let log = match durable {
+        let (log, snapshot) = match durable {
             Some((log, recovered)) => {
-                let mut core = storage.wl();
-                core.append(&recovered.entries)
-                    .map_err(|e| format!("shard {shard}: raft log: {e}"))?;
-                if let Some(hard_state) = recovered.hard_state {
-                    core.set_hardstate(hard_state);
-                }
-                drop(core);
-                Some(log)
+                let snapshot =
+                    load_recovered(&storage, recovered).map_err(|e| format!("shard {shard}: raft log: {e}"))?;
+                (Some(log), snapshot)
             }
-            None => None,
+            None => (None, None),
+        };
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let storage = GroupStorage {
+            mem: storage,
+            snapshot: RefCell::new(snapshot.clone().unwrap_or_default()),
         };
         let config = Config {
             id: node_id,
@@ -237,13 +281,37 @@ impl Group {
             peers: peers.0.clone(),
             raw: RefCell::new(raw),
             log,
-            pending: RefCell::new(Pending::default()),
+            pending: RefCell::new(Pending {
+                applied: snapshot_index,
+                ..Pending::default()
+            }),
             outboxes,
             inboxes: RefCell::new(inboxes),
             wake,
             woken: RefCell::new(Some(woken)),
             metrics: Metrics::default(),
+            compaction: RefCell::new(Compaction {
+                index: snapshot_index,
+                ..Compaction::default()
+            }),
+            recovered_snapshot: RefCell::new(snapshot),
         })
+    }
+
+    /// Restores the snapshot read from `--data-dir` at start into the shard's store (before
+    /// the shard serves; the entries after it are replayed by raft-rs as it starts).
+    pub fn restore_recovered(&self, shard: &ShardContext) -> Result<(), String> {
+        let Some(snapshot) = self.recovered_snapshot.borrow_mut().take() else {
+            return Ok(());
+        };
+        let restored = restore_store(shard, &snapshot)?;
+        ::log::info!(
+            "shard {}: restored the raft snapshot at index {} ({} keys)",
+            self.shard,
+            snapshot.get_metadata().index,
+            restored.keys
+        );
+        Ok(())
     }
 
     /// Runs `ops` (one connection's batch for this shard, in order) through the group and
@@ -357,6 +425,11 @@ impl Group {
             commits: self.metrics.commits.get(),
             commit_latency_us_total: self.metrics.commit_latency_us_total.get(),
             messages_dropped: self.metrics.messages_dropped.get(),
+            snapshot_index: self.compaction.borrow().index,
+            snapshots_taken: self.metrics.snapshots_taken.get(),
+            snapshots_sent: self.metrics.snapshots_sent.get(),
+            snapshots_received: self.metrics.snapshots_received.get(),
+            snapshots_oversize: self.metrics.snapshots_oversize.get(),
         }
     }
 
@@ -370,8 +443,11 @@ impl Group {
         &self.peers
     }
 
-    /// Queues raft messages for their peers; a full queue drops them (raft resends).
-    fn send(&self, messages: Vec<Message>) {
+    /// Queues raft messages for their peers; a full queue drops them (raft resends). Each
+    /// snapshot message is reported to raft-rs on `raw`: queued counts as delivered (if the
+    /// connection loses it, the follower's next answer shows it still behind, and it is sent
+    /// again), dropped as failed (retried after a heartbeat).
+    fn send(&self, raw: &mut RawNode<GroupStorage>, messages: Vec<Message>) {
         for message in messages {
             let outbox = self.outboxes.iter().find(|(id, _)| *id == message.to);
             let sent = match (outbox, message.write_to_bytes()) {
@@ -380,6 +456,17 @@ impl Group {
             };
             if !sent {
                 bump(&self.metrics.messages_dropped, 1);
+            }
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                if sent {
+                    bump(&self.metrics.snapshots_sent, 1);
+                }
+                let status = if sent {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                raw.report_snapshot(message.to, status);
             }
         }
     }
@@ -392,16 +479,28 @@ impl Group {
     /// under way (raft-rs allows it after `advance_append_async`); the next `Ready` is taken
     /// only once this one is persisted, so Readies are persisted in order.
     async fn handle_ready(&self, shard: &ShardContext) -> Result<(), String> {
-        let Some(taken) = self.take_ready(shard) else {
+        let Some(taken) = self.take_ready(shard)? else {
             return Ok(());
         };
-        if let Some(log) = &self.log {
-            log.persist(&taken.entries, taken.hard_state.as_ref())
+        let fail = |e: std::io::Error| format!("shard {}: cannot write the raft log: {e}", self.shard);
+        match (&self.log, &taken.snapshot) {
+            (Some(log), Some(snapshot)) => {
+                let (entries, hard_state) = self.tail_after(snapshot.get_metadata().index);
+                log.checkpoint(snapshot, &entries, &hard_state).await.map_err(fail)?;
+            }
+            (Some(log), None) => log
+                .persist(&taken.entries, taken.hard_state.as_ref())
                 .await
-                .map_err(|e| format!("shard {}: cannot write the raft log: {e}", self.shard))?;
+                .map_err(fail)?,
+            (None, _) => {}
         }
-        self.raw.borrow_mut().on_persist_ready(taken.number);
-        self.send(taken.persisted_messages);
+        let mut raw = self.raw.borrow_mut();
+        raw.on_persist_ready(taken.number);
+        if taken.snapshot.is_some() {
+            raw.advance_apply();
+        }
+        self.send(&mut raw, taken.persisted_messages);
+        drop(raw);
         self.confirm_reads(taken.read_states);
         self.serve_reads(shard, taken.leader);
         // Persisting may have committed entries (the leader's own vote) or made more ready.
@@ -409,11 +508,12 @@ impl Group {
         Ok(())
     }
 
-    /// The synchronous half of [`Group::handle_ready`]: everything up to the write.
-    fn take_ready(&self, shard: &ShardContext) -> Option<TakenReady> {
+    /// The synchronous half of [`Group::handle_ready`]: everything up to the write. A
+    /// snapshot from the leader is restored into the store here, before any later entry.
+    fn take_ready(&self, shard: &ShardContext) -> Result<Option<TakenReady>, String> {
         let mut raw = self.raw.borrow_mut();
         if !raw.has_ready() {
-            return None;
+            return Ok(None);
         }
         let mut ready = raw.ready();
         if let Some(soft) = ready.ss()
@@ -421,17 +521,22 @@ impl Group {
         {
             bump(&self.metrics.elections, 1);
         }
-        self.send(ready.take_messages());
+        let messages = ready.take_messages();
+        self.send(&mut raw, messages);
+        let snapshot = (ready.snapshot().get_metadata().index != 0).then(|| ready.snapshot().clone());
+        if let Some(snapshot) = &snapshot {
+            self.install(shard, &mut raw, snapshot)?;
+        }
         let leader = raw.raft.leader_id;
         self.apply(shard, ready.take_committed_entries(), leader);
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() {
             // MemStorage only refuses entries that leave a gap, which raft-rs never hands out.
-            let _ = raw.mut_store().wl().append(&entries);
+            let _ = raw.mut_store().mem.wl().append(&entries);
         }
         if let Some(hard_state) = &hard_state {
-            raw.mut_store().wl().set_hardstate(hard_state.clone());
+            raw.mut_store().mem.wl().set_hardstate(hard_state.clone());
         }
         let taken = TakenReady {
             persisted_messages: ready.take_persisted_messages(),
@@ -440,10 +545,149 @@ impl Group {
             entries,
             hard_state,
             leader,
+            snapshot,
         };
         raw.advance_append_async(ready);
-        raw.advance_apply();
-        Some(taken)
+        // raft-rs keeps applied at or below persisted: a snapshot counts as applied only once
+        // it is persisted (in `handle_ready`).
+        if taken.snapshot.is_none() {
+            raw.advance_apply();
+        }
+        Ok(Some(taken))
+    }
+
+    /// Restores a leader's snapshot: into `MemStorage` (its log before the snapshot is gone),
+    /// then into the store (checked whole before the store is cleared). Costs one pass over
+    /// the snapshot to check it and one to load it, synchronously: bounded by
+    /// `RAFT_SNAPSHOT_BYTES_MAX`.
+    fn install(
+        &self,
+        shard: &ShardContext,
+        raw: &mut RawNode<GroupStorage>,
+        snapshot: &Snapshot,
+    ) -> Result<(), String> {
+        let index = snapshot.get_metadata().index;
+        raw.mut_store()
+            .mem
+            .wl()
+            .apply_snapshot(snapshot.clone())
+            .map_err(|e| format!("shard {}: the leader's snapshot at {index}: {e}", self.shard))?;
+        *raw.store().snapshot.borrow_mut() = snapshot.clone();
+        let restored = restore_store(shard, snapshot)?;
+        self.pending.borrow_mut().applied = index;
+        *self.compaction.borrow_mut() = Compaction {
+            index,
+            ..Compaction::default()
+        };
+        bump(&self.metrics.snapshots_received, 1);
+        ::log::info!(
+            "shard {}: restored the leader's snapshot at index {index} ({} keys)",
+            self.shard,
+            restored.keys
+        );
+        Ok(())
+    }
+
+    /// The entries after `index` and the hard state, as `MemStorage` holds them (what a
+    /// checkpoint leaves in the log file).
+    fn tail_after(&self, index: u64) -> (Vec<Entry>, HardState) {
+        let raw = self.raw.borrow();
+        let mem = &raw.store().mem;
+        let last = mem.last_index().unwrap_or(index);
+        let entries = if last > index {
+            // MemStorage holds every entry after the snapshot (it only ever drops ones before).
+            mem.entries(index + 1, last + 1, None, GetEntriesContext::empty(false))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        (entries, mem.rl().hard_state().clone())
+    }
+
+    /// Takes a snapshot of the store and compacts the log once the entries (or their bytes)
+    /// applied since the last one pass the bound: the snapshot is built in chunks, yielding
+    /// between them (the driver, the only writer, waits, so it is exact at the applied index);
+    /// with `--data-dir` it is made durable and the log file cut; then `MemStorage` keeps
+    /// only the last few entries before it. A store past `RAFT_SNAPSHOT_BYTES_MAX` is not
+    /// snapshotted (logged, counted, tried again after `RAFT_SNAPSHOT_RETRY_ENTRIES`).
+    async fn maybe_compact(&self, shard: &ShardContext) -> Result<(), String> {
+        let entries_max = shard.args.raft_snapshot_entries;
+        let applied = self.pending.borrow().applied;
+        let due = {
+            let c = self.compaction.borrow();
+            applied > c.index
+                && applied >= c.retry_at
+                && (applied - c.index >= entries_max || c.bytes_since >= RAFT_SNAPSHOT_LOG_BYTES_MAX)
+        };
+        let StoreHandle::Owned(store) = &shard.store else {
+            return Ok(());
+        };
+        if !due {
+            return Ok(());
+        }
+        let Some(data) = snapshot::build(store).await else {
+            bump(&self.metrics.snapshots_oversize, 1);
+            self.compaction.borrow_mut().retry_at = applied + RAFT_SNAPSHOT_RETRY_ENTRIES;
+            crate::warn_limited!(
+                "shard {}: the store's snapshot would pass {RAFT_SNAPSHOT_BYTES_MAX} bytes; the raft log is not compacted",
+                self.shard
+            );
+            return Ok(());
+        };
+        debug_assert_eq!(
+            self.pending.borrow().applied,
+            applied,
+            "nothing applies while a snapshot is built"
+        );
+        let snapshot = self.snapshot_at(applied, data)?;
+        if let Some(log) = &self.log {
+            let (entries, hard_state) = self.tail_after(applied);
+            log.checkpoint(&snapshot, &entries, &hard_state)
+                .await
+                .map_err(|e| format!("shard {}: cannot write the raft snapshot: {e}", self.shard))?;
+        }
+        let raw = self.raw.borrow();
+        let keep = RAFT_SNAPSHOT_KEEP_ENTRIES_MAX.min(entries_max / 2);
+        // The applied entry itself stays, so MemStorage never runs empty (it would forget
+        // where its log starts).
+        let compact_to = (applied + 1).saturating_sub(keep).min(applied);
+        // Compacting to an index at or before the first is a no-op, past the applied one
+        // impossible (checked above), so MemStorage never refuses it.
+        let _ = raw.store().mem.wl().compact(compact_to);
+        *raw.store().snapshot.borrow_mut() = snapshot;
+        *self.compaction.borrow_mut() = Compaction {
+            index: applied,
+            ..Compaction::default()
+        };
+        bump(&self.metrics.snapshots_taken, 1);
+        ::log::debug!(
+            "shard {}: snapshot at {applied}, log compacted to {compact_to}",
+            self.shard
+        );
+        Ok(())
+    }
+
+    /// A snapshot of `data` at the applied index `index`, with its term and the members.
+    fn snapshot_at(&self, index: u64, data: Vec<u8>) -> Result<Snapshot, String> {
+        let raw = self.raw.borrow();
+        let term = raw
+            .raft
+            .raft_log
+            .term(index)
+            .map_err(|e| format!("shard {}: no term for applied index {index}: {e}", self.shard))?;
+        // MemStorage's initial state is its current one (hard state and members).
+        let members = raw
+            .store()
+            .mem
+            .initial_state()
+            .map_err(|e| format!("shard {}: raft members: {e}", self.shard))?
+            .conf_state;
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        (meta.index, meta.term) = (index, term);
+        meta.set_conf_state(members);
+        snapshot.data = data.into();
+        Ok(snapshot)
     }
 
     /// Applies committed entries to the store, in order, and answers the requests this node
@@ -451,6 +695,7 @@ impl Group {
     fn apply(&self, shard: &ShardContext, entries: Vec<Entry>, leader: u64) {
         for entry in entries {
             self.pending.borrow_mut().applied = entry.index;
+            self.compaction.borrow_mut().bytes_since += entry.data.len() as u64;
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }
@@ -600,13 +845,38 @@ pub async fn run(shard: Rc<ShardContext>) {
             group.raw.borrow_mut().tick();
             group.expire_waiters();
         }
-        if let Err(message) = group.handle_ready(&shard).await {
+        let handled = match group.handle_ready(&shard).await {
+            Ok(()) => group.maybe_compact(&shard).await,
+            failed => failed,
+        };
+        if let Err(message) = handled {
             // A log that cannot be written cannot be trusted to vote or acknowledge: stop.
             ::log::error!("{message}; stopping");
             shard.latches.shutdown.count_down();
             return;
         }
     }
+}
+
+/// Replaces the shard's store with a snapshot's keys, and rebuilds its key index if on.
+fn restore_store(shard: &ShardContext, snapshot: &Snapshot) -> Result<snapshot::Restored, String> {
+    let StoreHandle::Owned(store) = &shard.store else {
+        return Err("raft snapshots need the sharded design".into());
+    };
+    let mut store = store.borrow_mut();
+    let restored = snapshot::restore(&mut store, &snapshot.data)
+        .map_err(|e| format!("shard {}: cannot restore the raft snapshot: {e}", shard.id))?;
+    if shard.index.is_on() {
+        shard.index.start(&mut store);
+    }
+    if restored.rejected > 0 {
+        ::log::warn!(
+            "shard {}: {} keys of the raft snapshot did not fit this node's --max-keys/--max-memory",
+            shard.id,
+            restored.rejected
+        );
+    }
+    Ok(restored)
 }
 
 /// Adds `X-CoreKV-Leader: <node id>` after the status line of the response that starts at

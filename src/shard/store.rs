@@ -328,6 +328,31 @@ impl Store {
         self.peek(key).map(|(.., version)| version)
     }
 
+    /// The version the next write gets (a Raft snapshot carries it, so a replica restored
+    /// from one numbers later writes as the leader does).
+    pub fn next_version(&self) -> u64 {
+        self.next_version
+    }
+
+    /// Raises the next write's version to at least `next` (a snapshot restore; never lowers
+    /// it, and stays below the reserved versions).
+    pub fn raise_next_version(&mut self, next: u64) {
+        self.next_version = self.next_version.max(next.min(Condition::FIRST_RESERVED - 1));
+    }
+
+    /// Empties the store (a Raft snapshot replaces it), keeping its budget, clock, counters
+    /// and whether it tracks removals. Removed keys are not reported as removals.
+    pub fn clear(&mut self) {
+        let mut empty = Store::with_clock(self.budget, self.clock);
+        empty.nodes_max = self.nodes_max;
+        (empty.hits, empty.misses) = (self.hits, self.misses);
+        (empty.evictions, empty.expired) = (self.evictions, self.expired);
+        empty.removals = self.removals.as_ref().map(|_| Vec::new());
+        // Everything held is freed: the next expiry tick may give the memory back.
+        empty.freed_bytes_since_trim = self.freed_bytes_since_trim + self.memory_bytes;
+        *self = empty;
+    }
+
     /// A fresh version for a write.
     fn take_version(&mut self) -> u64 {
         let version = self.next_version;
@@ -1441,6 +1466,32 @@ mod tests {
         set_test_clock(20_000 + MEMORY_TRIM_INTERVAL_MS_MIN);
         assert!(store.after_expiry_tick());
         store.check_invariants();
+    }
+
+    // Goal: clear (a Raft snapshot restore) empties keys, memory and TTLs, keeps the hit
+    // counters and removal tracking, and never lowers the next version when raised again.
+    #[test]
+    fn clear_empties_the_store_and_keeps_its_counters() {
+        let mut store = Store::default();
+        store.track_removals(true);
+        store.put(Record::new(b"a", b"1"), Some(60_000));
+        store.put(Record::new(b"b", b"2"), None);
+        assert!(store.get(b"a").is_some());
+        let next = store.next_version();
+        store.clear();
+        store.check_invariants();
+        assert_eq!((store.len(), store.memory_bytes()), (0, 0));
+        assert!(store.get(b"a").is_none() && store.get(b"b").is_none());
+        let mut stats = ShardStats::default();
+        store.fill_stats(&mut stats);
+        assert_eq!((stats.hits, stats.misses), (1, 2));
+        let mut removed = Vec::new();
+        store.take_removals(&mut removed);
+        assert!(removed.is_empty(), "a clear reports no removals");
+        store.raise_next_version(next);
+        store.raise_next_version(1);
+        assert_eq!(store.next_version(), next);
+        assert!(matches!(store.put(Record::new(b"c", b"3"), None), Outcome::Created { version } if version == next));
     }
 }
 

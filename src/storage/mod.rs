@@ -106,7 +106,7 @@
 
 mod dir;
 mod log;
-mod record;
+pub(crate) mod record;
 mod recover;
 mod snapshot;
 
