@@ -6,8 +6,9 @@
 //! lets a record reach a segment before the previous segment is fdatasynced.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -667,17 +668,48 @@ async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     synced
 }
 
+/// An fdatasync the writer started under `always` and has not seen finish: resolves to the
+/// position it made durable, or `None` when it failed (the log is then poisoned).
+type Syncing = Pin<Box<dyn Future<Output = Option<Lsn>>>>;
+
+/// Starts fdatasyncing `file` up to `upto`, without waiting for it.
+fn start_sync(inner: &Rc<Inner>, file: Rc<DmaFile>, upto: Lsn) -> Syncing {
+    let inner = inner.clone();
+    Box::pin(async move { inner.sync(&file).await.ok().map(|()| upto) })
+}
+
+/// Records a finished [`Syncing`]; false when it failed. `synced` only moves forward: a
+/// rotation may have synced further meanwhile.
+fn finish_sync(inner: &Inner, synced: Option<Lsn>) -> bool {
+    let Some(lsn) = synced else { return false };
+    inner.synced.set(inner.synced.get().max(lsn));
+    inner.progress.notify_all();
+    true
+}
+
 /// The shard's one writer: takes everything appended since its last write, writes it as
 /// aligned blocks (rewriting the partial last block), syncs per the policy, wakes waiters.
+/// Under `always` the fdatasync of one group overlaps the write of the next (at most one of
+/// each in flight): a group's waiters are answered when its own fdatasync ends, and that
+/// fdatasync starts only after its write completed.
 async fn writer(inner: Rc<Inner>) {
     let mut tail = Tail::default();
     let mut taken = Vec::new();
     let mut last_sync = Instant::now();
+    let mut syncing: Option<Syncing> = None;
     let sync_every = Duration::from_millis(STORAGE_EVERYSEC_SYNC_MS);
     loop {
         let idle = || inner.buffer.borrow().is_empty();
         let unsynced = || inner.synced.get() < inner.written.get();
         if idle() && inner.failed.borrow().is_none() {
+            if let Some(sync) = syncing.take() {
+                // Nothing new to write: the sync in flight is all there is to finish.
+                if !finish_sync(&inner, sync.await) {
+                    break;
+                }
+                last_sync = Instant::now();
+                continue;
+            }
             if inner.closing.get() && !unsynced() {
                 break;
             }
@@ -698,7 +730,21 @@ async fn writer(inner: Rc<Inner>) {
             let file = inner.segment.borrow().as_ref().map(|s| (s.seq, s.file.clone()));
             let (seq, file) = file.expect("bytes are appended only to a segment");
             inner.progress.notify_all(); // the buffer has room again
-            if let Err(error) = tail.write(&inner, seq, &file, &taken).await {
+            let in_flight = syncing.take();
+            let previous = async {
+                match in_flight {
+                    Some(sync) => Some(sync.await),
+                    None => None,
+                }
+            };
+            let (wrote, synced) = futures_lite::future::zip(tail.write(&inner, seq, &file, &taken), previous).await;
+            if let Some(synced) = synced {
+                if !finish_sync(&inner, synced) {
+                    break;
+                }
+                last_sync = Instant::now();
+            }
+            if let Err(error) = wrote {
                 inner.poison(error);
                 break;
             }
@@ -713,16 +759,12 @@ async fn writer(inner: Rc<Inner>) {
                 start_preparing_spare(&inner);
             }
             if inner.config.fsync == FsyncPolicy::Always {
-                if inner.sync(&file).await.is_err() {
-                    break;
-                }
-                inner.synced.set(end);
-                last_sync = Instant::now();
+                syncing = Some(start_sync(&inner, file, end));
             }
             inner.progress.notify_all();
         }
         let sync_due = inner.config.fsync == FsyncPolicy::EverySec && last_sync.elapsed() >= sync_every;
-        if unsynced() && (sync_due || inner.closing.get() && idle()) {
+        if syncing.is_none() && unsynced() && (sync_due || inner.closing.get() && idle()) {
             let written = inner.written.get();
             let file = inner.segment.borrow().as_ref().map(|s| s.file.clone());
             if let Some(file) = file
