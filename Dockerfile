@@ -12,6 +12,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # glommio's build script runs git and a C compiler; both are in the rust image.
 COPY Cargo.toml Cargo.lock ./
+# glommio 0.9 with corekv's one patch (vendor/glommio/CHANGES-corekv.md).
+COPY vendor ./vendor
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin corekv
