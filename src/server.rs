@@ -67,8 +67,9 @@ pub fn main(args: ServeArgs) -> i32 {
 }
 
 /// Starts every shard and blocks until they have all stopped.
-pub fn run(args: ServeArgs) -> Result<(), String> {
+pub fn run(mut args: ServeArgs) -> Result<(), String> {
     preflight_io_uring()?;
+    args.data_dir = args.data_dir.as_deref().map(absolute_data_dir).transpose()?;
     let cpus = shard_cpus(&args)?;
     let nr_shards = args.shards.map_or(cpus.len(), usize::from);
     if nr_shards > cpus.len() {
@@ -138,6 +139,13 @@ fn open_data_dir(args: &ServeArgs, nr_shards: usize) -> Result<Option<Arc<Durabi
         durability.layout.path.display()
     );
     Ok(Some(Arc::new(durability)))
+}
+
+/// `--data-dir` as an absolute path, created if missing. glommio opens files relative to no
+/// directory (`openat(-1, ..)`), so a relative path would fail every log write with EBADF.
+fn absolute_data_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
+    std::fs::canonicalize(dir).map_err(|e| format!("--data-dir {}: {e}", dir.display()))
 }
 
 /// With `--peers --data-dir D`: takes D's lock (the one a lone `--data-dir` takes, naming the

@@ -545,3 +545,34 @@ fn versions_survive_restarts() {
     );
     stop(server);
 }
+
+/// `corekv serve` run in `cwd` with a relative `--data-dir data`, ready.
+fn start_relative(cwd: &Path) -> Server {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(cwd)
+        .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2", "--data-dir", "data"]);
+    Server::start_command(cmd)
+}
+
+// Goal: a relative --data-dir (the README's `--data-dir ./data`) takes writes on every shard
+// and keeps them across a restart (glommio opens files relative to no directory, so a relative
+// path once failed every write).
+#[test]
+fn a_relative_data_dir_takes_writes_and_keeps_them() {
+    let cwd = data_dir("relative");
+    let server = start_relative(&cwd);
+    let keys: Vec<String> = (0..20).map(|i| format!("rel-{i}")).collect();
+    for key in &keys {
+        assert_eq!(put(&server, key, key), 201, "{key}");
+    }
+    stop(server);
+    assert!(
+        cwd.join("data").join("LOCK").exists(),
+        "the data dir is under the working directory"
+    );
+    let server = start_relative(&cwd);
+    for key in &keys {
+        assert_eq!(get(&server, key).as_deref(), Some(key.as_str()), "{key}");
+    }
+    stop(server);
+}

@@ -299,7 +299,11 @@ impl Refusal {
     pub fn from_storage(error: &crate::storage::StorageError) -> Refusal {
         match error.status() {
             507 => Refusal::DiskFull,
-            _ => Refusal::LogFailed,
+            _ => {
+                // The answer sends the operator here; the error names a file, never a value.
+                crate::warn_limited!("a write was refused by the write-ahead log: {error}");
+                Refusal::LogFailed
+            }
         }
     }
 }
