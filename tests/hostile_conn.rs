@@ -234,8 +234,11 @@ fn idle_connections_are_cheap() {
     std::thread::sleep(Duration::from_millis(500));
     let per_connection = rss_bytes(&server).saturating_sub(before) / CONNECTIONS as u64;
     eprintln!("idle connection: {per_connection} bytes of RSS each");
+    // About 5.9 KiB in a debug build today (14.4 KiB before the buffers shrank on idle); the
+    // bound leaves room for allocator noise and still fails if a connection keeps its
+    // buffers again.
     assert!(
-        per_connection <= 6 << 10,
+        per_connection <= 7 << 10,
         "{per_connection} bytes of RSS per idle connection"
     );
 }
