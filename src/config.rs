@@ -165,6 +165,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=limits::WATCH_HISTORY_CHANGES_CEILING as i64))]
     pub watch_history_changes: u32,
 
+    /// Watchers each shard holds at most (a key watch counts on its key's shard, a prefix
+    /// watch on every shard); past it a new watch answers 503.
+    #[arg(long = "max-watchers", default_value_t = limits::WATCHERS_PER_SHARD_MAX as u32,
+          value_parser = clap::value_parser!(u32).range(1..=limits::WATCHERS_PER_SHARD_CEILING as i64))]
+    pub watchers_max: u32,
+
     /// This node's id in the cluster (`--peers`), 1 or more.
     #[arg(long = "node-id", requires = "peers", value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: Option<u64>,

@@ -138,6 +138,8 @@ pub const WATCH_HISTORY_BYTES_MAX: usize = 4 << 20;
 pub const WATCH_HISTORY_VALUE_BYTES_MAX: usize = 4 << 10;
 /// Watchers registered on one shard (key watchers it owns, plus every prefix watcher).
 pub const WATCHERS_PER_SHARD_MAX: usize = 100_000;
+/// Highest `--max-watchers` accepted.
+pub const WATCHERS_PER_SHARD_CEILING: u32 = 1 << 20;
 /// A watch stream with nothing to say sends a comment this often, in ms, so proxies keep it
 /// and a vanished client is noticed.
 pub const WATCH_HEARTBEAT_MS: u64 = 15_000;

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Server};
+use common::{Conn, IO_TIMEOUT, Server, encode_request};
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,5 +330,41 @@ fn shutdown_ends_every_watch_with_a_last_event() {
     for watch in [&mut key_watch, &mut prefix_watch] {
         assert_eq!(watch.next().map(|e| e.name), Some("shutdown".to_string()));
         assert_eq!(watch.next(), None);
+    }
+}
+
+// Goal: watchers per shard are bounded (--max-watchers): past the bound a watch is refused
+// with 503 and a JSON error while writes and other watchers go on, and a watcher whose client
+// left frees its place.
+#[test]
+fn watchers_past_the_bound_are_refused_and_freed_places_are_reused() {
+    let server = Server::start(&["--max-watchers", "3"]);
+    // A prefix watch counts on every shard: three fill both shards.
+    let mut held: Vec<Watch> = (0..3).map(|_| Watch::open(&server, "/v1/watch?prefix=p/").0).collect();
+    let refused = server.request("GET", "/v1/watch?prefix=p/", b"");
+    assert_eq!(refused.status, 503, "a fourth prefix watch");
+    assert!(refused.error().contains("too many watchers"), "{}", refused.error());
+    let refused = server.request("GET", "/v1/watch/p/1", b"");
+    assert_eq!(refused.status, 503, "a key watch on a full shard");
+    // Writes go on, and every held watcher still hears them.
+    assert_eq!(server.request("PUT", "/v1/keys/p/1", b"v").status, 201);
+    for watch in &mut held {
+        assert_eq!(watch.next().unwrap().data["key"], "p/1");
+    }
+    // A client that leaves gives its place back to the next watch, once its connection has
+    // noticed (the next event or heartbeat written to it fails).
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0.. {
+        assert_eq!(server.request("PUT", &format!("/v1/keys/p/{i}"), b"v").status / 100, 2);
+        let mut conn = Conn::new(server.addr);
+        conn.send(&encode_request("GET", "/v1/watch?prefix=p/", &[], b""));
+        let response = conn.read_head();
+        if response.status == 200 {
+            break;
+        }
+        assert_eq!(response.status, 503);
+        assert!(Instant::now() < deadline, "the freed place was never reused");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

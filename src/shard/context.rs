@@ -243,7 +243,10 @@ impl ShardContext {
             self.index.start(&mut store);
         }
         store.track_removals(true);
-        self.watch.start(self.args.watch_history_changes as usize);
+        self.watch.start(
+            self.args.watch_history_changes as usize,
+            self.args.watchers_max as usize,
+        );
     }
 
     /// Reclaims at most `keys_max` expired keys (and takes them out of the index); returns

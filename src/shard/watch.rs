@@ -18,9 +18,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 
 use super::message::{Change, ChangeKind, Record, WatchStart, WatchTarget};
 use super::store::Removal;
-use crate::limits::{
-    WATCH_HISTORY_BYTES_MAX, WATCH_HISTORY_VALUE_BYTES_MAX, WATCH_QUEUE_BYTES_MAX, WATCHERS_PER_SHARD_MAX,
-};
+use crate::limits::{WATCH_HISTORY_BYTES_MAX, WATCH_HISTORY_VALUE_BYTES_MAX, WATCH_QUEUE_BYTES_MAX};
 use crate::sync::shim::{Arc, AtomicBool, AtomicUsize, Ordering};
 
 /// Watchers a shard holds before its first sweep for ended connections.
@@ -84,6 +82,8 @@ struct State {
     keys: hashbrown::HashMap<Box<[u8]>, Vec<Watcher>>,
     prefixes: Vec<(Box<[u8]>, Watcher)>,
     watchers: usize,
+    /// `--max-watchers` (default [`crate::limits::WATCHERS_PER_SHARD_MAX`]).
+    watchers_max: usize,
     /// The next registration sweeps out watchers whose connection has gone once `watchers`
     /// reaches this (doubling, so sweeping costs O(1) per registration on average).
     sweep_at: usize,
@@ -125,8 +125,13 @@ pub struct Watch {
 
 impl Watch {
     /// Starts numbering changes, keeping the last `history_changes_max` of them.
-    pub fn start(&self, history_changes_max: usize) {
-        self.state.borrow_mut().history_changes_max = history_changes_max;
+    /// Turns change numbering on, keeping `history_changes_max` changes for resumes and
+    /// holding at most `watchers_max` watchers (`--max-watchers`).
+    pub fn start(&self, history_changes_max: usize, watchers_max: usize) {
+        let mut state = self.state.borrow_mut();
+        state.history_changes_max = history_changes_max;
+        state.watchers_max = watchers_max;
+        drop(state);
         self.on.set(true);
     }
 
@@ -198,7 +203,7 @@ impl Watch {
 
     /// Registers a watcher; on a resume (`from`), first replays the retained changes after
     /// it that match. `Compacted` when they are no longer all retained (then nothing is
-    /// registered), `Refused` past [`WATCHERS_PER_SHARD_MAX`].
+    /// registered), `Refused` past `--max-watchers`.
     pub fn register(
         &self,
         target: WatchTarget,
@@ -207,11 +212,11 @@ impl Watch {
         shared: Arc<WatchShared>,
     ) -> WatchStart {
         let mut state = self.state.borrow_mut();
-        if state.watchers >= state.sweep_at.max(WATCH_SWEEP_WATCHERS_MIN) || state.watchers >= WATCHERS_PER_SHARD_MAX {
+        if state.watchers >= state.sweep_at.max(WATCH_SWEEP_WATCHERS_MIN) || state.watchers >= state.watchers_max {
             state.sweep();
         }
-        if state.watchers >= WATCHERS_PER_SHARD_MAX {
-            return WatchStart::Refused("too many watchers on this shard");
+        if state.watchers >= state.watchers_max {
+            return WatchStart::Refused("too many watchers on this shard (--max-watchers)");
         }
         let watcher = Watcher { sender, shared };
         if let Some(from) = from {
@@ -264,6 +269,7 @@ fn deliver(state: &mut State, change: &Arc<Change>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::WATCHERS_PER_SHARD_MAX;
     use glommio::LocalExecutor;
     use glommio::channels::local_channel;
 
@@ -275,7 +281,7 @@ mod tests {
     fn changes_reach_matching_watchers_in_order_and_resume_from_history() {
         LocalExecutor::default().run(async {
             let watch = Watch::default();
-            watch.start(4);
+            watch.start(4, WATCHERS_PER_SHARD_MAX);
             let (sender, receiver) = local_channel::new_bounded(16);
             let shared = Arc::new(WatchShared::default());
             let started = watch.register(key("k"), None, WatchSender::Local(sender), shared);
@@ -317,7 +323,7 @@ mod tests {
     fn watchers_whose_connection_ended_are_swept_out() {
         LocalExecutor::default().run(async {
             let watch = Watch::default();
-            watch.start(0);
+            watch.start(0, WATCHERS_PER_SHARD_MAX);
             let mut receivers = Vec::new();
             for i in 0..WATCH_SWEEP_WATCHERS_MIN + 10 {
                 let (sender, receiver) = local_channel::new_bounded(1);
@@ -342,7 +348,7 @@ mod tests {
     fn a_full_watcher_is_dropped_and_writers_go_on() {
         LocalExecutor::default().run(async {
             let watch = Watch::default();
-            watch.start(0);
+            watch.start(0, WATCHERS_PER_SHARD_MAX);
             let (sender, receiver) = local_channel::new_bounded(2);
             let shared = Arc::new(WatchShared::default());
             watch.register(key("k"), None, WatchSender::Local(sender), Arc::clone(&shared));
