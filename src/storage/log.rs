@@ -1,7 +1,9 @@
 //! A shard's write-ahead log: appends into a bounded tail buffer, one writer task that flushes
-//! it with group commit, segment rotation, and the fsync policy.
+//! it with group commit, segment rotation (into a spare segment zero-filled ahead of need),
+//! and the fsync policy.
 //!
-//! Owns the shard's log segments (one folder, one executor: `!Send`, `Rc`/`Cell`). It never
+//! Owns the shard's log segments and its spare (one folder, one executor: `!Send`,
+//! `Rc`/`Cell`). It never
 //! touches the store, never blocks the executor (io_uring via glommio's `DmaFile`), and never
 //! lets a record reach a segment before the previous segment is fdatasynced.
 
