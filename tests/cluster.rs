@@ -3,15 +3,14 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Response, Server, encode_request, read_final};
+use common::{Server, key_in, try_request};
 use corekv::limits::{PEER_PORT_STRIDE_PER_SHARD, REPLICATION_TIMEOUT_MS};
-use corekv::shard::shard_for;
 
 const SHARDS: usize = 2;
 /// How long a group may take to elect a leader (after start or after its leader dies): a few
@@ -52,14 +51,6 @@ fn start_node(id: usize, peers: &str, extra: &[&str]) -> Server {
     Server::start(&flags)
 }
 
-/// One request on a fresh connection; `None` when the node is unreachable or does not answer.
-fn try_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    stream.write_all(&encode_request(method, path, &[], body)).ok()?;
-    read_final(&mut BufReader::new(stream)).ok()
-}
-
 /// Every group's leader as `node`'s `/v1/cluster` sees it (0 when none), by shard.
 fn leaders(node: &Server) -> Vec<u64> {
     let Some(response) = try_request(node.addr, "GET", "/v1/cluster", b"") else {
@@ -87,14 +78,6 @@ fn wait_for_leaders(nodes: &[&Server], alive: &[u64]) -> Vec<u64> {
     }
 }
 
-/// A key that shard (group) `shard` owns.
-fn key_in(shard: usize, tag: &str) -> String {
-    (0..)
-        .map(|i| format!("{tag}-{i}"))
-        .find(|key| shard_for(key.as_bytes(), SHARDS) == shard)
-        .unwrap()
-}
-
 fn three_nodes() -> (Vec<Server>, String) {
     let peers = peer_list(&free_peer_ports(3));
     let nodes: Vec<Server> = (1..=3).map(|id| start_node(id, &peers, &[])).collect();
@@ -110,7 +93,7 @@ fn writes_through_any_node_are_read_from_every_node() {
     let leaders = wait_for_leaders(&refs, &[1, 2, 3]);
     for (shard, &leader) in leaders.iter().enumerate() {
         for (i, writer) in nodes.iter().enumerate() {
-            let key = key_in(shard, &format!("w{i}"));
+            let key = key_in(shard, SHARDS, &format!("w{i}"));
             let value = format!("value of {key}");
             let put = writer.request("PUT", &format!("/v1/keys/{key}"), value.as_bytes());
             assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
@@ -223,7 +206,7 @@ fn a_node_alone_answers_no_quorum_within_the_bound() {
     let (mut nodes, _) = three_nodes();
     let refs: Vec<&Server> = nodes.iter().collect();
     wait_for_leaders(&refs, &[1, 2, 3]);
-    let key = key_in(0, "alone");
+    let key = key_in(0, SHARDS, "alone");
     assert_eq!(nodes[0].request("PUT", &format!("/v1/keys/{key}"), b"v").status, 201);
     let alone = nodes.remove(0);
     drop(nodes);

@@ -27,8 +27,7 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::history::{HistoryClient, Recorder};
 use common::proxy::Proxy;
-use common::{Response, Server, encode_request, read_final};
+use common::{Server, key_in, try_request};
 use corekv::check::linearizability::{Operation, Output, Verdict, check};
 use corekv::limits::{PEER_PORT_STRIDE_PER_SHARD, REPLICATION_TIMEOUT_MS};
 use corekv::shard::shard_for;
@@ -264,22 +263,6 @@ impl Drop for Cluster {
     }
 }
 
-/// One request on a fresh connection; `None` when the node is unreachable or does not answer.
-fn try_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    stream.write_all(&encode_request(method, path, &[], body)).ok()?;
-    read_final(&mut BufReader::new(stream)).ok()
-}
-
-/// A key that shard (group) `shard` owns.
-fn key_in(shard: usize, tag: &str) -> String {
-    (0..)
-        .map(|i| format!("{tag}-{i}"))
-        .find(|key| shard_for(key.as_bytes(), SHARDS) == shard)
-        .unwrap()
-}
-
 /// Polls until `get` on `addr` answers 200 with `value`, or fails the test past `within`.
 fn wait_for_value(addr: SocketAddr, path: &str, value: &[u8], within: Duration) {
     let deadline = Instant::now() + within;
@@ -323,7 +306,7 @@ fn a_partitioned_leader_refuses_and_the_majority_goes_on() {
     let cluster = Cluster::start(false, "partition");
     let old = cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS)[0];
     let majority: Vec<u64> = NODE_IDS.into_iter().filter(|id| *id != old).collect();
-    let keys: Vec<String> = (0..SHARDS).map(|shard| key_in(shard, "part")).collect();
+    let keys: Vec<String> = (0..SHARDS).map(|shard| key_in(shard, SHARDS, "part")).collect();
     for key in &keys {
         let put = cluster.node(old).request("PUT", &format!("/v1/keys/{key}"), b"before");
         assert_eq!(put.status, 201, "{key}");
@@ -422,7 +405,7 @@ fn a_one_way_cut_moves_the_leader_once_and_the_majority_does_not_flap() {
     cluster.cut_into(old);
     cluster.wait_for_leaders(&majority, &majority);
     let settled: Vec<(u64, u64)> = majority.iter().map(|id| cluster.leader_and_term(*id, 0)).collect();
-    let key = key_in(0, "oneway");
+    let key = key_in(0, SHARDS, "oneway");
     let until = Instant::now() + STABLE_FOR;
     let mut value = String::new();
     for i in 0.. {
@@ -605,7 +588,7 @@ fn a_stale_read_from_a_cut_off_replica_is_flagged_by_the_checker() {
     let cluster = Cluster::start(false, "stale");
     let leader = cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS)[0];
     let follower = NODE_IDS.into_iter().find(|id| *id != leader).unwrap();
-    let key = key_in(0, "stale");
+    let key = key_in(0, SHARDS, "stale");
     let recorder = Recorder::new();
     let mut on_leader = HistoryClient::new(cluster.addr(leader), &recorder);
     let mut on_follower = HistoryClient::new(cluster.addr(follower), &recorder);

@@ -11,35 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, binary};
+use common::{Server, binary, fresh_dir, keys_on_shard, start_on_data_dir};
 use corekv::shard::shard_for;
 
 /// Small segments keep recovery quick in a debug build (a segment is preallocated whole).
 const SEGMENT_BYTES: &str = "1048576";
 /// How long a stopped server gets to exit.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
-
-/// A fresh, empty data dir for one test under target/, named after it.
-fn data_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/durability-tests")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Starts a server on `dir` with small segments and `extra` flags.
-fn start(dir: &Path, extra: &[&str]) -> Server {
-    let mut flags = vec![
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--log-segment-bytes",
-        SEGMENT_BYTES,
-    ];
-    flags.extend_from_slice(extra);
-    Server::start(&flags)
-}
 
 /// Stops a server with SIGTERM (a clean close of every log) and waits for it.
 fn stop(server: Server) {
@@ -152,9 +130,9 @@ fn write_until_stopped(
 // after the restart (or the value that was in flight for its key), over several rounds.
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let dir = data_dir("kill9");
+    let dir = fresh_dir("durability-tests", "kill9");
     for (round, fsync) in ["always", "always", "everysec", "everysec"].iter().enumerate() {
-        let server = start(&dir, &["--fsync", fsync]);
+        let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--fsync", fsync]);
         let stop = Arc::new(AtomicBool::new(false));
         let writers = write_until_stopped(&server, round, Arc::clone(&stop));
         std::thread::sleep(Duration::from_millis(1500));
@@ -168,7 +146,7 @@ fn acknowledged_writes_survive_kill_9() {
             .filter(|w| w.acked.is_some())
             .count();
         assert!(acked > 100, "round {round}: only {acked} keys acknowledged");
-        let server = start(&dir, &["--fsync", fsync]);
+        let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--fsync", fsync]);
         for (key, written) in seen.iter().flat_map(|s| s.iter()) {
             let value = get(&server, key);
             let ok = value == written.acked || value.is_some() && value == written.in_flight;
@@ -203,23 +181,14 @@ fn shard0_segment(dir: &Path) -> PathBuf {
     dir.join("layout-1-shards-2/shard-0/log-00000000000000000001.wal")
 }
 
-/// `count` keys shard 0 of 2 owns, in order.
-fn shard0_keys(count: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("torn-{i}"))
-        .filter(|key| shard_for(key.as_bytes(), 2) == 0)
-        .take(count)
-        .collect()
-}
-
 // Goal: a segment cut inside its last records is truncated at the torn record with a warning
 // naming FILE:OFFSET and serves exactly the records before it; a flipped bit in the middle of
 // a segment stops start-up with exit 1 and `FILE:OFFSET:`.
 #[test]
 fn a_torn_tail_is_cut_and_a_flipped_bit_stops_start_up() {
-    let dir = data_dir("torn");
-    let keys = shard0_keys(12);
-    let server = start(&dir, &["--fsync", "always"]);
+    let dir = fresh_dir("durability-tests", "torn");
+    let keys = keys_on_shard("torn-", 0, 2, 12);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--fsync", "always"]);
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(put(&server, key, &format!("value-{i}")), 201);
     }
@@ -231,7 +200,7 @@ fn a_torn_tail_is_cut_and_a_flipped_bit_stops_start_up() {
     for (torn, cut_into) in [(12, 5), (11, 20), (10, 1)] {
         let (start_at, _) = bounds[torn];
         std::fs::write(&segment, &original[..start_at + cut_into]).unwrap();
-        let server = start(&dir, &[]);
+        let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
         let warning = format!("{}:{start_at}: torn last record", segment.display());
         assert!(server.log().contains(&warning), "no `{warning}` in:\n{}", server.log());
         for (i, key) in keys.iter().enumerate() {
@@ -258,7 +227,7 @@ fn a_torn_tail_is_cut_and_a_flipped_bit_stops_start_up() {
 // restart, give exactly the state the writers acknowledged.
 #[test]
 fn snapshots_racing_writes_recover_to_the_model() {
-    let dir = data_dir("snapshots");
+    let dir = fresh_dir("durability-tests", "snapshots");
     let flags = [
         "--fsync",
         "never",
@@ -267,7 +236,7 @@ fn snapshots_racing_writes_recover_to_the_model() {
         "--snapshot-log-ratio",
         "1",
     ];
-    let server = start(&dir, &flags);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &flags);
     let writers: Vec<_> = (0..4)
         .map(|thread| {
             let addr = server.addr;
@@ -300,7 +269,7 @@ fn snapshots_racing_writes_recover_to_the_model() {
         .sum();
     assert!(snapshots >= 2, "snapshots ran during the writes: {stats}");
     server.signal_and_wait(libc::SIGKILL, EXIT_WITHIN);
-    let server = start(&dir, &flags);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &flags);
     assert_model(&server, &model);
     stop(server);
 }
@@ -309,9 +278,9 @@ fn snapshots_racing_writes_recover_to_the_model() {
 // deleted, and the superseded layouts are removed once the new shards have snapshotted.
 #[test]
 fn shard_count_changes_keep_every_key() {
-    let dir = data_dir("reshard");
+    let dir = fresh_dir("durability-tests", "reshard");
     let mut model = HashMap::new();
-    let server = start(&dir, &[]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     for i in 0..200 {
         let (key, value) = (format!("m{i}"), format!("first-{i}"));
         assert_eq!(put(&server, &key, &value), 201);
@@ -319,7 +288,7 @@ fn shard_count_changes_keep_every_key() {
     }
     stop(server);
     for (shards, step) in [("3", "second"), ("1", "third")] {
-        let server = start(&dir, &["--shards", shards]);
+        let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--shards", shards]);
         assert_model(&server, &model);
         for i in (0..200).step_by(3) {
             let key = format!("m{i}");
@@ -350,7 +319,7 @@ fn shard_count_changes_keep_every_key() {
         );
         stop(server);
     }
-    let server = start(&dir, &["--shards", "1"]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--shards", "1"]);
     assert_model(&server, &model);
 }
 
@@ -358,14 +327,14 @@ fn shard_count_changes_keep_every_key() {
 // with about its remaining time.
 #[test]
 fn ttls_count_down_across_restarts() {
-    let dir = data_dir("ttl");
-    let server = start(&dir, &[]);
+    let dir = fresh_dir("durability-tests", "ttl");
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     assert_eq!(server.request("PUT", "/v1/keys/short?ttl_ms=700", b"s").status, 201);
     assert_eq!(server.request("PUT", "/v1/keys/long?ttl_ms=60000", b"l").status, 201);
     let written = Instant::now();
     stop(server);
     std::thread::sleep(Duration::from_millis(900).saturating_sub(written.elapsed()));
-    let server = start(&dir, &[]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     assert_eq!(get(&server, "short"), None, "expired while the server was down");
     let response = server.request("GET", "/v1/keys/long", b"");
     assert_eq!(response.status, 200);
@@ -381,15 +350,15 @@ fn ttls_count_down_across_restarts() {
 // with --data-dir is refused.
 #[test]
 fn a_locked_data_dir_is_refused_naming_the_pid() {
-    let dir = data_dir("lock");
-    let server = start(&dir, &[]);
+    let dir = fresh_dir("durability-tests", "lock");
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     let (code, log) = serve_failing(&dir, &[]);
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains(&format!("data dir in use by process {}", server.pid())),
         "{log}"
     );
-    let (code, log) = serve_failing(&data_dir("lock-locked"), &["--design", "locked"]);
+    let (code, log) = serve_failing(&fresh_dir("durability-tests", "lock-locked"), &["--design", "locked"]);
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("--data-dir is not supported with --design locked"),
@@ -403,8 +372,8 @@ fn storage_stats_are_reported_and_move() {
     let memory = Server::start(&[]);
     let stats = memory.request("GET", "/v1/stats", b"").json();
     assert_eq!(stats["shards"][0]["storage"]["writes"], 0);
-    let dir = data_dir("stats");
-    let server = start(&dir, &["--fsync", "always"]);
+    let dir = fresh_dir("durability-tests", "stats");
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--fsync", "always"]);
     for i in 0..50 {
         assert_eq!(put(&server, &format!("st{i}"), "v"), 201);
     }
@@ -422,7 +391,7 @@ fn storage_stats_are_reported_and_move() {
     let metrics = String::from_utf8(server.request("GET", "/metrics", b"").body).unwrap();
     assert!(metrics.contains("corekv_fsyncs_total{shard=\"0\"}"), "{metrics}");
     stop(server);
-    let server = start(&dir, &[]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     let stats = server.request("GET", "/v1/stats", b"").json();
     let recovered: u64 = (0..2)
         .map(|i| stats["shards"][i]["storage"]["recovery_records"].as_u64().unwrap())
@@ -439,7 +408,7 @@ fn a_full_disk_refuses_writes_without_applying_them() {
         eprintln!("skipped: needs root to mount a small tmpfs");
         return;
     }
-    let mount = data_dir("full-mount");
+    let mount = fresh_dir("durability-tests", "full-mount");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
         .arg(&mount)
@@ -460,7 +429,7 @@ fn a_full_disk_refuses_writes_without_applying_them() {
 }
 
 fn full_disk_scenario(dir: &Path, filler: &Path) {
-    let server = start(dir, &[]);
+    let server = start_on_data_dir(dir, SEGMENT_BYTES, &[]);
     assert_eq!(put(&server, "kept", "old"), 201);
     let value = "x".repeat(60_000);
     let mut refused = None;
@@ -503,8 +472,8 @@ fn full_disk_scenario(dir: &Path, filler: &Path) {
 // a transaction is answered with --data-dir (tests/txn_durable.rs checks its writes persist).
 #[test]
 fn versions_survive_restarts() {
-    let dir = data_dir("versions");
-    let server = start(&dir, &[]);
+    let dir = fresh_dir("durability-tests", "versions");
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     // Versions consumed by a key rewritten many times: replaying only final states (a
     // snapshot) would hand the other keys different versions if versions were not kept.
     for round in 0..200 {
@@ -525,12 +494,12 @@ fn versions_survive_restarts() {
     stop(server);
     // From the log, then from the snapshots a shard-count change writes (keys change shards).
     for extra in [&[][..], &["--shards", "3"][..]] {
-        let server = start(&dir, extra);
+        let server = start_on_data_dir(&dir, SEGMENT_BYTES, extra);
         let after: Vec<String> = (0..50).map(|i| etag(&server, &format!("k{i}"))).collect();
         assert_eq!(before, after, "ETags after a restart ({extra:?})");
         stop(server);
     }
-    let server = start(&dir, &[]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     let mut conn = server.connect();
     let response = conn.request("PUT", "/v1/keys/k7", &[("If-Match", &before[7])], b"third");
     assert!(
@@ -559,7 +528,7 @@ fn start_relative(cwd: &Path) -> Server {
 // path once failed every write).
 #[test]
 fn a_relative_data_dir_takes_writes_and_keeps_them() {
-    let cwd = data_dir("relative");
+    let cwd = fresh_dir("durability-tests", "relative");
     let server = start_relative(&cwd);
     let keys: Vec<String> = (0..20).map(|i| format!("rel-{i}")).collect();
     for key in &keys {

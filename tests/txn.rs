@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Conn, Server};
+use common::{Conn, Server, keys_on_both_shards, txn};
 use corekv::limits::{TXN_OPS_MAX, TXN_RESULT_VALUE_BYTES_MAX};
-use corekv::shard::shard_for;
 use serde_json::{Value, json};
 
 /// Runs each check against `--design sharded` and `--design locked`.
@@ -30,31 +29,6 @@ both_designs!(
     a_pipelined_transaction_is_ordered_with_its_neighbours,
     plain_reads_never_see_a_transaction_half_applied,
 );
-
-/// `count` keys named `{tag}{i}`, alternating between shard 0 and shard 1 of 2.
-fn keys_on_both_shards(tag: &str, count: usize) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut next = [0usize; 2];
-    while keys.len() < count {
-        let shard = keys.len() % 2;
-        let key = (next[shard]..)
-            .map(|i| format!("{tag}{i}"))
-            .find(|k| shard_for(k.as_bytes(), 2) == shard)
-            .unwrap();
-        next[shard] = key[tag.len()..].parse::<usize>().unwrap() + 1;
-        keys.push(key);
-    }
-    keys
-}
-
-fn txn(conn: &mut Conn, body: &Value) -> common::Response {
-    conn.request(
-        "POST",
-        "/v1/txn",
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-}
 
 // Goal: the example runs its success branch when every compare holds (across both
 // shards) and its failure branch otherwise, with etcd-shaped results.

@@ -6,14 +6,13 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Conn, Server};
-use corekv::shard::shard_for;
+use common::{Server, fresh_dir, keys_on_both_shards, keys_on_shard, start_on_data_dir, txn};
 use serde_json::{Value, json};
 
 /// Small segments keep recovery quick in a debug build (a segment is preallocated whole).
@@ -21,65 +20,10 @@ const SEGMENT_BYTES: &str = "1048576";
 /// How long a killed server gets to exit.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
 
-/// A fresh, empty data dir for one test under target/, named after it.
-fn data_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/txn-durable-tests")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Starts a 2-shard server on `dir` with small segments and `extra` flags.
-fn start(dir: &Path, extra: &[&str]) -> Server {
-    let mut flags = vec![
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--log-segment-bytes",
-        SEGMENT_BYTES,
-    ];
-    flags.extend_from_slice(extra);
-    Server::start(&flags)
-}
-
 /// Kills the server with SIGKILL (no clean close of any log) and waits for it to be gone.
 fn kill(server: Server) {
     let status = server.signal_and_wait(libc::SIGKILL, EXIT_WITHIN);
     assert!(status.is_some(), "the server did not die");
-}
-
-/// `count` keys named `{tag}{i}`, alternating between shard 0 and shard 1 of 2.
-fn keys_on_both_shards(tag: &str, count: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{tag}{i}"))
-        .scan([0usize; 2], |taken, key| {
-            let shard = shard_for(key.as_bytes(), 2);
-            let wanted = (taken[0] + taken[1]) % 2 == shard;
-            taken[shard] += usize::from(wanted);
-            Some(wanted.then_some(key))
-        })
-        .flatten()
-        .take(count)
-        .collect()
-}
-
-/// `count` keys named `{tag}{i}` that all live on `shard` of 2.
-fn keys_on_shard(tag: &str, shard: usize, count: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{tag}{i}"))
-        .filter(|key| shard_for(key.as_bytes(), 2) == shard)
-        .take(count)
-        .collect()
-}
-
-fn txn(conn: &mut Conn, body: &Value) -> common::Response {
-    conn.request(
-        "POST",
-        "/v1/txn",
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
 }
 
 /// The key's value and ETag, or `None` when it does not exist.
@@ -100,8 +44,8 @@ fn get(server: &Server, key: &str) -> Option<(String, String)> {
 // and a GET gave before the kill (and a deleted key stays deleted).
 #[test]
 fn an_answered_transaction_survives_kill_9_with_its_versions() {
-    let dir = data_dir("kill");
-    let server = start(&dir, &[]);
+    let dir = fresh_dir("txn-durable-tests", "kill");
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     let mut conn = server.connect();
     let keys = keys_on_both_shards("t", 6);
     assert_eq!(
@@ -156,7 +100,7 @@ fn an_answered_transaction_survives_kill_9_with_its_versions() {
     assert_eq!(before[0].as_ref().unwrap().0, format!("bulk {}", keys[0]));
     assert_eq!((&before[3], &before[5]), (&None, &None));
     kill(server);
-    let server = start(&dir, &[]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
     let after: Vec<Option<(String, String)>> = keys.iter().map(|key| get(&server, key)).collect();
     assert_eq!(before, after, "values and ETags after kill -9 and a restart");
 }
@@ -264,11 +208,11 @@ fn a_bank_keeps_its_total_across_kill_9() {
     const ACCOUNTS: usize = 8;
     const START: i64 = 100;
     const WRITERS: usize = 32;
-    let dir = data_dir("bank");
+    let dir = fresh_dir("txn-durable-tests", "bank");
     let flags = ["--fsync", "always"];
-    let server = start(&dir, &flags);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &flags);
     let mut accounts = keys_on_both_shards("acct", ACCOUNTS);
-    accounts.extend(keys_on_shard("one", 1, ACCOUNTS));
+    accounts.extend(keys_on_shard("one", 1, 2, ACCOUNTS));
     for key in &accounts {
         let response = server.request("PUT", &format!("/v1/keys/{key}"), START.to_string().as_bytes());
         assert_eq!(response.status, 201);
@@ -286,7 +230,7 @@ fn a_bank_keeps_its_total_across_kill_9() {
     let balances: Vec<_> = cross.iter().map(|key| get(&server, key)).collect();
     kill(server);
 
-    let server = start(&dir, &flags);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &flags);
     let after: Vec<_> = cross.iter().map(|key| get(&server, key)).collect();
     assert_eq!(
         balances, after,
@@ -298,7 +242,7 @@ fn a_bank_keeps_its_total_across_kill_9() {
     stop.store(true, Ordering::Relaxed);
     let done: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
     assert!(done > 0, "transfers ran before the kill");
-    let server = start(&dir, &flags);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &flags);
     assert_eq!(
         total(&server, &single),
         expected,
@@ -321,7 +265,7 @@ fn a_full_disk_refuses_a_transaction_without_applying_any_of_it() {
         eprintln!("skipped: needs root to mount a small tmpfs");
         return;
     }
-    let mount = data_dir("full-mount");
+    let mount = fresh_dir("txn-durable-tests", "full-mount");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
         .arg(&mount)
@@ -342,14 +286,14 @@ fn a_full_disk_refuses_a_transaction_without_applying_any_of_it() {
 }
 
 fn full_disk_scenario(dir: &Path, filler: &Path) {
-    let server = start(dir, &[]);
+    let server = start_on_data_dir(dir, SEGMENT_BYTES, &[]);
     let keys = keys_on_both_shards("k", 4); // k on shard 0, 1, 0, 1
     for key in &keys {
         assert_eq!(server.request("PUT", &format!("/v1/keys/{key}"), b"old").status, 201);
     }
     // Fill shard 1's log (keys[1]'s and keys[3]'s) until it finds the disk full.
     let value = "x".repeat(60_000);
-    let fill = keys_on_shard("fill", 1, 200);
+    let fill = keys_on_shard("fill", 1, 2, 200);
     let full = fill.iter().any(|key| {
         let status = server
             .request("PUT", &format!("/v1/keys/{key}"), value.as_bytes())

@@ -278,3 +278,75 @@ pub fn have_curl() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// A fresh, empty folder for one test under `target/<suite>/`, named after it.
+pub fn fresh_dir(suite: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(suite)
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts a server on data dir `dir` with `--log-segment-bytes segment_bytes` (small segments
+/// keep recovery quick in a debug build) and `extra` flags.
+pub fn start_on_data_dir(dir: &std::path::Path, segment_bytes: &str, extra: &[&str]) -> Server {
+    let mut flags = vec![
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--log-segment-bytes",
+        segment_bytes,
+    ];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
+/// `count` keys named `{tag}{i}` that shard `shard` of `nr_shards` owns, in order.
+pub fn keys_on_shard(tag: &str, shard: usize, nr_shards: usize, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{tag}{i}"))
+        .filter(|key| corekv::shard::shard_for(key.as_bytes(), nr_shards) == shard)
+        .take(count)
+        .collect()
+}
+
+/// A key named `{tag}-{i}` that shard `shard` of `nr_shards` owns.
+pub fn key_in(shard: usize, nr_shards: usize, tag: &str) -> String {
+    keys_on_shard(&format!("{tag}-"), shard, nr_shards, 1).remove(0)
+}
+
+/// `count` keys named `{tag}{i}`, alternating between shard 0 and shard 1 of 2.
+pub fn keys_on_both_shards(tag: &str, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{tag}{i}"))
+        .scan([0usize; 2], |taken, key| {
+            let shard = corekv::shard::shard_for(key.as_bytes(), 2);
+            let wanted = (taken[0] + taken[1]) % 2 == shard;
+            taken[shard] += usize::from(wanted);
+            Some(wanted.then_some(key))
+        })
+        .flatten()
+        .take(count)
+        .collect()
+}
+
+/// `POST /v1/txn` with `body` on `conn`.
+pub fn txn(conn: &mut Conn, body: &serde_json::Value) -> Response {
+    conn.request(
+        "POST",
+        "/v1/txn",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// One request on a fresh connection; `None` when the server is unreachable or does not
+/// answer (a cluster member that is down or cut off).
+pub fn try_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+    stream.write_all(&encode_request(method, path, &[], body)).ok()?;
+    read_final(&mut BufReader::new(stream)).ok()
+}
