@@ -203,7 +203,7 @@ mod tests {
             record: crate::shard::message::Record::new(b"k", b"v\n1"),
             value_omitted: false,
             version: 3,
-            at: std::time::Instant::now(),
+            at: None,
         };
         change(&mut out, &set, Some(1), &[4, 5]);
         let text = String::from_utf8(out).unwrap();

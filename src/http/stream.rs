@@ -287,11 +287,13 @@ async fn oldest_held(pending: &mut Vec<Pending>, held: &mut Vec<Wake>) -> Option
             None => at += 1,
         }
     }
-    let made = |wake: &Wake| match wake {
-        Wake::Change(_, Some(change), _) => Some(change.at),
-        _ => None,
+    // Changes oldest first (one without a time, replayed from the history, before any live
+    // one), then the sources that ended.
+    let order = |wake: &Wake| match wake {
+        Wake::Change(_, Some(change), _) => (false, change.at),
+        _ => (true, None),
     };
-    let oldest = (0..held.len()).min_by_key(|&at| (made(&held[at]).is_none(), made(&held[at])))?;
+    let oldest = (0..held.len()).min_by_key(|&at| order(&held[at]))?;
     Some(held.swap_remove(oldest))
 }
 

@@ -565,8 +565,10 @@ pub struct Change {
     pub version: u64,
     /// When the owner made the change: a prefix watch, which hears from several shards,
     /// writes the changes it holds oldest first, so that one client's writes to keys on
-    /// different shards reach it in the order they were acknowledged.
-    pub at: std::time::Instant,
+    /// different shards reach it in the order they were acknowledged. Read only when a watcher
+    /// wanted the change as it happened (`None` otherwise: no clock read on an unwatched write;
+    /// a resume replays such changes before any live one).
+    pub at: Option<std::time::Instant>,
 }
 
 impl Change {

@@ -187,7 +187,7 @@ impl Watch {
             record: Record::new(key, if value_omitted { b"" } else { value }),
             value_omitted,
             version,
-            at: std::time::Instant::now(),
+            at: watched.then(std::time::Instant::now),
         });
         if state.history_changes_max > 0 {
             state.history_bytes += change.bytes();
