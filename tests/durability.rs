@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, binary, fresh_dir, keys_on_shard, start_on_data_dir};
+use common::{Server, binary, fresh_dir, keys_on_shard, start_on_data_dir, with_small_tmpfs};
 use corekv::shard::shard_for;
 
 /// Small segments keep recovery quick in a debug build (a segment is preallocated whole).
@@ -403,29 +403,7 @@ fn storage_stats_are_reported_and_move() {
 // not applied, reads keep working, and writes resume once space is freed.
 #[test]
 fn a_full_disk_refuses_writes_without_applying_them() {
-    // SAFETY: geteuid(2) only reads the process's credentials.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to mount a small tmpfs");
-        return;
-    }
-    let mount = fresh_dir("durability-tests", "full-mount");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    }
-    let filler = mount.join("filler");
-    std::fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
-    let dir = mount.join("data");
-    let result = std::panic::catch_unwind(|| full_disk_scenario(&dir, &filler));
-    let _ = Command::new("umount").arg(&mount).status();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    with_small_tmpfs("durability-tests", full_disk_scenario);
 }
 
 fn full_disk_scenario(dir: &Path, filler: &Path) {

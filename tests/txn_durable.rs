@@ -7,12 +7,11 @@ mod common;
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, fresh_dir, keys_on_both_shards, keys_on_shard, start_on_data_dir, txn};
+use common::{Server, fresh_dir, keys_on_both_shards, keys_on_shard, start_on_data_dir, txn, with_small_tmpfs};
 use serde_json::{Value, json};
 
 /// Small segments keep recovery quick in a debug build (a segment is preallocated whole).
@@ -260,29 +259,7 @@ fn a_bank_keeps_its_total_across_kill_9() {
 // shard; reads keep working, and the same transaction succeeds once space is freed.
 #[test]
 fn a_full_disk_refuses_a_transaction_without_applying_any_of_it() {
-    // SAFETY: geteuid(2) only reads the process's credentials.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to mount a small tmpfs");
-        return;
-    }
-    let mount = fresh_dir("txn-durable-tests", "full-mount");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    }
-    let filler = mount.join("filler");
-    std::fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
-    let dir = mount.join("data");
-    let result = std::panic::catch_unwind(|| full_disk_scenario(&dir, &filler));
-    let _ = Command::new("umount").arg(&mount).status();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    with_small_tmpfs("txn-durable-tests", full_disk_scenario);
 }
 
 fn full_disk_scenario(dir: &Path, filler: &Path) {

@@ -350,3 +350,34 @@ pub fn try_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> O
     stream.write_all(&encode_request(method, path, &[], body)).ok()?;
     read_final(&mut BufReader::new(stream)).ok()
 }
+
+/// Runs `scenario(data_dir, filler)` on a full-disk setup: a 6 MiB tmpfs mounted on a fresh
+/// folder of `suite`, holding a 2 MiB `filler` file (delete it to free space) and the data dir
+/// path. Unmounts afterwards, whatever the scenario did. Skipped, with a message, when the test
+/// cannot mount (not root); returns whether it ran.
+pub fn with_small_tmpfs(suite: &str, scenario: impl FnOnce(&std::path::Path, &std::path::Path)) -> bool {
+    // SAFETY: geteuid(2) only reads the process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return false;
+    }
+    let mount = fresh_dir(suite, "full-mount");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return false;
+    }
+    let filler = mount.join("filler");
+    std::fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
+    let dir = mount.join("data");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&dir, &filler)));
+    let _ = Command::new("umount").arg(&mount).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    true
+}
