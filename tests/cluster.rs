@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,21 +17,11 @@ const SHARDS: usize = 2;
 /// election timeouts (1-2 s each) on a loaded 2-CPU machine.
 const ELECTION_WITHIN: Duration = Duration::from_secs(15);
 
-/// Peer ports for `count` nodes: each node's base port and its +stride shard port are free.
+/// Peer ports for `count` nodes: each node's base port and its +stride shard port, from
+/// below the ephemeral range (see `common::ports`), released for the nodes to bind.
 fn free_peer_ports(count: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    while ports.len() < count {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = base.local_addr().unwrap().port();
-        let shards_free = (1..SHARDS as u16).all(|s| {
-            port.checked_add(s * PEER_PORT_STRIDE_PER_SHARD)
-                .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        });
-        if shards_free && !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    ports
+    let reserve = || common::ports::reserve(SHARDS as u16, PEER_PORT_STRIDE_PER_SHARD);
+    (0..count).map(|_| reserve()[0].local_addr().unwrap().port()).collect()
 }
 
 /// The `--peers` list for these ports: node `i + 1` at `ports[i]`.

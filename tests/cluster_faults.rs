@@ -71,24 +71,10 @@ fn serial() -> MutexGuard<'static, ()> {
     CLUSTERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Listeners on a free port P and on P + stride × s for every other shard s, so a whole
-/// node's (or link's) shard ports are held together.
+/// Listeners on a port P and on P + stride × s for every other shard s, so a whole node's
+/// (or link's) shard ports are held together (below the ephemeral range: see `common::ports`).
 fn shard_port_listeners() -> Vec<TcpListener> {
-    'search: loop {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = base.local_addr().unwrap().port();
-        let mut listeners = vec![base];
-        for shard in 1..SHARDS as u16 {
-            let Some(listener) = port
-                .checked_add(shard * PEER_PORT_STRIDE_PER_SHARD)
-                .and_then(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            else {
-                continue 'search;
-            };
-            listeners.push(listener);
-        }
-        return listeners;
-    }
+    common::ports::reserve(SHARDS as u16, PEER_PORT_STRIDE_PER_SHARD)
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -127,7 +113,7 @@ impl Cluster {
         let node_ports: Vec<u16> = reserved.iter().map(|l| l[0].local_addr().unwrap().port()).collect();
         let mut http_ports = Vec::new();
         for listeners in &mut reserved {
-            let http = TcpListener::bind("127.0.0.1:0").unwrap();
+            let http = common::ports::reserve_one();
             http_ports.push(http.local_addr().unwrap().port());
             listeners.push(http);
         }

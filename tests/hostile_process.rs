@@ -74,13 +74,10 @@ fn run_to_exit(flags: &[&str]) -> (Option<i32>, String) {
     (status.code(), stderr)
 }
 
-/// A free port on 127.0.0.1 (bound then released; nothing else on this machine takes ports
-/// from the ephemeral range on purpose).
+/// A free port on 127.0.0.1, released for the server to bind (from below the ephemeral range,
+/// so no outgoing connection takes it meanwhile: see `common::ports`).
 fn free_port_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    common::ports::reserve_one().local_addr().unwrap()
 }
 
 /// Every one of `count` fresh connections writes a key and reads it back.

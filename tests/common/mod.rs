@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use corekv::client::http::{ParseError, Want, read_response};
 
 pub mod history;
+pub mod ports;
 pub mod proxy;
 
 /// How long a server gets to start listening and report ready.
