@@ -7,6 +7,7 @@ Only ever talks to 127.0.0.1. Every process started here is registered and kille
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -69,10 +70,27 @@ def stop(proc, grace=5.0, signum=signal.SIGTERM):
             proc.wait()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A free port for a server told its port in advance, from below the kernel's ephemeral
+    range: a port found by binding :0 and releasing it may be given to any outgoing
+    connection (wrk's, a peer's) before the server binds it (tests/common/ports.rs)."""
+    low = _ephemeral_low()
+    while True:
+        port = random.randrange(10000, low - 200)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
 
 
 def http_status(port, path, timeout=1.0):
