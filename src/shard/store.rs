@@ -452,7 +452,6 @@ impl Store {
     /// proposer's deadline, put on this store's clock (`expires_at_ms`, at least 1), when
     /// `condition` holds. Stored even if already past: the leader's expire entry removes it.
     pub fn put_until_if(&mut self, record: Record, expires_at_ms: u64, condition: Condition) -> Outcome<&[u8]> {
-        debug_assert!(self.replicated, "absolute-deadline puts come from the Raft log");
         let mut now = None;
         if let Some(current) = self.failed_condition(record.key(), condition, &mut now) {
             return Outcome::PreconditionFailed { current };
