@@ -783,3 +783,73 @@ fn only_the_leader_expires_and_a_cut_off_follower_hides_without_deleting() {
         assert_eq!((got.status, got.body), (200, b"again".to_vec()), "node {id}");
     }
 }
+
+/// Node `id`'s proposal count in group `shard`, from `/v1/cluster`.
+fn proposals(cluster: &Cluster, id: u64, shard: usize) -> u64 {
+    cluster.groups(id)[shard]["proposals"].as_u64().unwrap()
+}
+
+/// Peer link delay of the rewrite test, in ms: a write proposed just before the deadline
+/// commits (append out, acknowledgement back) well after the leader's next expiry tick.
+const SLOW_LINK_MS: u64 = 300;
+
+// Goal: an expire entry is conditional on the version the leader saw. A key rewritten without
+// TTL just before its deadline, on slow links, is still at its old version in the leader's
+// store when the leader's tick finds it due, so the expire lands after the rewrite in the log:
+// applied on every node, it must leave the rewrite alone.
+#[test]
+fn an_expire_decided_before_a_rewrite_applied_leaves_the_rewrite() {
+    let _serial = serial();
+    let cluster = Cluster::start(false, "rewrite");
+    let leader = cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS)[0];
+    let key = &common::keys_on_shard("rewrite", 0, SHARDS, 1)[0];
+    let path = format!("/v1/keys/{key}");
+    let written_at = Instant::now();
+    let put = cluster
+        .node(leader)
+        .request("PUT", &format!("{path}?ttl_ms={TTL_MS}"), b"v");
+    assert_eq!(put.status, 201, "{}", put.error());
+    for id in NODE_IDS {
+        wait_for_value(
+            cluster.addr(id),
+            &format!("{path}?consistency=stale"),
+            b"v",
+            CATCH_UP_WITHIN,
+        );
+    }
+    cluster.proxies().for_each(|proxy| proxy.delay(SLOW_LINK_MS));
+    let before = proposals(&cluster, leader, 0);
+    let rewrite_at = Duration::from_millis(TTL_MS - 100);
+    assert!(written_at.elapsed() < rewrite_at, "too slow to test a TTL");
+    std::thread::sleep(rewrite_at - written_at.elapsed());
+    let rewrite = cluster.node(leader).request("PUT", &path, b"again");
+    let committed_at = written_at.elapsed();
+    assert_eq!(rewrite.status, 200, "{}", rewrite.error());
+    assert!(
+        committed_at > Duration::from_millis(TTL_MS + 200),
+        "the rewrite committed at {committed_at:?}, before the leader could decide an expiry"
+    );
+    cluster.proxies().for_each(|proxy| proxy.delay(0));
+    for id in NODE_IDS {
+        wait_for_value(
+            cluster.addr(id),
+            &format!("{path}?consistency=stale"),
+            b"again",
+            CATCH_UP_WITHIN,
+        );
+    }
+    let deadline = Instant::now() + CATCH_UP_WITHIN;
+    while proposals(&cluster, leader, 0) < before + 2 {
+        assert!(Instant::now() < deadline, "the leader never proposed the expire");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proposals(&cluster, leader, 0), before + 2, "the rewrite and one expire");
+    std::thread::sleep(Duration::from_millis(500));
+    for id in NODE_IDS {
+        let got = cluster
+            .node(id)
+            .request("GET", &format!("{path}?consistency=stale"), b"");
+        assert_eq!((got.status, got.body), (200, b"again".to_vec()), "node {id}");
+        assert_eq!(shard_keys(&cluster, id, 0), (1, 0), "node {id} expired nothing");
+    }
+}
