@@ -1763,6 +1763,109 @@ mod tests {
         assert_eq!(copy.scan_oldest_first(None, 10, |_, _, _, _| panic!("empty")), None);
     }
 
+    thread_local! {
+        /// A second replica's clock: the test clock plus a skew. Its deadlines are put 7 ms
+        /// later than the first's (as `storage::unix_to_mono_ms` moves them onto its clock) and
+        /// its clock runs 10 ms later: it applies each entry 3 ms after the first does.
+        static SKEW_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn skewed_clock() -> u64 {
+        test_clock() + SKEW_MS.with(std::cell::Cell::get)
+    }
+
+    /// A write both replicas apply, as a committed entry's command.
+    fn replica_write(store: &mut Store, rng: &mut u64, key: &[u8], skew: u64) -> Outcome<Vec<u8>> {
+        let pick = |rng: &mut u64, n: u64| {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng % n
+        };
+        let value = vec![b'v'; pick(rng, 90) as usize];
+        let condition = match pick(rng, 6) {
+            0 => Condition::IF_ABSENT,
+            1 => Condition::IF_EXISTS,
+            2 => Condition::if_version(1 + pick(rng, 40)),
+            _ => Condition::NONE,
+        };
+        let outcome = match pick(rng, 5) {
+            0 | 1 => {
+                let deadline = test_clock() + pick(rng, 40) + skew;
+                store.put_until_if(Record::new(key, &value), deadline, condition)
+            }
+            2 => store.put_if(Record::new(key, &value), None, condition),
+            3 => store.update_if(Record::new(key, &value), condition),
+            _ => store.delete_if(key, condition),
+        };
+        outcome.map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn replicas_applying_the_same_commands_stay_identical_whatever_they_read_and_their_clocks() {
+        // Goal: two cluster-mode stores with skewed clocks that apply the same writes and the
+        // same leader's expires, one of them also serving random reads and restored once from
+        // the other's recency scan (a snapshot), answer every write alike and hold the same
+        // keys, versions, LRU order and accounted bytes after every step, in every budget mode.
+        let budgets = [
+            (Some(12), None, Eviction::Lru),
+            (None, Some(1_500), Eviction::Lru),
+            (Some(12), None, Eviction::Reject),
+            (None, Some(1_500), Eviction::Reject),
+        ];
+        for (keys_max, memory_bytes_max, eviction) in budgets {
+            let mut leader = replicated(keys_max, memory_bytes_max, eviction);
+            SKEW_MS.with(|skew| skew.set(10));
+            let budget = leader.budget;
+            let mut follower = Store::with_clock(budget, skewed_clock);
+            follower.set_replicated(true);
+            let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ keys_max.unwrap_or(3);
+            for step in 0..4_000u64 {
+                let key = format!("k{}", (step * 7 + rng % 11) % 30).into_bytes();
+                rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                match rng >> 61 {
+                    _ if step % 1_000 == 999 => {
+                        follower.clear();
+                        let mut cursor = None;
+                        loop {
+                            cursor = leader.scan_oldest_first(cursor, 5, |key, value, deadline, version| {
+                                follower.set_with_version(Record::new(key, value), deadline.map(|d| d + 7), version);
+                            });
+                            if cursor.is_none() {
+                                break;
+                            }
+                        }
+                        follower.raise_next_version(leader.next_version());
+                    }
+                    0..=3 => {
+                        let mut twin = rng;
+                        let led = replica_write(&mut leader, &mut rng, &key, 0);
+                        assert_eq!(replica_write(&mut follower, &mut twin, &key, 7), led, "step {step}");
+                    }
+                    4 => {
+                        for (key, version) in leader.due_for_expiry(3) {
+                            assert_eq!(
+                                leader.expire_version(&key, version),
+                                follower.expire_version(&key, version)
+                            );
+                        }
+                    }
+                    6 => set_test_clock(test_clock() + rng % 9),
+                    _ => drop((follower.get(&key), leader.get(b"k3"))),
+                }
+                assert_eq!(keys_oldest_first(&leader), keys_oldest_first(&follower), "step {step}");
+                assert_eq!(leader.memory_bytes(), follower.memory_bytes(), "step {step}");
+                assert_eq!(leader.next_version(), follower.next_version(), "step {step}");
+                for key in keys_oldest_first(&leader) {
+                    let version = |store: &Store| store.find(&key).map(|index| store.node(index).version);
+                    assert_eq!(version(&leader), version(&follower), "step {step}");
+                }
+            }
+            leader.check_invariants();
+            follower.check_invariants();
+        }
+    }
+
     // Goal: clear (a Raft snapshot restore) empties keys, memory and TTLs, keeps the hit
     // counters and removal tracking, and never lowers the next version when raised again.
     #[test]
