@@ -24,7 +24,7 @@
 //! Expiry and eviction are decided by the log (docs/ARCHITECTURE.md, "Expiry and eviction in
 //! a cluster"): a put's TTL leaves the proposer as an absolute deadline ([`codec`]); in
 //! cluster mode the store never expires on its own, and the leader's tick proposes expire
-//! entries for the keys due on its clock ([`Group::propose_expiries`]), each removing a key
+//! entries for the keys due on its clock (`Group::propose_expiries`), each removing a key
 //! only if it still has the version the leader saw.
 
 pub mod codec;

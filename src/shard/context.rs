@@ -294,7 +294,7 @@ impl ShardContext {
     }
 
     /// Reclaims at most `keys_max` expired keys (and takes them out of the index); returns
-    /// how many.
+    /// how many. None in cluster mode: there only the leader's expire entries remove keys.
     pub fn expire(&self, keys_max: usize) -> usize {
         let expired = self.store.expire(keys_max);
         if let (StoreHandle::Owned(store), true) = (&self.store, self.watch.is_on()) {

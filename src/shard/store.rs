@@ -4,7 +4,9 @@
 //! Owns the data, its byte accounting, the capacity budget (reject or evict least recently
 //! used), TTL expiry (lazy on access, active through [`Store::expire`]), giving freed memory
 //! back to the OS ([`Store::after_expiry_tick`]) and chunked iteration for snapshots
-//! ([`Store::scan_from`]). No locks, no atomics, no I/O: exactly one thread touches a given
+//! ([`Store::scan_from`], [`Store::scan_oldest_first`]). In cluster mode
+//! ([`Store::set_replicated`]) nothing it decides depends on its clock or its reads: expiry
+//! is the leader's expire entries ([`Store::due_for_expiry`], [`Store::expire_version`]). No locks, no atomics, no I/O: exactly one thread touches a given
 //! store (its shard's, or the `locked` design's lock holder), and it must never be shared.
 //!
 //! [`Store::check_invariants`] states what holds between any two calls; the randomized model
