@@ -153,6 +153,10 @@ pub const EXPIRY_KEYS_PER_STEP_MAX: usize = 2_000;
 /// keys wait: the active expiry (`EXPIRY_KEYS_PER_STEP_MAX` per step) reclaims them within a
 /// tick or so, and the write succeeds again. It keeps one request from paying for a backlog.
 pub const EXPIRY_KEYS_PER_WRITE_MAX: usize = 256;
+/// Most keys one expire entry of a Raft group's leader names (`--peers`: only the leader
+/// expires, by proposing them). It proposes one per `RAFT_TICK_MS`, and the next at once after
+/// a full one applied.
+pub const EXPIRY_KEYS_PER_PROPOSAL_MAX: usize = 128;
 /// Longest TTL accepted, in ms (10 years): larger values are surely mistakes.
 pub const TTL_MS_MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
 
@@ -325,6 +329,10 @@ const _: () = assert!(
 );
 const _: () = assert!(IO_MEMORY_BYTES_PER_SHARD >= IO_MEMORY_BYTES_MIN);
 const _: () = assert!(EXPIRY_KEYS_PER_WRITE_MAX <= EXPIRY_KEYS_PER_STEP_MAX);
+const _: () = assert!(
+    EXPIRY_KEYS_PER_PROPOSAL_MAX * (KEY_BYTES_MAX_CEILING as usize + 13) + 24 <= RAFT_MESSAGE_BYTES_MAX as usize,
+    "an expire entry of the longest keys fits in one append message"
+);
 const _: () = assert!(MEMORY_TRIM_INTERVAL_MS_MIN >= EXPIRY_TICK_MS);
 const _: () = assert!(CONNECTIONS_PER_SHARD_MAX_DEFAULT <= CONNECTIONS_PER_SHARD_MAX_CEILING);
 const _: () = assert!(

@@ -375,7 +375,12 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     };
     let store = match locked {
         Some(store) => StoreHandle::Locked(store),
-        None => StoreHandle::Owned(RefCell::new(Store::new(args.budget_for(id, nr_shards)))),
+        None => {
+            let mut store = Store::new(args.budget_for(id, nr_shards));
+            // In cluster mode the Raft log decides expiry, eviction and accounting.
+            store.set_replicated(replication.is_some());
+            StoreHandle::Owned(RefCell::new(store))
+        }
     };
     let shard = Rc::new(ShardContext {
         id,

@@ -634,3 +634,104 @@ fn rejoin_by_snapshot(tag: &str, durable: bool) {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Eviction decided by the log (issue #13): under `--eviction lru`, reads (never replicated)
+// must not change which keys a replica evicts.
+
+/// `--max-keys` for the eviction test: 20 keys for each of the two shards.
+const LRU_KEYS_MAX: usize = 40;
+
+/// Waits until every node has applied everything `nodes[0]` has committed in group `shard`
+/// (so their stores hold the same entries' effects). One group only: a node restarted empty
+/// stays behind in a group nobody writes to (its leader still counts the entries it had
+/// matched before the restart) until that group's next entry.
+fn wait_applied_everywhere(nodes: &[&Server], shard: usize) {
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    let index = |node: &Server, field: &str| groups(node).get(shard).and_then(|g| g[field].as_u64());
+    loop {
+        let commit = index(nodes[0], "commit_index");
+        let applied: Vec<Option<u64>> = nodes.iter().map(|node| index(node, "applied_index")).collect();
+        if commit.is_some() && applied.iter().all(|applied| *applied >= commit) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {shard}: commit {commit:?}, applied {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The keys of `keys` that `node` holds, by stale (local) reads.
+fn held(node: &Server, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .filter(|key| {
+            let got = node.request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+            assert!(matches!(got.status, 200 | 404), "{key}: {}", got.status);
+            got.status == 200
+        })
+        .cloned()
+        .collect()
+}
+
+/// Writes `keys` one at a time through `writer` and, after each, reads the two oldest keys
+/// still held (the next LRU victims) through `reader` with `?consistency=stale`: on a replica
+/// whose reads reordered its LRU list, that would save them from eviction there only.
+fn write_while_reading_old_keys(writer: &Server, reader: &Server, keys: &[String], from: usize) {
+    let per_shard = LRU_KEYS_MAX / SHARDS;
+    for i in from..keys.len() {
+        let put = writer.request("PUT", &format!("/v1/keys/{}", keys[i]), b"v");
+        assert_eq!(put.status, 201, "{}: {}", keys[i], put.error());
+        let oldest = &keys[(i + 1).saturating_sub(per_shard)..(i + 3).saturating_sub(per_shard)];
+        for old in oldest {
+            let got = reader.request("GET", &format!("/v1/keys/{old}?consistency=stale"), b"");
+            assert!(matches!(got.status, 200 | 404), "{}", got.status);
+        }
+    }
+}
+
+// Goal: under `--eviction lru --max-keys`, writes past the budget while one follower serves
+// stale reads of the oldest keys leave every node with exactly the same keys, including a node
+// restarted empty and caught up by snapshot (which must carry the leader's LRU order).
+#[test]
+fn lru_eviction_evicts_the_same_keys_on_every_replica() {
+    let peers = peer_list(&free_peer_ports(3));
+    let max_keys = LRU_KEYS_MAX.to_string();
+    let flags = [
+        "--max-keys",
+        &max_keys,
+        "--eviction",
+        "lru",
+        "--raft-snapshot-entries",
+        SNAPSHOT_ENTRIES,
+    ];
+    let mut nodes: Vec<Server> = (1..=3).map(|id| start_node(id, &peers, &flags)).collect();
+    let leader = wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3])[0] as usize;
+    // Node ids are 1-based; `reader` perturbs its LRU order, `restarted` rejoins by snapshot.
+    let followers: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
+    let (reader, restarted) = (followers[0], followers[1]);
+    let keys = common::keys_on_shard("lru", 0, SHARDS, 150);
+    write_while_reading_old_keys(&nodes[leader - 1], &nodes[reader - 1], &keys[..50], 0);
+    drop(nodes.remove(restarted - 1)); // SIGKILL: it rejoins empty
+    let index = |id: usize| if id > restarted { id - 2 } else { id - 1 };
+    write_while_reading_old_keys(&nodes[index(leader)], &nodes[index(reader)], &keys[..120], 50);
+    nodes.insert(restarted - 1, start_node(restarted, &peers, &flags));
+    write_while_reading_old_keys(&nodes[leader - 1], &nodes[reader - 1], &keys, 120);
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_applied_everywhere(&refs, 0);
+    let received = groups(&nodes[restarted - 1])[0]["snapshots_received"].as_u64();
+    assert!(
+        received > Some(0),
+        "node {restarted} rejoined by snapshot: {received:?}"
+    );
+    let on_leader = held(&nodes[leader - 1], &keys);
+    assert_eq!(on_leader.len(), LRU_KEYS_MAX / SHARDS, "{on_leader:?}");
+    for id in [reader, restarted] {
+        assert_eq!(
+            held(&nodes[id - 1], &keys),
+            on_leader,
+            "node {id} against leader {leader}"
+        );
+    }
+}

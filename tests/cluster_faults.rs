@@ -654,3 +654,202 @@ fn a_second_member_process_on_the_same_data_dir_is_refused() {
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Node `id`'s key count in shard `shard` and its expired counter, from `/v1/stats`.
+fn shard_keys(cluster: &Cluster, id: u64, shard: usize) -> (u64, u64) {
+    let stats = cluster.node(id).request("GET", "/v1/stats", b"").json();
+    let shard = &stats["shards"][shard];
+    (shard["keys"].as_u64().unwrap(), shard["expired"].as_u64().unwrap())
+}
+
+/// Polls until a stale read of `key` on `addr` answers `status`, or fails past `within`.
+fn wait_for_status(addr: SocketAddr, key: &str, status: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = try_request(addr, "GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+        if got.as_ref().is_some_and(|r| r.status == status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}: {key} never answered {status}: {:?}",
+            got.map(|r| r.status)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// TTL of the expiry test's keys, in ms: long enough to reach every node before it runs out.
+const TTL_MS: u64 = 1_500;
+
+// Goal: only the leader expires (issue #13). A key with a TTL reads 404 on every node after
+// its deadline; a follower cut off from the leader hides it on stale reads but never deletes
+// it on its own (its key count stays); healed, it applies the leader's expire entry and the
+// key is gone there too, while a key rewritten without TTL after it expired survives.
+#[test]
+fn only_the_leader_expires_and_a_cut_off_follower_hides_without_deleting() {
+    let _serial = serial();
+    let cluster = Cluster::start(false, "ttl");
+    let leader = cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS)[0];
+    let others: Vec<u64> = NODE_IDS.into_iter().filter(|id| *id != leader).collect();
+    let (cut, other) = (others[0], others[1]);
+    let keys = common::keys_on_shard("ttl", 0, SHARDS, 3);
+    let (gone, rewritten, kept) = (&keys[0], &keys[1], &keys[2]);
+    for key in [gone, rewritten] {
+        let put = cluster
+            .node(leader)
+            .request("PUT", &format!("/v1/keys/{key}?ttl_ms={TTL_MS}"), b"v");
+        assert_eq!(put.status, 201, "{}", put.error());
+    }
+    let written_at = Instant::now();
+    assert_eq!(
+        cluster
+            .node(leader)
+            .request("PUT", &format!("/v1/keys/{kept}"), b"v")
+            .status,
+        201
+    );
+    for id in NODE_IDS {
+        wait_for_value(
+            cluster.addr(id),
+            &format!("/v1/keys/{kept}?consistency=stale"),
+            b"v",
+            CATCH_UP_WITHIN,
+        );
+    }
+    assert!(
+        written_at.elapsed() < Duration::from_millis(TTL_MS),
+        "too slow to test a TTL"
+    );
+    for id in NODE_IDS {
+        let got = cluster
+            .node(id)
+            .request("GET", &format!("/v1/keys/{gone}?consistency=stale"), b"");
+        assert_eq!(got.status, 200, "node {id} holds {gone} before its deadline");
+    }
+    cluster.isolate(cut);
+    let (keys_before, expired_before) = shard_keys(&cluster, cut, 0);
+    assert_eq!(keys_before, 3);
+    std::thread::sleep(Duration::from_millis(TTL_MS).saturating_sub(written_at.elapsed()));
+    for id in NODE_IDS {
+        wait_for_status(cluster.addr(id), gone, 404, CATCH_UP_WITHIN);
+    }
+    // The majority applied the leader's expire entries; the cut-off follower only hides.
+    for id in [leader, other] {
+        let deadline = Instant::now() + CATCH_UP_WITHIN;
+        while shard_keys(&cluster, id, 0).0 != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never expired: {:?}",
+                shard_keys(&cluster, id, 0)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let put = cluster
+        .node(other)
+        .request("PUT", &format!("/v1/keys/{rewritten}"), b"again");
+    assert_eq!(put.status, 201, "{}", put.error());
+    // Several expiry ticks (EXPIRY_TICK_MS) later the cut-off follower still holds both.
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(
+        shard_keys(&cluster, cut, 0),
+        (keys_before, expired_before),
+        "node {cut} deleted on its own"
+    );
+    for key in [gone, rewritten] {
+        let got = cluster
+            .node(cut)
+            .request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+        assert_eq!(got.status, 404, "node {cut} hides the expired {key}");
+    }
+    cluster.heal();
+    wait_for_value(
+        cluster.addr(cut),
+        &format!("/v1/keys/{rewritten}?consistency=stale"),
+        b"again",
+        CATCH_UP_WITHIN,
+    );
+    let deadline = Instant::now() + CATCH_UP_WITHIN;
+    while shard_keys(&cluster, cut, 0).0 != 2 {
+        assert!(Instant::now() < deadline, "{:?}", shard_keys(&cluster, cut, 0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, expired) = shard_keys(&cluster, cut, 0);
+    assert_eq!(expired, expired_before + 2, "both went by the leader's expire entries");
+    for id in NODE_IDS {
+        wait_for_status(cluster.addr(id), gone, 404, CATCH_UP_WITHIN);
+        let got = cluster.node(id).request("GET", &format!("/v1/keys/{rewritten}"), b"");
+        assert_eq!((got.status, got.body), (200, b"again".to_vec()), "node {id}");
+    }
+}
+
+/// Node `id`'s proposal count in group `shard`, from `/v1/cluster`.
+fn proposals(cluster: &Cluster, id: u64, shard: usize) -> u64 {
+    cluster.groups(id)[shard]["proposals"].as_u64().unwrap()
+}
+
+/// Peer link delay of the rewrite test, in ms: a write proposed just before the deadline
+/// commits (append out, acknowledgement back) well after the leader's next expiry tick.
+const SLOW_LINK_MS: u64 = 300;
+
+// Goal: an expire entry is conditional on the version the leader saw. A key rewritten without
+// TTL just before its deadline, on slow links, is still at its old version in the leader's
+// store when the leader's tick finds it due, so the expire lands after the rewrite in the log:
+// applied on every node, it must leave the rewrite alone.
+#[test]
+fn an_expire_decided_before_a_rewrite_applied_leaves_the_rewrite() {
+    let _serial = serial();
+    let cluster = Cluster::start(false, "rewrite");
+    let leader = cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS)[0];
+    let key = &common::keys_on_shard("rewrite", 0, SHARDS, 1)[0];
+    let path = format!("/v1/keys/{key}");
+    let written_at = Instant::now();
+    let put = cluster
+        .node(leader)
+        .request("PUT", &format!("{path}?ttl_ms={TTL_MS}"), b"v");
+    assert_eq!(put.status, 201, "{}", put.error());
+    for id in NODE_IDS {
+        wait_for_value(
+            cluster.addr(id),
+            &format!("{path}?consistency=stale"),
+            b"v",
+            CATCH_UP_WITHIN,
+        );
+    }
+    cluster.proxies().for_each(|proxy| proxy.delay(SLOW_LINK_MS));
+    let before = proposals(&cluster, leader, 0);
+    let rewrite_at = Duration::from_millis(TTL_MS - 100);
+    assert!(written_at.elapsed() < rewrite_at, "too slow to test a TTL");
+    std::thread::sleep(rewrite_at - written_at.elapsed());
+    let rewrite = cluster.node(leader).request("PUT", &path, b"again");
+    let committed_at = written_at.elapsed();
+    assert_eq!(rewrite.status, 200, "{}", rewrite.error());
+    assert!(
+        committed_at > Duration::from_millis(TTL_MS + 200),
+        "the rewrite committed at {committed_at:?}, before the leader could decide an expiry"
+    );
+    cluster.proxies().for_each(|proxy| proxy.delay(0));
+    for id in NODE_IDS {
+        wait_for_value(
+            cluster.addr(id),
+            &format!("{path}?consistency=stale"),
+            b"again",
+            CATCH_UP_WITHIN,
+        );
+    }
+    let deadline = Instant::now() + CATCH_UP_WITHIN;
+    while proposals(&cluster, leader, 0) < before + 2 {
+        assert!(Instant::now() < deadline, "the leader never proposed the expire");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proposals(&cluster, leader, 0), before + 2, "the rewrite and one expire");
+    std::thread::sleep(Duration::from_millis(500));
+    for id in NODE_IDS {
+        let got = cluster
+            .node(id)
+            .request("GET", &format!("{path}?consistency=stale"), b"");
+        assert_eq!((got.status, got.body), (200, b"again".to_vec()), "node {id}");
+        assert_eq!(shard_keys(&cluster, id, 0), (1, 0), "node {id} expired nothing");
+    }
+}

@@ -1,15 +1,53 @@
 //! The bytes replication puts on the wire and in the Raft log: a log entry's batch of store
-//! operations, the peer handshake, and the length-prefixed frames that carry raft-rs messages.
+//! commands, the peer handshake, and the length-prefixed frames that carry raft-rs messages.
+//!
+//! An entry is the proposer (node id, incarnation, sequence: u64 LE each), then its commands,
+//! each a tag byte, the key (u32 LE length, bytes) and the tag's fields:
+//!
+//! | tag | command | fields after the key |
+//! |---|---|---|
+//! | 1 | read | — |
+//! | 2 | put, no TTL | value (u32 length, bytes), condition (u64) |
+//! | 3 | put, *relative* TTL: written only by builds before issue #13, still read | value, ttl ms (u64), condition |
+//! | 4 | update | value, condition |
+//! | 5 | delete | condition |
+//! | 6 | put until an absolute deadline | value, deadline in unix ms (u64), condition |
+//! | 7 | expire (the leader's conditional delete) | the version it saw expire (u64) |
+//!
+//! A TTL is turned into its deadline once, by the proposer ([`encode_entry`]), so every
+//! replica applies the same one (tag 6). A tag-3 entry a previous build left in a Raft log on
+//! disk still decodes, as the relative TTL it was, and applies as that build applied it (from
+//! the moment it applies). Peers of a build that writes tags 6 and 7 speak
+//! [`PROTOCOL_VERSION`] 2, so a previous build (1) is refused at the handshake rather than
+//! skipping entries it cannot read.
 //!
 //! Owns encoding and decoding only. It never performs I/O and never touches a store; a decoder
 //! refuses anything malformed (an error, never a panic).
 
 use crate::shard::message::{Condition, Op, Record};
 
+/// One command of a committed entry, as every replica applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A store operation applied as it reads: a read, a put without TTL, an update, a delete,
+    /// or (from a previous build's log only) a put with a TTL relative to when it applies.
+    Op(Op),
+    /// A put whose TTL the proposer turned into a wall-clock deadline.
+    PutUntil {
+        record: Record,
+        expires_at_unix_ms: u64,
+        condition: Condition,
+    },
+    /// The leader saw `key` at `version` expire: remove it if it still has that version (a
+    /// key written since survives).
+    Expire { key: Box<[u8]>, version: u64 },
+}
+
 /// Opens every peer connection: "corekv raft".
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"CKVR";
-/// The peer protocol's version; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The peer protocol's version; a peer speaking another is refused. 2: entries carry absolute
+/// deadlines and expire commands (issue #13).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// magic, version, node id, shard id, shard count.
 pub const HANDSHAKE_BYTES: usize = 4 + 4 + 8 + 4 + 4;
 
@@ -76,13 +114,21 @@ const TAG_PUT: u8 = 2;
 const TAG_PUT_TTL: u8 = 3;
 const TAG_UPDATE: u8 = 4;
 const TAG_DELETE: u8 = 5;
+const TAG_PUT_UNTIL: u8 = 6;
+const TAG_EXPIRE: u8 = 7;
 
-/// A log entry: who proposed it, then its operations in order.
-pub fn encode_entry(proposer: Proposer, ops: &[Op]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + ops.iter().map(|op| 16 + op.key().len()).sum::<usize>());
+fn proposer_bytes(proposer: Proposer, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + capacity);
     out.extend_from_slice(&proposer.node_id.to_le_bytes());
     out.extend_from_slice(&proposer.incarnation.to_le_bytes());
     out.extend_from_slice(&proposer.seq.to_le_bytes());
+    out
+}
+
+/// A log entry: who proposed it, then its operations in order. A put's TTL becomes the
+/// deadline `now_unix_ms + ttl` here, once, for every replica.
+pub fn encode_entry(proposer: Proposer, ops: &[Op], now_unix_ms: u64) -> Vec<u8> {
+    let mut out = proposer_bytes(proposer, ops.iter().map(|op| 16 + op.key().len()).sum::<usize>());
     for op in ops {
         // A write's condition follows it, so every replica evaluates it alike when it applies.
         let condition = match op {
@@ -111,12 +157,24 @@ pub fn encode_entry(proposer: Proposer, ops: &[Op]) -> Vec<u8> {
                 ttl_ms: Some(ttl_ms),
                 condition,
             } => {
-                record_bytes(&mut out, TAG_PUT_TTL, record);
-                out.extend_from_slice(&ttl_ms.to_le_bytes());
+                // At least 1 ms, as a single node's store counts it.
+                let deadline = now_unix_ms.saturating_add((*ttl_ms).max(1));
+                record_bytes(&mut out, TAG_PUT_UNTIL, record);
+                out.extend_from_slice(&deadline.to_le_bytes());
                 condition
             }
         };
         out.extend_from_slice(&condition.to_word().to_le_bytes());
+    }
+    out
+}
+
+/// The leader's expire entry: each key with the version it saw expire.
+pub fn encode_expiry(proposer: Proposer, keys: &[(Box<[u8]>, u64)]) -> Vec<u8> {
+    let mut out = proposer_bytes(proposer, keys.iter().map(|(key, _)| 13 + key.len()).sum::<usize>());
+    for (key, version) in keys {
+        bytes(&mut out, TAG_EXPIRE, key);
+        out.extend_from_slice(&version.to_le_bytes());
     }
     out
 }
@@ -134,18 +192,34 @@ fn record_bytes(out: &mut Vec<u8>, tag: u8, record: &Record) {
 }
 
 /// Reads a log entry back; `None` when it is malformed.
-pub fn decode_entry(data: &[u8]) -> Option<(Proposer, Vec<Op>)> {
+pub fn decode_entry(data: &[u8]) -> Option<(Proposer, Vec<Command>)> {
     let mut reader = Reader { bytes: data };
     let proposer = Proposer {
         node_id: reader.u64()?,
         incarnation: reader.u64()?,
         seq: reader.u64()?,
     };
-    let mut ops = Vec::new();
+    let mut commands = Vec::new();
     while let Some(&tag) = reader.bytes.first() {
         reader.bytes = &reader.bytes[1..];
         let key = reader.slice()?;
         let op = match tag {
+            TAG_PUT_UNTIL => {
+                let record = Record::new(key, reader.slice()?);
+                commands.push(Command::PutUntil {
+                    record,
+                    expires_at_unix_ms: reader.u64()?,
+                    condition: Condition::from_word(reader.u64()?),
+                });
+                continue;
+            }
+            TAG_EXPIRE => {
+                commands.push(Command::Expire {
+                    key: key.into(),
+                    version: reader.u64()?,
+                });
+                continue;
+            }
             TAG_GET => Op::Get(key.into()),
             TAG_DELETE => Op::Delete {
                 key: key.into(),
@@ -166,6 +240,7 @@ pub fn decode_entry(data: &[u8]) -> Option<(Proposer, Vec<Op>)> {
                     condition: Condition::from_word(reader.u64()?),
                 }
             }
+            // A previous build's relative TTL (see the module's table).
             TAG_PUT_TTL => {
                 let record = Record::new(key, reader.slice()?);
                 let ttl_ms = Some(reader.u64()?);
@@ -177,9 +252,9 @@ pub fn decode_entry(data: &[u8]) -> Option<(Proposer, Vec<Op>)> {
             }
             _ => return None,
         };
-        ops.push(op);
+        commands.push(Command::Op(op));
     }
-    Some((proposer, ops))
+    Some((proposer, commands))
 }
 
 struct Reader<'a> {
@@ -214,13 +289,16 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    const PROPOSER: Proposer = Proposer {
+        node_id: 2,
+        incarnation: 99,
+        seq: 7,
+    };
+
     #[test]
     fn entries_round_trip_every_operation_in_order() {
-        let proposer = Proposer {
-            node_id: 2,
-            incarnation: 99,
-            seq: 7,
-        };
+        // Goal: every command survives the log in order, and a TTL leaves as the deadline the
+        // proposer computed (now + ttl), not as the TTL.
         let ops = vec![
             Op::put(Record::new(b"a", b"1"), None),
             Op::Put {
@@ -237,29 +315,99 @@ mod tests {
                 key: b"b".to_vec().into(),
                 condition: Condition::IF_EXISTS,
             },
+            Op::put(Record::new(b"c", b"3"), Some(0)),
         ];
-        let data = encode_entry(proposer, &ops);
-        assert_eq!(decode_entry(&data), Some((proposer, ops)));
+        let data = encode_entry(PROPOSER, &ops, 1_000_000);
+        let (proposer, commands) = decode_entry(&data).unwrap();
+        assert_eq!(proposer, PROPOSER);
+        let want = vec![
+            Command::Op(ops[0].clone()),
+            Command::PutUntil {
+                record: Record::new(b"b", b""),
+                expires_at_unix_ms: 1_000_500,
+                condition: Condition::IF_ABSENT,
+            },
+            Command::Op(ops[2].clone()),
+            Command::Op(ops[3].clone()),
+            Command::Op(ops[4].clone()),
+            Command::PutUntil {
+                record: Record::new(b"c", b"3"),
+                expires_at_unix_ms: 1_000_001,
+                condition: Condition::NONE,
+            },
+        ];
+        assert_eq!(commands, want);
+        // The same ops proposed later carry a later deadline: it is fixed at proposal.
+        let later = decode_entry(&encode_entry(PROPOSER, &ops, 2_000_000)).unwrap().1;
+        assert!(matches!(
+            later[1],
+            Command::PutUntil {
+                expires_at_unix_ms: 2_000_500,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn expire_entries_round_trip() {
+        let keys: Vec<(Box<[u8]>, u64)> = vec![(b"x".to_vec().into(), 5), (b"".to_vec().into(), u64::MAX)];
+        let (proposer, commands) = decode_entry(&encode_expiry(PROPOSER, &keys)).unwrap();
+        assert_eq!(proposer, PROPOSER);
+        let want: Vec<Command> = keys
+            .iter()
+            .map(|(key, version)| Command::Expire {
+                key: key.clone(),
+                version: *version,
+            })
+            .collect();
+        assert_eq!(commands, want);
+        assert_eq!(decode_entry(&encode_expiry(PROPOSER, &[])).unwrap().1, vec![]);
+    }
+
+    #[test]
+    fn a_previous_builds_relative_ttl_entry_still_reads() {
+        // Goal: a Raft log written before issue #13 (tag 3: value, relative ttl, condition)
+        // decodes as the relative TTL it was, byte for byte as that build wrote it.
+        let mut data = Vec::new();
+        for word in [1u64, 2, 3] {
+            data.extend_from_slice(&word.to_le_bytes());
+        }
+        data.push(3);
+        data.extend_from_slice(&1u32.to_le_bytes());
+        data.push(b'k');
+        data.extend_from_slice(&2u32.to_le_bytes());
+        data.extend_from_slice(b"vv");
+        data.extend_from_slice(&750u64.to_le_bytes());
+        data.extend_from_slice(&Condition::NONE.to_word().to_le_bytes());
+        let (_, commands) = decode_entry(&data).unwrap();
+        assert_eq!(
+            commands,
+            vec![Command::Op(Op::put(Record::new(b"k", b"vv"), Some(750)))]
+        );
     }
 
     #[test]
     fn malformed_entries_and_handshakes_are_refused() {
-        let data = encode_entry(
-            Proposer {
-                node_id: 1,
-                incarnation: 1,
-                seq: 1,
-            },
-            &[Op::update(Record::new(b"key", b"value"))],
-        );
-        for cut in 0..data.len() {
-            if cut != 24 {
-                assert_eq!(decode_entry(&data[..cut]), None, "cut at {cut}");
+        let proposer = Proposer {
+            node_id: 1,
+            incarnation: 1,
+            seq: 1,
+        };
+        let entries = [
+            encode_entry(proposer, &[Op::update(Record::new(b"key", b"value"))], 0),
+            encode_entry(proposer, &[Op::put(Record::new(b"key", b"value"), Some(9))], 0),
+            encode_expiry(proposer, &[(b"key".to_vec().into(), 3)]),
+        ];
+        for data in entries {
+            for cut in 0..data.len() {
+                if cut != 24 {
+                    assert_eq!(decode_entry(&data[..cut]), None, "cut at {cut}");
+                }
             }
+            let mut bad_tag = data.clone();
+            bad_tag[24] = 42;
+            assert_eq!(decode_entry(&bad_tag), None);
         }
-        let mut bad_tag = data.clone();
-        bad_tag[24] = 42;
-        assert_eq!(decode_entry(&bad_tag), None);
         let handshake = Handshake {
             node_id: 3,
             shard: 1,
@@ -272,5 +420,11 @@ mod tests {
         let mut newer = handshake.encode();
         newer[4] = 9;
         assert!(Handshake::decode(&newer).unwrap_err().contains("version 9"));
+        let mut previous = handshake.encode();
+        previous[4] = 1;
+        assert!(
+            Handshake::decode(&previous).unwrap_err().contains("version 1"),
+            "a build that cannot read deadlines and expiries is refused"
+        );
     }
 }

@@ -19,8 +19,13 @@
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
 //! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
 //! snapshot); a snapshot travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX`
-//! is not compacted; TTL deadlines and LRU order are decided by each replica's own clock and
-//! reads.
+//! is not compacted.
+//!
+//! Expiry and eviction are decided by the log (docs/ARCHITECTURE.md, "Expiry and eviction in
+//! a cluster"): a put's TTL leaves the proposer as an absolute deadline ([`codec`]); in
+//! cluster mode the store never expires on its own, and the leader's tick proposes expire
+//! entries for the keys due on its clock (`Group::propose_expiries`), each removing a key
+//! only if it still has the version the leader saw.
 
 pub mod codec;
 pub mod log;
@@ -45,9 +50,10 @@ pub use self::storage::GroupStorage;
 use self::storage::load_recovered;
 use crate::error::Error;
 use crate::limits::{
-    PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
-    RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX, RAFT_SNAPSHOT_LOG_BYTES_MAX,
-    RAFT_SNAPSHOT_RETRY_ENTRIES, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX, REPLICATION_TIMEOUT_MS,
+    EXPIRY_KEYS_PER_PROPOSAL_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS,
+    RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX,
+    RAFT_SNAPSHOT_LOG_BYTES_MAX, RAFT_SNAPSHOT_RETRY_ENTRIES, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX,
+    REPLICATION_TIMEOUT_MS,
 };
 use crate::shard::context::ShardContext;
 use crate::shard::message::{Op, Outcome, PeerReply};
@@ -147,6 +153,9 @@ struct Pending {
     reads: HashMap<u64, PendingRead>,
     /// Index of the last entry applied to the store.
     applied: u64,
+    /// The expire entry this node proposed and has not yet applied: its sequence number,
+    /// when it was proposed, and whether it was full (more keys may be due).
+    expiring: Option<(u64, Instant, bool)>,
 }
 
 #[derive(Default)]
@@ -217,6 +226,8 @@ pub struct Group {
     compaction: RefCell<Compaction>,
     /// The snapshot read from disk at start, until [`Group::restore_recovered`] loads it.
     recovered_snapshot: RefCell<Option<Snapshot>>,
+    /// Set when a full expire entry of this node's applied: propose the next at once.
+    expire_again: Cell<bool>,
 }
 
 impl Group {
@@ -295,6 +306,7 @@ impl Group {
                 ..Compaction::default()
             }),
             recovered_snapshot: RefCell::new(snapshot),
+            expire_again: Cell::new(false),
         })
     }
 
@@ -348,7 +360,8 @@ impl Group {
                 seq,
             };
             bump(&self.metrics.proposals, 1);
-            match raw.propose(vec![], codec::encode_entry(proposer, &ops)) {
+            let entry = codec::encode_entry(proposer, &ops, crate::storage::now_unix_ms());
+            match raw.propose(vec![], entry) {
                 Ok(()) => {
                     pending.proposals.insert(seq, waiter);
                 }
@@ -699,7 +712,7 @@ impl Group {
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }
-            let Some((proposer, ops)) = codec::decode_entry(&entry.data) else {
+            let Some((proposer, commands)) = codec::decode_entry(&entry.data) else {
                 crate::log_limited!(
                     ::log::Level::Error,
                     "shard {}: entry {} is malformed; skipped",
@@ -708,14 +721,22 @@ impl Group {
                 );
                 continue;
             };
-            let outcomes: Vec<Outcome<Box<[u8]>>> = ops
+            let outcomes: Vec<Outcome<Box<[u8]>>> = commands
                 .into_iter()
-                .map(|op| shard.apply_local(op, |outcome| outcome.to_owned()))
+                .map(|command| shard.apply_command(command, |outcome| outcome.to_owned()))
                 .collect();
             if proposer.node_id != self.node_id || proposer.incarnation != self.incarnation {
                 continue;
             }
-            let waiter = self.pending.borrow_mut().proposals.remove(&proposer.seq);
+            let mut pending = self.pending.borrow_mut();
+            if let Some((seq, _, full)) = pending.expiring
+                && seq == proposer.seq
+            {
+                pending.expiring = None;
+                self.expire_again.set(full);
+            }
+            let waiter = pending.proposals.remove(&proposer.seq);
+            drop(pending);
             if let Some(waiter) = waiter {
                 bump(&self.metrics.commits, 1);
                 bump(
@@ -728,6 +749,42 @@ impl Group {
                     ..PeerReply::default()
                 });
             }
+        }
+    }
+
+    /// On the leader: proposes one expire entry for the keys due on its clock (at most
+    /// `EXPIRY_KEYS_PER_PROPOSAL_MAX`, earliest first, each with the version it saw), unless
+    /// its previous one has neither applied nor timed out (`REPLICATION_TIMEOUT_MS`). Called
+    /// every tick, and at once after a full one applied. Replicas never expire on their own:
+    /// this entry is how every one of them removes the same keys.
+    fn propose_expiries(&self, shard: &ShardContext) {
+        let StoreHandle::Owned(store) = &shard.store else {
+            return;
+        };
+        let mut raw = self.raw.borrow_mut();
+        let mut pending = self.pending.borrow_mut();
+        let timeout = Duration::from_millis(REPLICATION_TIMEOUT_MS);
+        if raw.raft.state != StateRole::Leader || pending.expiring.is_some_and(|(_, at, _)| at.elapsed() < timeout) {
+            return;
+        }
+        let due = store.borrow_mut().due_for_expiry(EXPIRY_KEYS_PER_PROPOSAL_MAX);
+        if due.is_empty() {
+            pending.expiring = None;
+            return;
+        }
+        let seq = pending.next_seq;
+        pending.next_seq += 1;
+        let proposer = Proposer {
+            node_id: self.node_id,
+            incarnation: self.incarnation,
+            seq,
+        };
+        let full = due.len() == EXPIRY_KEYS_PER_PROPOSAL_MAX;
+        // Refused only when this node stopped leading meanwhile: the next leader proposes.
+        if raw.propose(vec![], codec::encode_expiry(proposer, &due)).is_ok() {
+            pending.expiring = Some((seq, Instant::now(), full));
+            bump(&self.metrics.proposals, 1);
+            let _ = self.wake.try_send(());
         }
     }
 
@@ -844,6 +901,10 @@ pub async fn run(shard: Rc<ShardContext>) {
             last_tick = Instant::now();
             group.raw.borrow_mut().tick();
             group.expire_waiters();
+            group.propose_expiries(&shard);
+        }
+        if group.expire_again.replace(false) {
+            group.propose_expiries(&shard);
         }
         let handled = match group.handle_ready(&shard).await {
             Ok(()) => group.maybe_compact(&shard).await,

@@ -80,28 +80,36 @@ impl Encoder {
 
 /// Encodes `store` as it is now, `STORAGE_SNAPSHOT_CHUNK_KEYS` keys at a time, yielding to
 /// the executor between chunks. The caller guarantees nothing writes the store meanwhile (the
-/// group's driver, the only writer, is the caller), so the snapshot is exact. `None` when the
-/// data would pass `RAFT_SNAPSHOT_BYTES_MAX` (the store is too big to send in one frame).
+/// group's driver, the only writer, is the caller; in cluster mode reads change nothing), so
+/// the snapshot is exact. Keys go least recently used first, so a replica restored from it
+/// holds them in the leader's LRU order and evicts what the leader evicts; expired keys not
+/// yet removed by an expire entry are included (they count on the leader too). `None` when
+/// the data would pass `RAFT_SNAPSHOT_BYTES_MAX` (the store is too big to send in one frame).
 pub async fn build(store: &RefCell<Store>) -> Option<Vec<u8>> {
     let mut encoder = Encoder::new(store.borrow().next_version());
-    let mut cursor = Some(0);
-    while let Some(at) = cursor {
+    let mut cursor = None;
+    loop {
         // One reading of both clocks per chunk converts every deadline to unix time.
         let (mono, unix) = (crate::clock::now_ms(), storage::now_unix_ms());
         let mut over = false;
-        cursor = store
-            .borrow()
-            .scan_from(at, STORAGE_SNAPSHOT_CHUNK_KEYS, |key, value, deadline, version| {
-                // Past the bound, the rest of the chunk is skipped, not encoded.
-                over = over || encoder.len() + record::set_bytes(key.len(), value.len()) > RAFT_SNAPSHOT_BYTES_MAX;
-                if !over {
-                    let deadline = deadline.map(|d| (unix + d).saturating_sub(mono));
-                    encoder.add(key, value, deadline, version);
-                }
-            });
+        let next =
+            store
+                .borrow()
+                .scan_oldest_first(cursor, STORAGE_SNAPSHOT_CHUNK_KEYS, |key, value, deadline, version| {
+                    // Past the bound, the rest of the chunk is skipped, not encoded.
+                    over = over || encoder.len() + record::set_bytes(key.len(), value.len()) > RAFT_SNAPSHOT_BYTES_MAX;
+                    if !over {
+                        let deadline = deadline.map(|d| (unix + d).saturating_sub(mono));
+                        encoder.add(key, value, deadline, version);
+                    }
+                });
         if over {
             return None;
         }
+        if next.is_none() {
+            break;
+        }
+        cursor = next;
         glommio::yield_if_needed().await;
     }
     Some(encoder.finish())

@@ -11,11 +11,13 @@ use std::rc::Rc;
 use super::index::KeyIndex;
 use super::message::{ListPage, ListQuery, Op, Outcome, PeerReply, Refusal, RequestsByClass, ShardStats, StorageStats};
 use super::router::Router;
+use super::store::Store;
 use super::txn::TxnState;
 use super::watch::Watch;
 use super::{ShardId, StoreHandle};
 use crate::config::{Design, ServeArgs};
 use crate::limits::PEER_REPLY_VALUE_BYTES_MAX;
+use crate::replication::codec::Command;
 use crate::storage::{Lsn, RecoveryStats, ShardLog, StorageError};
 use crate::sync::latch::Latch;
 use crate::sync::oneshot;
@@ -189,7 +191,7 @@ impl ShardContext {
             self.id,
             "an operation ran on a shard that does not own its key"
         );
-        let StoreHandle::Owned(store) = &self.store else {
+        let StoreHandle::Owned(_) = &self.store else {
             return self.store.apply(op, f);
         };
         if !self.index.is_on() && !self.watch.is_on() {
@@ -202,15 +204,57 @@ impl ShardContext {
             Op::Update { .. } if self.watch.wants(op.key()) => Some(op.key().into()),
             _ => None,
         };
-        let (mut created, mut set) = (false, false);
-        let answer = self.store.apply(op, |outcome| {
-            created = matches!(outcome, Outcome::Created { .. });
-            set = matches!(
+        self.tracked(key, |store| store.apply(op), f)
+    }
+
+    /// Applies one command of a committed Raft entry, like [`ShardContext::apply_local`]: a
+    /// put with the proposer's deadline (moved onto this node's clock), or the leader's
+    /// conditional expire (`Deleted(whether it removed the key)`).
+    pub fn apply_command<R>(&self, command: Command, f: impl FnOnce(Outcome<&[u8]>) -> R) -> R {
+        match command {
+            Command::Op(op) => self.apply_local(op, f),
+            Command::PutUntil {
+                record,
+                expires_at_unix_ms,
+                condition,
+            } => {
+                debug_assert_eq!(self.owner(record.key()), self.id, "a command for another shard");
+                let deadline = crate::storage::unix_to_mono_ms(expires_at_unix_ms);
+                let key = Some(record.key().into());
+                self.tracked(key, |store| store.put_until_if(record, deadline, condition), f)
+            }
+            Command::Expire { key, version } => {
+                debug_assert_eq!(self.owner(&key), self.id, "a command for another shard");
+                self.tracked(None, |store| Outcome::Deleted(store.expire_version(&key, version)), f)
+            }
+        }
+    }
+
+    /// Runs `write` on the store, then tells the key index and the watchers what it changed:
+    /// the records it removed, and `key` (a put's or watched update's) if it set or created
+    /// it.
+    fn tracked<R>(
+        &self,
+        key: Option<Box<[u8]>>,
+        write: impl FnOnce(&mut Store) -> Outcome<&[u8]>,
+        f: impl FnOnce(Outcome<&[u8]>) -> R,
+    ) -> R {
+        let StoreHandle::Owned(store) = &self.store else {
+            return self.store.exclusive(|store| f(write(store)));
+        };
+        if !self.index.is_on() && !self.watch.is_on() {
+            return f(write(&mut store.borrow_mut()));
+        }
+        let (answer, created, set) = {
+            let mut store = store.borrow_mut();
+            let outcome = write(&mut store);
+            let created = matches!(outcome, Outcome::Created { .. });
+            let set = matches!(
                 outcome,
                 Outcome::Created { .. } | Outcome::Replaced { .. } | Outcome::Updated { .. }
             );
-            f(outcome)
-        });
+            (f(outcome), created, set)
+        };
         let mut store = store.borrow_mut();
         self.index
             .take_removals(&mut store, |record, cause| self.watch.removed(record, cause));
@@ -250,7 +294,7 @@ impl ShardContext {
     }
 
     /// Reclaims at most `keys_max` expired keys (and takes them out of the index); returns
-    /// how many.
+    /// how many. None in cluster mode: there only the leader's expire entries remove keys.
     pub fn expire(&self, keys_max: usize) -> usize {
         let expired = self.store.expire(keys_max);
         if let (StoreHandle::Owned(store), true) = (&self.store, self.watch.is_on()) {

@@ -4,7 +4,9 @@
 //! Owns the data, its byte accounting, the capacity budget (reject or evict least recently
 //! used), TTL expiry (lazy on access, active through [`Store::expire`]), giving freed memory
 //! back to the OS ([`Store::after_expiry_tick`]) and chunked iteration for snapshots
-//! ([`Store::scan_from`]). No locks, no atomics, no I/O: exactly one thread touches a given
+//! ([`Store::scan_from`], [`Store::scan_oldest_first`]). In cluster mode
+//! ([`Store::set_replicated`]) nothing it decides depends on its clock or its reads: expiry
+//! is the leader's expire entries ([`Store::due_for_expiry`], [`Store::expire_version`]). No locks, no atomics, no I/O: exactly one thread touches a given
 //! store (its shard's, or the `locked` design's lock holder), and it must never be shared.
 //!
 //! [`Store::check_invariants`] states what holds between any two calls; the randomized model
@@ -134,6 +136,14 @@ pub struct Store {
     expired: u64,
     /// Records removed since the last [`Store::take_removals`], when tracking is on.
     removals: Option<Vec<(Record, Removal)>>,
+    /// Cluster mode (`--peers`, [`Store::set_replicated`]): every change is decided by the
+    /// Raft log, so that replicas applying the same entries hold the same keys. Writes never
+    /// read the clock (an expired key stays, counted, until the leader's expire entry removes
+    /// it: [`Store::expire_version`]); reads hide expired keys without removing them and never
+    /// reorder the LRU list; the store never expires on its own ([`Store::expire`] is a
+    /// no-op); memory is accounted by a formula of the record's length, not by what malloc
+    /// handed out. The one switch between single-node and cluster behaviour.
+    replicated: bool,
 }
 
 /// Why a key left the store.
@@ -184,7 +194,20 @@ impl Store {
             evictions: 0,
             expired: 0,
             removals: None,
+            replicated: false,
         }
+    }
+
+    /// Turns cluster mode on (see the `replicated` field): call it on an empty store, before
+    /// any key is loaded, since it changes how memory is accounted.
+    pub fn set_replicated(&mut self, on: bool) {
+        assert!(self.is_empty(), "the accounting mode changes only on an empty store");
+        self.replicated = on;
+    }
+
+    /// Whether the Raft log decides every change ([`Store::set_replicated`]).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated
     }
 
     /// Number of live keys (expired ones not yet reclaimed included).
@@ -224,6 +247,18 @@ impl Store {
 
     fn entry_bytes(record: &Record) -> usize {
         record.allocated_bytes() + ENTRY_OVERHEAD_BYTES
+    }
+
+    /// What one key accounts: its real allocation on a single node; in cluster mode the
+    /// chunk glibc nominally hands out for its length, the same on every replica (what malloc
+    /// really hands out depends on each process's heap, and `--max-memory` decisions must
+    /// not).
+    fn accounted_bytes(&self, record: &Record) -> usize {
+        if self.replicated {
+            nominal_chunk_bytes(record.data_len()) + ENTRY_OVERHEAD_BYTES
+        } else {
+            Self::entry_bytes(record)
+        }
     }
 
     fn now(&self) -> u64 {
@@ -266,14 +301,22 @@ impl Store {
 
     /// The value of `key`, its remaining TTL and its version; counts a hit or miss and marks it
     /// recently used.
+    /// In cluster mode an expired key reads as absent but stays, and recency is left alone
+    /// (reads are not replicated, so they must not decide what is evicted).
     pub fn get(&mut self, key: &[u8]) -> Option<(&[u8], Option<u64>, u64)> {
         let mut now = None;
-        let Some(index) = self.live_index(key, &mut now) else {
+        let found = match self.replicated {
+            true => self.find(key).filter(|&index| !self.is_expired(index, &mut now)),
+            false => self.live_index(key, &mut now),
+        };
+        let Some(index) = found else {
             self.misses += 1;
             return None;
         };
         self.hits += 1;
-        self.touch_if_lru(index);
+        if !self.replicated {
+            self.touch_if_lru(index);
+        }
         let node = self.node(index);
         Some((
             node.record.value(),
@@ -282,10 +325,11 @@ impl Store {
         ))
     }
 
-    /// The node of `key` if present and not expired (an expired one is reclaimed now).
+    /// The node of `key` if present and not expired (an expired one is reclaimed now). In
+    /// cluster mode, the node of `key` if present: writes never read the clock there.
     fn live_index(&mut self, key: &[u8], now: &mut Option<u64>) -> Option<u32> {
         let index = self.find(key)?;
-        if self.is_expired(index, now) {
+        if !self.replicated && self.is_expired(index, now) {
             self.remove_index(index, Removal::Expired);
             self.expired += 1;
             return None;
@@ -348,6 +392,7 @@ impl Store {
         (empty.hits, empty.misses) = (self.hits, self.misses);
         (empty.evictions, empty.expired) = (self.evictions, self.expired);
         empty.removals = self.removals.as_ref().map(|_| Vec::new());
+        empty.replicated = self.replicated;
         // Everything held is freed: the next expiry tick may give the memory back.
         empty.freed_bytes_since_trim = self.freed_bytes_since_trim + self.memory_bytes;
         *self = empty;
@@ -372,7 +417,9 @@ impl Store {
 
     /// [`Store::set_with_deadline`] keeping a given version (a recovery restoring a key as it
     /// was written); later writes get versions above it. `version` is at least 1 and below
-    /// [`Condition::FIRST_RESERVED`] (clamped otherwise).
+    /// [`Condition::FIRST_RESERVED`] (clamped otherwise). In cluster mode a past deadline is
+    /// stored as it is (a Raft snapshot holds the leader's expired keys until its expire
+    /// entries remove them).
     pub fn set_with_version(&mut self, record: Record, expires_at_ms: Option<u64>, version: u64) -> Outcome<&[u8]> {
         let version = version.clamp(1, Condition::FIRST_RESERVED - 2);
         self.next_version = self.next_version.max(version + 1);
@@ -380,7 +427,7 @@ impl Store {
         let Some(deadline) = expires_at_ms else {
             return self.put_at(record, 0, version, &mut now);
         };
-        if deadline <= *now.get_or_insert_with(self.clock) {
+        if !self.replicated && deadline <= *now.get_or_insert_with(self.clock) {
             let removed = self
                 .live_index(record.key(), &mut now)
                 .map(|index| self.remove_index(index, Removal::Expired));
@@ -401,6 +448,58 @@ impl Store {
         let index = self.insert(record, expires_at_ms, version);
         self.evict_to_budget(index);
         Outcome::Created { version }
+    }
+
+    /// Cluster mode's put (a committed entry's): creates or replaces `record` with the
+    /// proposer's deadline, put on this store's clock (`expires_at_ms`, at least 1), when
+    /// `condition` holds. Stored even if already past: the leader's expire entry removes it.
+    pub fn put_until_if(&mut self, record: Record, expires_at_ms: u64, condition: Condition) -> Outcome<&[u8]> {
+        let mut now = None;
+        if let Some(current) = self.failed_condition(record.key(), condition, &mut now) {
+            return Outcome::PreconditionFailed { current };
+        }
+        let version = self.take_version();
+        self.put_at(record, expires_at_ms.max(1), version, &mut now)
+    }
+
+    /// Cluster mode's expiry (the leader's expire entry): removes `key` if it still has
+    /// `version`, the one the leader saw expire; a key written since (or gone) is left alone.
+    /// Returns whether it removed the key.
+    pub fn expire_version(&mut self, key: &[u8], version: u64) -> bool {
+        let Some(index) = self.find(key).filter(|&index| self.node(index).version == version) else {
+            return false;
+        };
+        self.remove_index(index, Removal::Expired);
+        self.expired += 1;
+        true
+    }
+
+    /// Cluster mode, on the leader: up to `keys_max` keys whose deadline has passed on this
+    /// store's clock, earliest first, each with its version, for an expire entry. Removes
+    /// nothing: the keys stay (and stay due, found again by a later call) until the entry
+    /// applies. Stale heap entries met on the way are dropped.
+    pub fn due_for_expiry(&mut self, keys_max: usize) -> Vec<(Box<[u8]>, u64)> {
+        let now = self.now();
+        let mut due: Vec<(Box<[u8]>, u64)> = Vec::new();
+        let mut live = Vec::new();
+        while due.len() < keys_max {
+            let Some(&Reverse((deadline, index))) = self.expiry.peek() else {
+                break;
+            };
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop();
+            let fresh = index < self.nodes_used && self.node(index).expires_at_ms == deadline;
+            // A key rewritten with the same deadline has two heap entries: they pop together.
+            if fresh && live.last() != Some(&Reverse((deadline, index))) {
+                let node = self.node(index);
+                due.push((node.record.key().into(), node.version));
+                live.push(Reverse((deadline, index)));
+            }
+        }
+        self.expiry.extend(live);
+        due
     }
 
     /// Replaces the value of an existing key, keeping its TTL. `Missing` when absent.
@@ -469,8 +568,12 @@ impl Store {
     }
 
     /// Reclaims expired keys, at most `keys_max` of them; returns how many it removed. More
-    /// may remain when it returns `keys_max`.
+    /// may remain when it returns `keys_max`. In cluster mode it removes nothing: only the
+    /// leader's expire entries do ([`Store::due_for_expiry`]).
     pub fn expire(&mut self, keys_max: usize) -> usize {
+        if self.replicated {
+            return 0;
+        }
         let now = self.now();
         let mut removed = 0;
         while removed < keys_max {
@@ -509,12 +612,13 @@ impl Store {
     }
 
     /// `None` when `record` may be added as a new key; in reject mode the limit it would break
-    /// (after reclaiming up to `EXPIRY_KEYS_PER_WRITE_MAX` expired keys); in LRU mode only when
-    /// it could never fit at all.
+    /// (after reclaiming up to `EXPIRY_KEYS_PER_WRITE_MAX` expired keys; none in cluster mode,
+    /// where expired keys count until their expire entry); in LRU mode only when it could
+    /// never fit at all.
     fn make_room(&mut self, record: &Record) -> Option<Limit> {
         let memory_bytes_max = self.budget.memory_bytes_max;
         let keys_max = self.keys_max();
-        let bytes = Self::entry_bytes(record) as u64;
+        let bytes = self.accounted_bytes(record) as u64;
         if let Some(max) = memory_bytes_max
             && bytes > max
         {
@@ -541,6 +645,9 @@ impl Store {
             }
         };
         over(self)?;
+        if self.replicated {
+            return over(self);
+        }
         // Expired keys hold room no one can read: reclaim some before refusing, but a bounded
         // number, so one write never pays for a whole backlog (the expiry tick does that).
         let now = self.now();
@@ -584,7 +691,7 @@ impl Store {
 
     fn insert(&mut self, record: Record, expires_at_ms: u64, version: u64) -> u32 {
         let len_before = self.table.len();
-        self.memory_bytes += Self::entry_bytes(&record);
+        self.memory_bytes += self.accounted_bytes(&record);
         let hash = self.hasher.hash_one(record.key());
         let index = self.allocate_node(record);
         self.node_mut(index).version = version;
@@ -602,10 +709,10 @@ impl Store {
 
     fn replace(&mut self, index: u32, record: Record, expires_at_ms: u64, version: u64) {
         debug_assert_eq!(self.node(index).record.key(), record.key(), "a replace keeps its key");
-        let new_bytes = Self::entry_bytes(&record);
+        let new_bytes = self.accounted_bytes(&record);
         self.node_mut(index).version = version;
         let old = std::mem::replace(&mut self.node_mut(index).record, record);
-        self.memory_bytes = self.memory_bytes + new_bytes - Self::entry_bytes(&old);
+        self.memory_bytes = self.memory_bytes + new_bytes - self.accounted_bytes(&old);
         self.set_expiry(index, expires_at_ms);
         self.touch_if_lru(index);
     }
@@ -670,7 +777,7 @@ impl Store {
         node.next = free_head;
         node.version = 0;
         self.free_head = index;
-        let bytes = Self::entry_bytes(&old);
+        let bytes = self.accounted_bytes(&old);
         self.memory_bytes -= bytes;
         self.freed_bytes_since_trim += bytes;
         if let Some(removals) = &mut self.removals {
@@ -779,7 +886,8 @@ impl Store {
     /// Visits live keys in slab order from `cursor` (0 to start), examining at most
     /// `max_entries` slab slots (at least one), so a snapshot can be taken in bounded chunks
     /// between requests. `f` gets the key, the value, and the deadline on this store's clock
-    /// (`None`: never expires); keys already expired are skipped. Returns the cursor to go on
+    /// (`None`: never expires); keys already expired are skipped (in cluster mode they are
+    /// visited: they are still part of the replicated state). Returns the cursor to go on
     /// from, or `None` when the slab is done; a call may visit fewer keys than `max_entries`,
     /// even none, and still return a cursor.
     ///
@@ -802,11 +910,44 @@ impl Store {
             }
             match node.expires_at_ms {
                 0 => f(node.record.key(), node.record.value(), None, node.version),
-                deadline if deadline > now => f(node.record.key(), node.record.value(), Some(deadline), node.version),
+                deadline if deadline > now || self.replicated => {
+                    f(node.record.key(), node.record.value(), Some(deadline), node.version)
+                }
                 _ => {}
             }
         }
         (end < nodes_used).then_some(end as u32)
+    }
+
+    /// Like [`Store::scan_from`], but in recency order, least recently used first, so that a
+    /// store filled in visiting order ends with the same LRU order (a Raft snapshot: every
+    /// replica must evict the same keys). `cursor` is `None` to start; returns where to go on
+    /// from, `None` when done. Between calls nothing may write the store (the cursor is a
+    /// node on the list); a cursor on a node freed meanwhile ends the walk.
+    pub fn scan_oldest_first(
+        &self,
+        cursor: Option<u32>,
+        max_entries: usize,
+        mut f: impl FnMut(&[u8], &[u8], Option<u64>, u64),
+    ) -> Option<u32> {
+        let now = self.now();
+        let mut index = cursor.unwrap_or(self.lru_tail);
+        for _ in 0..max_entries.max(1) {
+            if index == NIL || index >= self.nodes_used || self.node(index).prev == FREE {
+                debug_assert!(index == NIL, "the store changed under a recency scan");
+                return None;
+            }
+            let node = self.node(index);
+            match node.expires_at_ms {
+                0 => f(node.record.key(), node.record.value(), None, node.version),
+                deadline if deadline > now || self.replicated => {
+                    f(node.record.key(), node.record.value(), Some(deadline), node.version)
+                }
+                _ => {}
+            }
+            index = node.prev;
+        }
+        (index != NIL).then_some(index)
     }
 
     /// Gives memory back once the store has freed `MEMORY_TRIM_FREED_BYTES_MIN` since the last
@@ -908,7 +1049,7 @@ impl Store {
                 Some(index),
                 "node {index} is found by its key"
             );
-            memory += Self::entry_bytes(&node.record);
+            memory += self.accounted_bytes(&node.record);
             assert!(
                 node.version != 0 && node.version < self.next_version,
                 "a live key's version was assigned before the next one"
@@ -923,6 +1064,16 @@ impl Store {
         assert_eq!(self.lru_tail, prev, "LRU tail");
         (live, ttl_keys, memory)
     }
+}
+
+/// The chunk glibc malloc nominally hands out for `len` bytes (16-byte granules, a 32-byte
+/// minimum, its 8-byte header included), 0 for none: [`Record::allocated_bytes`] when no
+/// remainder is left unsplit.
+fn nominal_chunk_bytes(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    ((len + 8 + 15) & !15).max(32)
 }
 
 fn remaining_ms(expires_at_ms: u64, now: &mut Option<u64>, clock: fn() -> u64) -> Option<u64> {
@@ -1466,6 +1617,255 @@ mod tests {
         set_test_clock(20_000 + MEMORY_TRIM_INTERVAL_MS_MIN);
         assert!(store.after_expiry_tick());
         store.check_invariants();
+    }
+
+    fn replicated(keys_max: Option<u64>, memory_bytes_max: Option<u64>, eviction: Eviction) -> Store {
+        let mut store = limited(keys_max, memory_bytes_max, eviction);
+        store.set_replicated(true);
+        store
+    }
+
+    fn keys_oldest_first(store: &Store) -> Vec<Vec<u8>> {
+        let (mut keys, mut cursor) = (Vec::new(), None);
+        loop {
+            cursor = store.scan_oldest_first(cursor, 2, |key, _, _, _| keys.push(key.to_vec()));
+            if cursor.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    #[test]
+    fn in_cluster_mode_reads_hide_expired_keys_and_nothing_removes_them_but_an_expire() {
+        // Goal: on a replica, an expired key reads as absent but stays (counted, listed in a
+        // snapshot scan) through reads, the expiry tick and writes' room-making; only an expire
+        // of the version it has removes it, and one of an older version leaves a rewrite alone.
+        let mut store = replicated(Some(2), None, Eviction::Reject);
+        store.put_until_if(Record::new(b"t", b"v"), 10, Condition::NONE);
+        store.put(Record::new(b"keep", b"v"), None);
+        set_test_clock(20);
+        assert_eq!(store.get(b"t"), None, "hidden");
+        assert_eq!(store.peek(b"t"), None);
+        assert_eq!(store.expire(usize::MAX), 0, "the tick never expires on a replica");
+        assert_eq!(
+            put(&mut store, "new", "v"),
+            Outcome::Rejected(Limit::Keys(2)),
+            "an expired key still counts: the leader has not expired it yet"
+        );
+        assert_eq!(store.len(), 2);
+        let mut scanned = Vec::new();
+        store.scan_from(0, 10, |key, _, deadline, _| scanned.push((key.to_vec(), deadline)));
+        assert!(scanned.contains(&(b"t".to_vec(), Some(10))), "{scanned:?}");
+        let due = store.due_for_expiry(10);
+        let version = store.find(b"t").map(|index| store.node(index).version).unwrap();
+        assert_eq!(due, vec![(b"t".to_vec().into_boxed_slice(), version)]);
+        assert_eq!(
+            store.due_for_expiry(10),
+            due,
+            "still due until the expire entry applies"
+        );
+        // A rewrite (no TTL) lands before the leader's expire: the expire must not touch it.
+        store.put(Record::new(b"t", b"again"), None);
+        assert!(!store.expire_version(b"t", version), "a rewritten key survives");
+        assert_eq!(store.get(b"t").map(|(v, ..)| v.to_vec()), Some(b"again".to_vec()));
+        assert!(store.due_for_expiry(10).is_empty());
+        store.put_until_if(Record::new(b"t", b"v"), 15, Condition::NONE);
+        let version = store.version_of(b"t");
+        assert_eq!(version, None, "expired at once on this clock");
+        let (_, version) = store.due_for_expiry(10).pop().unwrap();
+        assert!(store.expire_version(b"t", version));
+        assert!(!store.expire_version(b"t", version), "an expire applies once");
+        assert_eq!(put(&mut store, "new", "v"), Outcome::Created { version: 0 });
+        let mut stats = ShardStats::default();
+        store.fill_stats(&mut stats);
+        assert_eq!((stats.keys, stats.expired), (2, 1));
+        store.check_invariants();
+    }
+
+    #[test]
+    fn in_cluster_mode_reads_never_reorder_eviction() {
+        // Goal: under LRU in cluster mode only writes move a key's recency, so two replicas
+        // that applied the same writes but served different reads evict the same keys.
+        let mut quiet = replicated(Some(3), None, Eviction::Lru);
+        let mut busy = replicated(Some(3), None, Eviction::Lru);
+        for store in [&mut quiet, &mut busy] {
+            for key in ["a", "b", "c"] {
+                put(store, key, "v");
+            }
+        }
+        assert!(value(&mut busy, "a").is_some(), "a read on one replica only");
+        for store in [&mut quiet, &mut busy] {
+            store.update(Record::new(b"b", b"w"));
+            put(store, "d", "v");
+            store.check_invariants();
+        }
+        assert_eq!(keys_oldest_first(&quiet), keys_oldest_first(&busy));
+        assert_eq!(keys_oldest_first(&busy), [b"c".to_vec(), b"b".to_vec(), b"d".to_vec()]);
+        assert_eq!(value(&mut busy, "a"), None, "the oldest write went, read or not");
+    }
+
+    #[test]
+    fn in_cluster_mode_memory_is_accounted_by_length() {
+        // Goal: --max-memory decisions depend on the keys' lengths only, not on what each
+        // process's malloc handed out, so every replica refuses the same write.
+        let mut store = replicated(None, None, Eviction::Reject);
+        store.put(Record::new(b"k", &[1u8; 100]), None);
+        assert_eq!(store.memory_bytes(), 112 + ENTRY_OVERHEAD_BYTES);
+        store.put(Record::new(b"k", b""), Some(60_000));
+        assert_eq!(store.memory_bytes(), 32 + ENTRY_OVERHEAD_BYTES + EXPIRY_ENTRY_BYTES);
+        store.delete(b"k");
+        assert_eq!(store.memory_bytes(), 0);
+        assert_eq!(
+            [0, 1, 24, 25, 100].map(nominal_chunk_bytes),
+            [0, 32, 32, 48, 112],
+            "glibc's chunk sizes"
+        );
+        let budget = 3 * (48 + ENTRY_OVERHEAD_BYTES) as u64;
+        let mut store = replicated(None, Some(budget), Eviction::Reject);
+        for i in 0..3 {
+            assert!(matches!(
+                store.put(Record::new(format!("k{i}").as_bytes(), &[0; 30]), None),
+                Outcome::Created { .. }
+            ));
+        }
+        assert_eq!(put(&mut store, "k3", "v"), Outcome::Rejected(Limit::Memory(budget)));
+        store.check_invariants();
+    }
+
+    #[test]
+    fn a_recency_scan_rebuilds_the_same_lru_order() {
+        // Goal: filling a store in the order scan_oldest_first visits gives the same LRU
+        // order and keys (a Raft snapshot), expired keys included in cluster mode.
+        let mut store = replicated(None, None, Eviction::Lru);
+        let mut copy = replicated(None, None, Eviction::Lru);
+        for key in ["a", "b", "c", "d", "e"] {
+            put(&mut store, key, "v");
+        }
+        store.delete(b"b");
+        store.put_until_if(Record::new(b"x", b"v"), 5, Condition::NONE);
+        store.update(Record::new(b"a", b"w"));
+        set_test_clock(10);
+        let order = keys_oldest_first(&store);
+        assert_eq!(order, [b"c", b"d", b"e", b"x", b"a"].map(|k| k.to_vec()));
+        let mut cursor = None;
+        loop {
+            cursor = store.scan_oldest_first(cursor, 3, |key, value, deadline, version| {
+                copy.set_with_version(Record::new(key, value), deadline, version);
+            });
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(keys_oldest_first(&copy), order);
+        assert_eq!(copy.len(), 5, "the expired key is restored, still hidden");
+        assert_eq!(copy.peek(b"x"), None);
+        copy.check_invariants();
+        assert!(store.scan_oldest_first(None, 10, |_, _, _, _| {}).is_none());
+        copy.clear();
+        assert_eq!(copy.scan_oldest_first(None, 10, |_, _, _, _| panic!("empty")), None);
+    }
+
+    thread_local! {
+        /// A second replica's clock: the test clock plus a skew. Its deadlines are put 7 ms
+        /// later than the first's (as `storage::unix_to_mono_ms` moves them onto its clock) and
+        /// its clock runs 10 ms later: it applies each entry 3 ms after the first does.
+        static SKEW_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn skewed_clock() -> u64 {
+        test_clock() + SKEW_MS.with(std::cell::Cell::get)
+    }
+
+    /// A write both replicas apply, as a committed entry's command.
+    fn replica_write(store: &mut Store, rng: &mut u64, key: &[u8], skew: u64) -> Outcome<Vec<u8>> {
+        let pick = |rng: &mut u64, n: u64| {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng % n
+        };
+        let value = vec![b'v'; pick(rng, 90) as usize];
+        let condition = match pick(rng, 6) {
+            0 => Condition::IF_ABSENT,
+            1 => Condition::IF_EXISTS,
+            2 => Condition::if_version(1 + pick(rng, 40)),
+            _ => Condition::NONE,
+        };
+        let outcome = match pick(rng, 5) {
+            0 | 1 => {
+                let deadline = test_clock() + pick(rng, 40) + skew;
+                store.put_until_if(Record::new(key, &value), deadline, condition)
+            }
+            2 => store.put_if(Record::new(key, &value), None, condition),
+            3 => store.update_if(Record::new(key, &value), condition),
+            _ => store.delete_if(key, condition),
+        };
+        outcome.map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn replicas_applying_the_same_commands_stay_identical_whatever_they_read_and_their_clocks() {
+        // Goal: two cluster-mode stores with skewed clocks that apply the same writes and the
+        // same leader's expires, one of them also serving random reads and restored once from
+        // the other's recency scan (a snapshot), answer every write alike and hold the same
+        // keys, versions, LRU order and accounted bytes after every step, in every budget mode.
+        let budgets = [
+            (Some(12), None, Eviction::Lru),
+            (None, Some(1_500), Eviction::Lru),
+            (Some(12), None, Eviction::Reject),
+            (None, Some(1_500), Eviction::Reject),
+        ];
+        for (keys_max, memory_bytes_max, eviction) in budgets {
+            let mut leader = replicated(keys_max, memory_bytes_max, eviction);
+            SKEW_MS.with(|skew| skew.set(10));
+            let budget = leader.budget;
+            let mut follower = Store::with_clock(budget, skewed_clock);
+            follower.set_replicated(true);
+            let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ keys_max.unwrap_or(3);
+            for step in 0..4_000u64 {
+                let key = format!("k{}", (step * 7 + rng % 11) % 30).into_bytes();
+                rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                match rng >> 61 {
+                    _ if step % 1_000 == 999 => {
+                        follower.clear();
+                        let mut cursor = None;
+                        loop {
+                            cursor = leader.scan_oldest_first(cursor, 5, |key, value, deadline, version| {
+                                follower.set_with_version(Record::new(key, value), deadline.map(|d| d + 7), version);
+                            });
+                            if cursor.is_none() {
+                                break;
+                            }
+                        }
+                        follower.raise_next_version(leader.next_version());
+                    }
+                    0..=3 => {
+                        let mut twin = rng;
+                        let led = replica_write(&mut leader, &mut rng, &key, 0);
+                        assert_eq!(replica_write(&mut follower, &mut twin, &key, 7), led, "step {step}");
+                    }
+                    4 => {
+                        for (key, version) in leader.due_for_expiry(3) {
+                            assert_eq!(
+                                leader.expire_version(&key, version),
+                                follower.expire_version(&key, version)
+                            );
+                        }
+                    }
+                    6 => set_test_clock(test_clock() + rng % 9),
+                    _ => drop((follower.get(&key), leader.get(b"k3"))),
+                }
+                assert_eq!(keys_oldest_first(&leader), keys_oldest_first(&follower), "step {step}");
+                assert_eq!(leader.memory_bytes(), follower.memory_bytes(), "step {step}");
+                assert_eq!(leader.next_version(), follower.next_version(), "step {step}");
+                for key in keys_oldest_first(&leader) {
+                    let version = |store: &Store| store.find(&key).map(|index| store.node(index).version);
+                    assert_eq!(version(&leader), version(&follower), "step {step}");
+                }
+            }
+            leader.check_invariants();
+            follower.check_invariants();
+        }
     }
 
     // Goal: clear (a Raft snapshot restore) empties keys, memory and TTLs, keeps the hit
