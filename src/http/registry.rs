@@ -1,5 +1,6 @@
 //! One shard's open connections: their read deadlines, the sweeper that enforces them, the
-//! coarse clock they are set against, and the stop of every read at shutdown.
+//! coarse clock they are set against, the stop of every read at shutdown, and (held for
+//! [`super::conn`]) the [`Pool`] of what they borrow only while busy.
 //!
 //! Owns the registry and nothing else of a connection: it never reads or writes a socket, it
 //! only ends a pending read with `shutdown(SHUT_RD)` (so the read returns end-of-file). It lives
@@ -12,6 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::clock;
+use crate::http::conn::Pool;
 use crate::limits::TIMEOUT_SWEEP_MS;
 use crate::shard::context::ShardContext;
 
@@ -24,6 +26,8 @@ pub struct Registry {
     next_id: Cell<u64>,
     /// Set once shutdown has begun: connections that register after it stop reading at once.
     stopping: Cell<bool>,
+    /// Buffers and batch bookkeeping the shard's connections take only while busy.
+    pool: Pool,
 }
 
 /// A connection's entry, shared between the connection and the sweeper.
@@ -54,6 +58,7 @@ impl Default for Registry {
             now_ms: Cell::new(clock::now_ms()),
             next_id: Cell::new(0),
             stopping: Cell::new(false),
+            pool: Pool::default(),
         }
     }
 }
@@ -98,6 +103,11 @@ impl Registry {
     /// Milliseconds as of the sweeper's last tick.
     pub fn coarse_now_ms(&self) -> u64 {
         self.now_ms.get()
+    }
+
+    /// What the shard's connections borrow while busy.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Begins shutdown: ends the pending read of every connection that is not in the middle of
@@ -170,6 +180,11 @@ impl Registration {
     /// Milliseconds as of the sweeper's last tick.
     pub fn coarse_now_ms(&self) -> u64 {
         self.registry.coarse_now_ms()
+    }
+
+    /// What the shard's connections borrow while busy.
+    pub fn pool(&self) -> &Pool {
+        self.registry.pool()
     }
 }
 
