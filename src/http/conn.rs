@@ -13,8 +13,8 @@
 //!
 //! An idle connection (nothing buffered, its read pending) holds only its socket, its
 //! registration and a small future: no read or write buffer, no batch bookkeeping, no room in
-//! its future for the states of a busy one ([`Connection::run`]). Issue 14: about 1 KiB of
-//! user space each.
+//! its future for the states of a busy one ([`Connection::run`]). Issue 14: about 0.7 KiB of
+//! RSS each (docs/BENCHMARKS.md, Idle connections).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -148,8 +148,10 @@ impl Batch {
         }
     }
 
-    /// Gives back a write buffer or bookkeeping a large response or deep pipeline grew.
+    /// Gives back a write buffer or bookkeeping a large response or deep pipeline grew, and
+    /// forgets any framing (an empty input holds no partial request).
     fn shrink(&mut self) {
+        self.framing = request::BodyProgress::default();
         if self.output.capacity() > CONNECTION_IDLE_BUFFER_BYTES {
             self.output = Vec::new();
         }
