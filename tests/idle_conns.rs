@@ -178,9 +178,9 @@ fn idle_connections_allowed() -> usize {
     allowed
 }
 
-// Goal: 100,000 idle connections (or as many as RLIMIT_NOFILE allows) are held, each still answered at the end, for at most 2 KiB
-// of server RSS each, while a busy client's p50/p99 latency stays within a generous factor of
-// its latency without them.
+// Goal: 100,000 idle connections (or as many as RLIMIT_NOFILE allows) are held, each still
+// answered at the end, for at most 2 KiB of server RSS each, while a busy client's p50/p99
+// latency stays within a generous factor of its latency without them.
 #[test]
 fn idle_connections_up_to_100k_or_the_descriptor_limit_stay_open_and_cheap() {
     let idle_connections = idle_connections_allowed();
