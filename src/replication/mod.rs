@@ -18,9 +18,9 @@
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
 //! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
-//! snapshot); a snapshot travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX`
-//! is not compacted; TTL deadlines and LRU order are decided by each replica's own clock and
-//! reads.
+//! snapshot, abstaining from elections and commits until then: [`abstain`]); a snapshot
+//! travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX` is not compacted; TTL
+//! deadlines and LRU order are decided by each replica's own clock and reads.
 
 pub mod abstain;
 pub mod codec;
@@ -397,7 +397,8 @@ impl Group {
     /// Steps a message a peer sent.
     pub fn step(&self, mut message: Message) {
         let mut raw = self.raw.borrow_mut();
-        // A member that started empty drops vote requests until caught up ([`abstain`]).
+        // A member that started empty drops vote requests and takes only committed entries
+        // until caught up ([`abstain`]).
         if self.abstention.borrow_mut().admit(&mut message, raw.raft.term) == Admit::Drop {
             return;
         }
