@@ -187,6 +187,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_snapshot_entries: u64,
 
+    /// With `--peers`: vote and campaign at once although this member starts with no Raft
+    /// state (by default it abstains until a leader has caught it up). UNSAFE: only for a
+    /// group left leaderless because a majority of its members lost their state; writes only
+    /// the lost members held are gone.
+    #[arg(long = "raft-force-vote", requires = "peers")]
+    pub raft_force_vote: bool,
+
     /// Load `<key> <value>` lines from this file before reporting ready.
     #[arg(long = "load", env = "KV_DATA_FILE_PATH", value_name = "FILE")]
     pub load: Option<std::path::PathBuf>,

@@ -262,6 +262,11 @@ pub const RAFT_TICK_MS: u64 = 100;
 pub const RAFT_ELECTION_TICKS: usize = 10;
 /// Ticks between a leader's heartbeats.
 pub const RAFT_HEARTBEAT_TICKS: usize = 1;
+/// A leader with a follower that abstains (it started with no Raft state) proposes an empty
+/// entry at most this often, in ticks, and only while every entry of its log is committed, so
+/// the follower sees the commit index advance without it and may vote again
+/// (`replication::abstain`).
+pub const RAFT_ABSTAIN_NUDGE_TICKS: usize = 5;
 /// Largest batch of entries in one append message, in bytes.
 pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1 << 20;
 /// Append messages in flight to one follower before the leader waits for acknowledgements.

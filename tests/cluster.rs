@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Server, key_in, try_request};
-use corekv::limits::{PEER_PORT_STRIDE_PER_SHARD, REPLICATION_TIMEOUT_MS};
+use corekv::limits::REPLICATION_TIMEOUT_MS;
 
 const SHARDS: usize = 2;
 /// How long a group may take to elect a leader (after start or after its leader dies): a few
@@ -20,7 +20,7 @@ const ELECTION_WITHIN: Duration = Duration::from_secs(15);
 /// Peer ports for `count` nodes: each node's base port and its +stride shard port, from
 /// below the ephemeral range (see `common::ports`), released for the nodes to bind.
 fn free_peer_ports(count: usize) -> Vec<u16> {
-    let reserve = || common::ports::reserve(SHARDS as u16, PEER_PORT_STRIDE_PER_SHARD);
+    let reserve = || common::ports::reserve(SHARDS as u16);
     (0..count).map(|_| reserve()[0].local_addr().unwrap().port()).collect()
 }
 

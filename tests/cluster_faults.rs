@@ -74,7 +74,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// Listeners on a port P and on P + stride × s for every other shard s, so a whole node's
 /// (or link's) shard ports are held together (below the ephemeral range: see `common::ports`).
 fn shard_port_listeners() -> Vec<TcpListener> {
-    common::ports::reserve(SHARDS as u16, PEER_PORT_STRIDE_PER_SHARD)
+    common::ports::reserve(SHARDS as u16)
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -176,9 +176,22 @@ impl Cluster {
         self.nodes[i] = Some(Server::start_command(cmd));
     }
 
-    /// SIGKILLs node `id`.
+    /// SIGKILLs node `id`, waits until its HTTP port is free and holds it until the node
+    /// restarts. (A killed process's io_uring is torn down by the kernel after it exits, so its
+    /// listening socket may outlive it briefly; a restart then would find the port in use.)
     fn kill(&mut self, id: u64) {
-        drop(self.nodes[id as usize - 1].take().expect("node is running"));
+        const PORT_FREED_WITHIN: Duration = Duration::from_secs(10);
+        let i = id as usize - 1;
+        drop(self.nodes[i].take().expect("node is running"));
+        let deadline = Instant::now() + PORT_FREED_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(held) = TcpListener::bind(self.addr(id)) {
+                self.reserved[i] = Some(vec![held]);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node {id}'s port stayed in use {PORT_FREED_WITHIN:?} after it was killed");
     }
 
     fn node(&self, id: u64) -> &Server {
@@ -852,4 +865,242 @@ fn an_expire_decided_before_a_rewrite_applied_leaves_the_rewrite() {
         assert_eq!((got.status, got.body), (200, b"again".to_vec()), "node {id}");
         assert_eq!(shard_keys(&cluster, id, 0), (1, 0), "node {id} expired nothing");
     }
+}
+
+impl Cluster {
+    /// Waits until every group of node `id` reports `"voting"` equal to `voting`.
+    fn wait_for_voting(&self, id: u64, voting: bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let groups = self.groups(id);
+            if groups.len() == SHARDS && groups.iter().all(|g| g["voting"] == voting) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}'s groups never reported voting: {voting} within {within:?}: {groups:?}\n{}\nall: {:?}",
+                self.node(id).log(),
+                NODE_IDS.map(|id| self.groups(id))
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Node `id`'s abstention markers, `D/raft/shard-N.abstain`, that exist.
+    fn abstention_markers(&self, id: u64) -> Vec<PathBuf> {
+        let dir = self.data_dirs.as_ref().expect("a durable cluster")[id as usize - 1].join("raft");
+        (0..SHARDS)
+            .map(|shard| dir.join(format!("shard-{shard}.abstain")))
+            .filter(|marker| marker.exists())
+            .collect()
+    }
+}
+
+impl Cluster {
+    /// Heals both directions of the links between nodes `a` and `b` only.
+    fn heal_between(&self, a: u64, b: u64) {
+        let between = self
+            .links
+            .iter()
+            .filter(|link| (link.from, link.to) == (a, b) || (link.from, link.to) == (b, a));
+        between.flat_map(|link| &link.proxies).for_each(Proxy::heal);
+    }
+
+    /// Moves leadership until node `id` leads some group, and returns that group's shard: while
+    /// it leads none, group 0's leader is cut off until the others elect (bounded rounds).
+    fn make_lead(&self, id: u64) -> usize {
+        const ROUNDS_MAX: usize = 12;
+        for _ in 0..ROUNDS_MAX {
+            let leaders = self.wait_for_leaders(&NODE_IDS, &NODE_IDS);
+            if let Some(shard) = leaders.iter().position(|leader| *leader == id) {
+                return shard;
+            }
+            let others: Vec<u64> = NODE_IDS.into_iter().filter(|other| *other != leaders[0]).collect();
+            self.isolate(leaders[0]);
+            self.wait_for_leaders(&others, &others);
+            self.heal();
+        }
+        panic!("node {id} led no group after {ROUNDS_MAX} rounds");
+    }
+
+    /// Waits until node `id` leads no group (cut off, it stepped down: check-quorum).
+    fn wait_until_leading_nothing(&self, id: u64) {
+        let deadline = Instant::now() + ELECTION_WITHIN;
+        while self.groups(id).iter().any(|g| g["role"] == "leader") {
+            assert!(Instant::now() < deadline, "node {id} never stepped down");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// How a wiped member meets the stale node 3 in [`wiped_member_meets_a_stale_one`].
+#[derive(Clone, Copy, PartialEq)]
+enum Stale {
+    /// Node 3 stepped down: it campaigns, and asks the wiped member for its vote.
+    Candidate,
+    /// Node 3 was paused (SIGSTOP) while it led a group: it wakes up still leading it, and
+    /// sends the wiped member its appends and heartbeats.
+    Leader,
+}
+
+/// Keys (one per shard, value K) are committed by nodes 1 and 2 while node 3 is cut off; node
+/// 2 is wiped and restarted while node 1 is cut off, so only the stale node 3 and the empty
+/// node 2 can talk. Asserts that K is never lost: a linearizable GET through either answers
+/// 503 or K (never 404), writes answer 503, node 2 never leads; healed, every node reads K and
+/// node 2 votes again, its abstention markers removed.
+fn wiped_member_meets_a_stale_one(stale: Stale, tag: &str) {
+    /// How long the stale and the empty member are left alone: several election timeouts.
+    const ALONE_FOR: Duration = Duration::from_secs(10);
+    let _serial = serial();
+    let mut cluster = Cluster::start(true, tag);
+    cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS);
+    for id in NODE_IDS {
+        // A brand-new cluster: every member started empty, elected, caught up and votes.
+        cluster.wait_for_voting(id, true, CATCH_UP_WITHIN);
+        assert_eq!(cluster.abstention_markers(id), Vec::<PathBuf>::new(), "node {id}");
+    }
+    let led = (stale == Stale::Leader).then(|| cluster.make_lead(3));
+    cluster.isolate(3);
+    if led.is_some() {
+        cluster.node(3).signal(libc::SIGSTOP);
+    }
+    cluster.wait_for_leaders(&[1, 2], &[1, 2]);
+    let keys: Vec<String> = (0..SHARDS).map(|shard| key_in(shard, SHARDS, "committed")).collect();
+    for key in &keys {
+        let put = cluster.node(1).request("PUT", &format!("/v1/keys/{key}"), b"K");
+        assert_eq!(put.status, 201, "{key}");
+    }
+    if led.is_none() {
+        cluster.wait_until_leading_nothing(3);
+        for key in &keys {
+            let stale = cluster
+                .node(3)
+                .request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+            assert_eq!(stale.status, 404, "node 3 was cut off: it must lack {key}");
+        }
+    }
+    cluster.kill(2);
+    std::fs::remove_dir_all(&cluster.data_dirs.as_ref().unwrap()[1]).unwrap();
+    cluster.isolate(1);
+    cluster.restart(2);
+    cluster.wait_for_voting(2, false, CATCH_UP_WITHIN);
+    assert_eq!(
+        cluster.abstention_markers(2).len(),
+        SHARDS,
+        "abstaining is kept on disk"
+    );
+    cluster.heal_between(2, 3);
+    if let Some(shard) = led {
+        cluster.node(3).signal(libc::SIGCONT);
+        let deadline = Instant::now() + CATCH_UP_WITHIN;
+        while cluster.groups(3).get(shard).is_none_or(|g| g["role"] != "leader") {
+            assert!(Instant::now() < deadline, "node 3 woke up not leading group {shard}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_alone_keep(&cluster, &keys, Instant::now() + ALONE_FOR);
+    if let Some(shard) = led {
+        // The path under test: node 2 answered the stale leader all along (so it did not step
+        // down), yet helped it commit or confirm nothing.
+        assert_eq!(
+            cluster.groups(3)[shard]["role"],
+            "leader",
+            "node 3 stopped leading group {shard}"
+        );
+    }
+    for key in &keys {
+        for id in [2, 3] {
+            assert_no_quorum(cluster.addr(id), "PUT", key, b"overwrite");
+        }
+    }
+    cluster.wait_for_voting(2, false, CATCH_UP_WITHIN);
+    cluster.heal();
+    cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS);
+    cluster.wait_for_voting(2, true, CATCH_UP_WITHIN);
+    assert_eq!(
+        cluster.abstention_markers(2),
+        Vec::<PathBuf>::new(),
+        "caught up: markers removed"
+    );
+    for key in &keys {
+        for id in NODE_IDS {
+            wait_for_value(cluster.addr(id), &format!("/v1/keys/{key}"), b"K", CATCH_UP_WITHIN);
+        }
+    }
+    let metrics = String::from_utf8_lossy(&cluster.node(2).request("GET", "/metrics", b"").body).into_owned();
+    assert!(metrics.contains("corekv_raft_voting{shard=\"0\"} 1"), "{metrics}");
+    let log = cluster.node(2).log();
+    assert!(
+        log.contains("does not vote for a candidate with a log"),
+        "no abstention warning:\n{log}"
+    );
+    assert!(log.contains("this member votes again"), "no resumption logged:\n{log}");
+}
+
+/// Until `until`, with only nodes 2 and 3 talking: linearizable GETs of `keys` (value K)
+/// through both answer 503 or K, never anything else, and node 2 never leads.
+fn assert_alone_keep(cluster: &Cluster, keys: &[String], until: Instant) {
+    let reads: Vec<(u64, SocketAddr, String)> = [2, 3]
+        .into_iter()
+        .flat_map(|id| {
+            keys.iter()
+                .map(|key| (id, cluster.addr(id), key.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Each reader: the statuses it got, up to and with the first that is neither 503 nor K.
+    type Reader = JoinHandle<(u64, String, Vec<u16>, bool)>;
+    let readers: Vec<Reader> = reads
+        .into_iter()
+        .map(|(id, addr, key)| {
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while Instant::now() < until {
+                    let Some(got) = try_request(addr, "GET", &format!("/v1/keys/{key}"), b"") else {
+                        continue;
+                    };
+                    statuses.push(got.status);
+                    if got.status != 503 && (got.status, &got.body[..]) != (200, &b"K"[..]) {
+                        return (id, key, statuses, false);
+                    }
+                }
+                (id, key, statuses, true)
+            })
+        })
+        .collect();
+    let logs = || format!("node 2:\n{}\nnode 3:\n{}", cluster.node(2).log(), cluster.node(3).log());
+    while Instant::now() < until {
+        let roles: Vec<serde_json::Value> = cluster.groups(2).iter().map(|g| g["role"].clone()).collect();
+        assert!(
+            roles.iter().all(|role| role != "leader"),
+            "the empty member leads: roles {roles:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut answered = 0;
+    for reader in readers {
+        let (id, key, statuses, kept) = reader.join().unwrap();
+        assert!(
+            kept,
+            "GET {key} via node {id} answered {statuses:?}: a committed write was lost\n{}",
+            logs()
+        );
+        answered += statuses.len();
+    }
+    assert!(answered >= 4, "only {answered} linearizable reads answered");
+}
+
+// Goal: a wiped member does not vote for a stale candidate: K committed while node 3 was cut
+// off is never lost when node 3 (stepped down, campaigning) can reach only the wiped node 2.
+#[test]
+fn a_wiped_member_does_not_vote_a_stale_candidate_in() {
+    wiped_member_meets_a_stale_one(Stale::Candidate, "abstain-vote");
+}
+
+// Goal: a wiped member's acknowledgements do not let a stale leader (paused while it led, so
+// it never stepped down) commit or serve reads: K committed meanwhile is never lost.
+#[test]
+fn a_wiped_member_does_not_count_for_a_stale_leader() {
+    wiped_member_meets_a_stale_one(Stale::Leader, "abstain-leader");
 }

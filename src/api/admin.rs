@@ -263,7 +263,7 @@ pub fn prometheus_text(shards: &[ShardStats]) -> String {
 /// Replication's metrics (`--peers`), one series per shard's group; nothing when alone.
 fn replication_text(shards: &[ShardStats], text: &mut String) {
     type Read = fn(&crate::replication::GroupStatus) -> u64;
-    let metrics: [(&str, &str, &str, Read); 14] = [
+    let metrics: [(&str, &str, &str, Read); 15] = [
         ("raft_term", "The group's current term.", "gauge", |g| g.term),
         (
             "raft_leader",
@@ -333,6 +333,12 @@ fn replication_text(shards: &[ShardStats], text: &mut String) {
             "Compactions skipped: the store's snapshot was past its size bound.",
             "counter",
             |g| g.snapshots_oversize,
+        ),
+        (
+            "raft_voting",
+            "1 when this member votes in the group, 0 while it abstains until caught up (it started with no raft state).",
+            "gauge",
+            |g| u64::from(g.voting),
         ),
     ];
     if shards.iter().all(|shard| shard.replication.is_none()) {

@@ -35,6 +35,15 @@ pub struct Recovered {
     pub snapshot: Option<Snapshot>,
 }
 
+impl Recovered {
+    /// Nothing at all: no entry, no snapshot, no hard state but the initial one (a new or
+    /// wiped data dir).
+    pub fn is_empty(&self) -> bool {
+        let initial = |hs: &HardState| hs.term == 0 && hs.vote == 0 && hs.commit == 0;
+        self.entries.is_empty() && self.snapshot.is_none() && self.hard_state.as_ref().is_none_or(initial)
+    }
+}
+
 /// One group's log file, open for appending.
 pub struct RaftLog {
     path: PathBuf,
@@ -53,6 +62,11 @@ pub fn path_for(data_dir: &Path, shard: usize) -> PathBuf {
 }
 
 impl RaftLog {
+    /// `D/raft/shard-N.log`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (creating) shard `shard`'s log under `data_dir` and reads it back. A torn or
     /// corrupt tail (a crash mid-write) is cut off: everything before it was acknowledged.
     /// The snapshot beside it is read first; a torn or corrupt snapshot is refused (it was

@@ -18,8 +18,8 @@
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
 //! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
-//! snapshot); a snapshot travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX`
-//! is not compacted.
+//! snapshot, abstaining from elections and commits until then: [`abstain`]); a snapshot
+//! travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX` is not compacted.
 //!
 //! Expiry and eviction are decided by the log (docs/ARCHITECTURE.md, "Expiry and eviction in
 //! a cluster"): a put's TTL leaves the proposer as an absolute deadline ([`codec`]); in
@@ -27,6 +27,7 @@
 //! entries for the keys due on its clock (`Group::propose_expiries`), each removing a key
 //! only if it still has the version the leader saw.
 
+pub mod abstain;
 pub mod codec;
 pub mod log;
 pub mod snapshot;
@@ -45,6 +46,7 @@ use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType, Snapshot}
 use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
+use self::abstain::{Abstention, Admit, Marker};
 use self::codec::Proposer;
 pub use self::storage::GroupStorage;
 use self::storage::load_recovered;
@@ -122,6 +124,9 @@ pub struct GroupStatus {
     pub snapshots_received: u64,
     /// Compactions skipped because the store's snapshot would pass `RAFT_SNAPSHOT_BYTES_MAX`.
     pub snapshots_oversize: u64,
+    /// False while this member abstains from elections: it started with no Raft state and
+    /// has not caught up with a leader yet ([`abstain`]).
+    pub voting: bool,
 }
 
 /// How far one follower's log trails the leader's.
@@ -228,6 +233,8 @@ pub struct Group {
     recovered_snapshot: RefCell<Option<Snapshot>>,
     /// Set when a full expire entry of this node's applied: propose the next at once.
     expire_again: Cell<bool>,
+    /// Whether this member votes in the group, or abstains until caught up ([`abstain`]).
+    abstention: RefCell<Abstention>,
 }
 
 impl Group {
@@ -248,13 +255,15 @@ impl Group {
         }
         let voters: Vec<u64> = peers.0.iter().map(|(id, _)| *id).collect();
         let storage = MemStorage::new_with_conf_state((voters, vec![]));
-        let (log, snapshot) = match durable {
+        let (log, snapshot, abstention) = match durable {
             Some((log, recovered)) => {
+                let abstention = Self::abstention_at_start(shard, &log, recovered.is_empty())?;
                 let snapshot =
                     load_recovered(&storage, recovered).map_err(|e| format!("shard {shard}: raft log: {e}"))?;
-                (Some(log), snapshot)
+                (Some(log), snapshot, abstention)
             }
-            None => (None, None),
+            // Memory only: every start is an empty one.
+            None => (None, None, Abstention::abstaining(shard, None)),
         };
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
         let storage = GroupStorage {
@@ -307,6 +316,21 @@ impl Group {
             }),
             recovered_snapshot: RefCell::new(snapshot),
             expire_again: Cell::new(false),
+            abstention: RefCell::new(abstention),
+        })
+    }
+
+    /// With `--data-dir`: abstains if the log held nothing or its abstention marker is there
+    /// (written now, durably, when the log is empty).
+    fn abstention_at_start(shard: ShardId, log: &log::RaftLog, state_empty: bool) -> Result<Abstention, String> {
+        let marker = Marker::beside(log.path());
+        let abstaining = marker
+            .decide(state_empty)
+            .map_err(|e| format!("shard {shard}: raft abstention marker {}: {e}", marker.path().display()))?;
+        Ok(if abstaining {
+            Abstention::abstaining(shard, Some(marker))
+        } else {
+            Abstention::voting(shard)
         })
     }
 
@@ -386,6 +410,11 @@ impl Group {
     /// Steps a message a peer sent.
     pub fn step(&self, mut message: Message) {
         let mut raw = self.raw.borrow_mut();
+        // A member that started empty drops vote requests and takes only committed entries
+        // until caught up ([`abstain`]).
+        if self.abstention.borrow_mut().admit(&mut message, raw.raft.term) == Admit::Drop {
+            return;
+        }
         // A node restarted with an empty log (MemStorage) hears heartbeats committing entries
         // it no longer has; raft-rs would panic. Clamped, the leader's next append is refused
         // and it sends the log again from where this node's ends.
@@ -443,6 +472,60 @@ impl Group {
             snapshots_sent: self.metrics.snapshots_sent.get(),
             snapshots_received: self.metrics.snapshots_received.get(),
             snapshots_oversize: self.metrics.snapshots_oversize.get(),
+            voting: self.abstention.borrow().is_voting(),
+        }
+    }
+
+    /// One tick of raft-rs's clock, unless this member abstains and must not campaign; a
+    /// leader with an abstaining follower proposes an empty entry now and then, so the
+    /// follower sees the commit index advance ([`abstain`]).
+    fn tick(&self) {
+        let mut raw = self.raw.borrow_mut();
+        let mut abstention = self.abstention.borrow_mut();
+        let leading = raw.raft.state == StateRole::Leader;
+        let log = &raw.raft.raft_log;
+        let (log_empty, idle) = (log.last_index() == 0, log.last_index() == log.committed);
+        if abstention.may_tick(leading, log_empty) {
+            raw.tick();
+        }
+        if abstention.nudge_due(leading, idle) {
+            // An empty entry: the apply path skips it. Refused only if leadership just moved.
+            let _ = raw.propose(vec![], vec![]);
+        }
+    }
+
+    /// While abstaining: checks whether this member has caught up (a leader counts its own
+    /// commit index), and once it has, removes the marker on the blocking pool.
+    async fn check_caught_up(&self) {
+        let caught_up = {
+            let raw = self.raw.borrow();
+            let mut abstention = self.abstention.borrow_mut();
+            if abstention.is_voting() {
+                return;
+            }
+            if raw.raft.state == StateRole::Leader {
+                abstention.heard_leader(raw.raft.term, raw.raft.raft_log.committed);
+            }
+            abstention.catch_up(self.pending.borrow().applied)
+        };
+        if caught_up {
+            self.remove_marker().await;
+        }
+    }
+
+    /// Removes the abstention marker of a member now voting (`--data-dir`). A failure is
+    /// logged: the member would only abstain again after a restart.
+    async fn remove_marker(&self) {
+        let Some(marker) = self.abstention.borrow_mut().take_marker() else {
+            return;
+        };
+        let path = marker.path().to_path_buf();
+        if let Err(e) = glommio::executor().spawn_blocking(move || marker.remove()).await {
+            ::log::warn!(
+                "shard {}: cannot remove {} ({e}): a restart would abstain again until caught up",
+                self.shard,
+                path.display()
+            );
         }
     }
 
@@ -461,7 +544,9 @@ impl Group {
     /// connection loses it, the follower's next answer shows it still behind, and it is sent
     /// again), dropped as failed (retried after a heartbeat).
     fn send(&self, raw: &mut RawNode<GroupStorage>, messages: Vec<Message>) {
-        for message in messages {
+        let abstention = self.abstention.borrow();
+        for mut message in messages {
+            abstention.outgoing(&mut message);
             let outbox = self.outboxes.iter().find(|(id, _)| *id == message.to);
             let sent = match (outbox, message.write_to_bytes()) {
                 (Some((_, outbox)), Ok(bytes)) => outbox.try_send(codec::frame(&bytes)).is_ok(),
@@ -886,6 +971,9 @@ pub async fn run(shard: Rc<ShardContext>) {
     let Some(woken) = group.woken.borrow_mut().take() else {
         return;
     };
+    if shard.args.raft_force_vote && group.abstention.borrow_mut().force() {
+        group.remove_marker().await;
+    }
     let tick = Duration::from_millis(RAFT_TICK_MS);
     let mut last_tick = Instant::now();
     loop {
@@ -899,7 +987,7 @@ pub async fn run(shard: Rc<ShardContext>) {
         .await;
         if last_tick.elapsed() >= tick {
             last_tick = Instant::now();
-            group.raw.borrow_mut().tick();
+            group.tick();
             group.expire_waiters();
             group.propose_expiries(&shard);
         }
@@ -916,6 +1004,7 @@ pub async fn run(shard: Rc<ShardContext>) {
             shard.latches.shutdown.count_down();
             return;
         }
+        group.check_caught_up().await;
     }
 }
 

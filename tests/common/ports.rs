@@ -12,11 +12,17 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use corekv::limits::PEER_PORT_STRIDE_PER_SHARD;
+
 /// Lowest port handed out (above the well-known and registered ports most daemons use).
 const RANGE_START: u32 = 10_000;
 /// Used when `/proc/sys/net/ipv4/ip_local_port_range` cannot be read (Linux's default low end).
 const DEFAULT_EPHEMERAL_LOW: u32 = 32_768;
-/// Ports a slot spans: slot `k` owns its base port and base + stride × s for `s` below this.
+/// The distance between a reservation's shard ports: a member's shard `s` takes peer traffic on
+/// its base port + this × `s`.
+const STRIDE: u32 = PEER_PORT_STRIDE_PER_SHARD as u32;
+/// Ports a slot spans: slot `k` owns its base port and base + [`STRIDE`] × s for `s` below this.
+/// One layout for every reservation, so two never overlap.
 const SHARDS_PER_SLOT: u32 = 4;
 
 /// The next slot this process hands out.
@@ -30,25 +36,26 @@ fn ephemeral_low() -> u32 {
         .unwrap_or(DEFAULT_EPHEMERAL_LOW)
 }
 
-/// Listeners on a port P and on P + `stride` × s for s in 1..`shards`, all below the ephemeral
-/// range and never handed out before by this process. Drop them just before the server binds.
-pub fn reserve(shards: u16, stride: u16) -> Vec<TcpListener> {
-    let (shards, stride) = (u32::from(shards), u32::from(stride.max(1)));
+/// Listeners on a port P and on P + `PEER_PORT_STRIDE_PER_SHARD` × s for s in 1..`shards`,
+/// all below the ephemeral range and never handed out before by this process. Drop them just
+/// before the server binds.
+pub fn reserve(shards: u16) -> Vec<TcpListener> {
+    let shards = u32::from(shards);
     assert!(
         shards <= SHARDS_PER_SLOT,
         "at most {SHARDS_PER_SLOT} shard ports per reservation"
     );
-    let block = stride * SHARDS_PER_SLOT;
+    let block = STRIDE * SHARDS_PER_SLOT;
     let blocks = ephemeral_low().saturating_sub(RANGE_START) / block;
     assert!(blocks > 0, "no room for ports below the ephemeral range");
-    let slots = blocks * stride;
+    let slots = blocks * STRIDE;
     // Different processes (say two `cargo test` runs) start at different slots.
     let first = std::process::id().wrapping_mul(2_654_435_761) % slots;
     for _ in 0..slots {
         let slot = (first + NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % slots;
-        let base = RANGE_START + (slot / stride) * block + slot % stride;
+        let base = RANGE_START + (slot / STRIDE) * block + slot % STRIDE;
         let held: Option<Vec<TcpListener>> = (0..shards)
-            .map(|s| u16::try_from(base + s * stride).ok())
+            .map(|s| u16::try_from(base + s * STRIDE).ok())
             .map(|port| TcpListener::bind(("127.0.0.1", port?)).ok())
             .collect();
         if let Some(held) = held {
@@ -60,5 +67,5 @@ pub fn reserve(shards: u16, stride: u16) -> Vec<TcpListener> {
 
 /// One port, as [`reserve`] gives them, held by the returned listener.
 pub fn reserve_one() -> TcpListener {
-    reserve(1, 1).pop().expect("one listener")
+    reserve(1).pop().expect("one listener")
 }
