@@ -95,6 +95,8 @@ struct Cluster {
     /// Node `id` at index `id - 1`; `None` while killed.
     nodes: Vec<Option<Server>>,
     http_ports: Vec<u16>,
+    /// Each node's base peer port (shard `s` listens on it + `PEER_PORT_STRIDE_PER_SHARD` × s).
+    peer_ports: Vec<u16>,
     /// Listeners holding a node's HTTP and peer ports until it first starts, so no proxy (nor
     /// any connection's ephemeral port) takes one of them meanwhile.
     reserved: Vec<Option<Vec<TcpListener>>>,
@@ -149,6 +151,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: NODE_IDS.iter().map(|_| None).collect(),
             http_ports,
+            peer_ports: node_ports,
             reserved: reserved.into_iter().map(Some).collect(),
             peers,
             links,
@@ -176,17 +179,22 @@ impl Cluster {
         self.nodes[i] = Some(Server::start_command(cmd));
     }
 
-    /// SIGKILLs node `id`, waits until its HTTP port is free and holds it until the node
-    /// restarts. (A killed process's io_uring is torn down by the kernel after it exits, so its
-    /// listening socket may outlive it briefly; a restart then would find the port in use.)
+    /// SIGKILLs node `id` and waits until nothing listens on its HTTP and peer ports any more.
+    /// (A killed process's io_uring is torn down by the kernel after it exits, so its
+    /// listening sockets may outlive it briefly; a restart then would share or miss them.)
     fn kill(&mut self, id: u64) {
         const PORT_FREED_WITHIN: Duration = Duration::from_secs(10);
         let i = id as usize - 1;
         drop(self.nodes[i].take().expect("node is running"));
         let deadline = Instant::now() + PORT_FREED_WITHIN;
+        // Not a bind probe: the killed server's accepted connections sit in TIME_WAIT on the
+        // port, which the server's SO_REUSEPORT bind accepts and a plain bind does not.
         while Instant::now() < deadline {
-            if let Ok(held) = TcpListener::bind(self.addr(id)) {
-                self.reserved[i] = Some(vec![held]);
+            let peer_ports = (0..SHARDS as u16).map(|s| self.peer_ports[i] + s * PEER_PORT_STRIDE_PER_SHARD);
+            if !std::iter::once(self.http_ports[i])
+                .chain(peer_ports)
+                .any(common::ports::is_listening)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

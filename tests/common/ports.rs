@@ -69,3 +69,17 @@ pub fn reserve(shards: u16) -> Vec<TcpListener> {
 pub fn reserve_one() -> TcpListener {
     reserve(1).pop().expect("one listener")
 }
+
+/// True while some socket on this machine listens on `port` (IPv4, from `/proc/net/tcp`):
+/// a killed server's listener can outlive its process briefly (its io_uring holds it until
+/// the kernel tears the ring down).
+pub fn is_listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1).and_then(|addr| addr.rsplit(':').next());
+        let port_matches = local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port);
+        port_matches && fields.get(3) == Some(&LISTEN)
+    })
+}
