@@ -377,11 +377,13 @@ impl Slab {
 
     /// Writes `record` into a slot from [`Slab::allocate`], or over a live one of the same
     /// class (keeping its LRU links; its old large record is dropped). `deadline` 0: none.
-    pub fn write(&mut self, handle: Handle, record: Record, version: u64, deadline: u64) {
+    pub fn write(&mut self, handle: Handle, shape: Shape, record: Record, version: u64, deadline: u64) {
         let old = self.slot(handle)[0];
         let links = (old & LIVE != 0 && self.links).then(|| self.links_of(handle));
-        drop(self.take_large(handle));
-        let shape = self.shape(record.data_len(), deadline != 0);
+        if old & LARGE != 0 {
+            drop(self.take_large(handle));
+        }
+        debug_assert_eq!(shape, self.shape(record.data_len(), deadline != 0));
         debug_assert_eq!(
             shape.slot_bytes,
             self.slot(handle).len(),
@@ -427,42 +429,38 @@ impl Slab {
         }
     }
 
+    /// A live slot, to read several of its fields for one lookup of its page.
+    #[inline]
+    pub fn view(&self, handle: Handle) -> View<'_> {
+        let slot = self.slot(handle);
+        View {
+            slot,
+            data_at: self.data_offset(slot[0]),
+            large: &self.large,
+        }
+    }
+
     /// Key and value of a live slot.
     #[inline]
     pub fn key_value(&self, handle: Handle) -> (&[u8], &[u8]) {
-        let slot = self.slot(handle);
-        let flags = slot[0];
-        let key_len = usize::from(u16::from_le_bytes([slot[1], slot[2]]));
-        let value_len = u32::from_le_bytes([slot[3], slot[4], slot[5], slot[6]]) as usize;
-        let at = self.data_offset(flags);
-        let data = if flags & LARGE != 0 {
-            let index = u32::from_le_bytes(slot[at..at + 4].try_into().expect("4 bytes"));
-            self.large[index as usize].as_bytes()
-        } else {
-            &slot[at..at + key_len + value_len]
-        };
-        data.split_at(key_len)
+        self.view(handle).key_value()
     }
 
     /// The key of a live slot.
     #[inline]
     pub fn key(&self, handle: Handle) -> &[u8] {
-        self.key_value(handle).0
+        self.view(handle).key_value().0
     }
 
     /// The version of a live slot.
     pub fn version(&self, handle: Handle) -> u64 {
-        u64::from_le_bytes(self.slot(handle)[7..15].try_into().expect("8 bytes"))
+        self.view(handle).version()
     }
 
     /// The deadline of a live slot; 0 when it has none.
     #[inline]
     pub fn deadline(&self, handle: Handle) -> u64 {
-        let slot = self.slot(handle);
-        if slot[0] & DEADLINE == 0 {
-            return 0;
-        }
-        u64::from_le_bytes(slot[15..23].try_into().expect("8 bytes"))
+        self.view(handle).deadline()
     }
 
     /// Bytes a live slot accounts: the slot, and a large record's allocation and entry.
@@ -614,6 +612,47 @@ impl Slab {
     }
 }
 
+/// A live slot's bytes, and where its data starts.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    slot: &'a [u8],
+    data_at: usize,
+    large: &'a [Record],
+}
+
+impl<'a> View<'a> {
+    /// Key and value.
+    #[inline]
+    pub fn key_value(self) -> (&'a [u8], &'a [u8]) {
+        let slot = self.slot;
+        let key_len = usize::from(u16::from_le_bytes([slot[1], slot[2]]));
+        let value_len = u32::from_le_bytes([slot[3], slot[4], slot[5], slot[6]]) as usize;
+        let at = self.data_at;
+        let data = if slot[0] & LARGE != 0 {
+            let index = u32::from_le_bytes(slot[at..at + 4].try_into().expect("4 bytes"));
+            self.large[index as usize].as_bytes()
+        } else {
+            &slot[at..at + key_len + value_len]
+        };
+        data.split_at(key_len)
+    }
+
+    /// The version (the ETag).
+    #[inline]
+    pub fn version(self) -> u64 {
+        u64::from_le_bytes(self.slot[7..15].try_into().expect("8 bytes"))
+    }
+
+    /// The deadline; 0 when it has none.
+    #[inline]
+    pub fn deadline(self) -> u64 {
+        if self.slot[0] & DEADLINE == 0 {
+            return 0;
+        }
+        u64::from_le_bytes(self.slot[15..23].try_into().expect("8 bytes"))
+    }
+}
+
 fn split(handle: Handle) -> (usize, usize) {
     ((handle >> SLOT_BITS) as usize, (handle & SLOT_MASK) as usize)
 }
@@ -656,6 +695,7 @@ mod tests {
                 let handle = slab.allocate(shape);
                 slab.write(
                     handle,
+                    shape,
                     Record::new(format!("key{i:05}").as_bytes(), &[7u8; 12]),
                     u64::from(i) + 1,
                     0,
@@ -677,7 +717,7 @@ mod tests {
         let large = slab.shape(big.len() + 3, true);
         assert!(large.large);
         let handle = slab.allocate(large);
-        slab.write(handle, Record::new(b"big", &big), 5, 77);
+        slab.write(handle, large, Record::new(b"big", &big), 5, 77);
         assert_eq!(slab.key_value(handle), (&b"big"[..], &big[..]));
         assert_eq!(slab.deadline(handle), 77);
         assert!(slab.entry_bytes(handle) > 5000);

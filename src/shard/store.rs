@@ -247,10 +247,11 @@ impl Store {
         if self.is_expired(index, &mut now) {
             return None;
         }
+        let record = self.slab.view(index);
         Some((
-            self.slab.key_value(index).1,
-            remaining_ms(self.slab.deadline(index), &mut now, self.clock),
-            self.slab.version(index),
+            record.key_value().1,
+            remaining_ms(record.deadline(), &mut now, self.clock),
+            record.version(),
         ))
     }
 
@@ -264,10 +265,11 @@ impl Store {
         };
         self.hits += 1;
         self.touch_if_lru(index);
+        let record = self.slab.view(index);
         Some((
-            self.slab.key_value(index).1,
-            remaining_ms(self.slab.deadline(index), &mut now, self.clock),
-            self.slab.version(index),
+            record.key_value().1,
+            remaining_ms(record.deadline(), &mut now, self.clock),
+            record.version(),
         ))
     }
 
@@ -592,7 +594,7 @@ impl Store {
         let hash = self.hasher.hash_one(record.key());
         let shape = self.slab.shape(record.data_len(), expires_at_ms != 0);
         let index = self.slab.allocate(shape);
-        self.slab.write(index, record, version, expires_at_ms);
+        self.slab.write(index, shape, record, version, expires_at_ms);
         self.memory_bytes += self.live_bytes(index);
         self.note_deadline(index, 0, expires_at_ms);
         if self.lru_links() {
@@ -613,7 +615,7 @@ impl Store {
         let (old_bytes, old_deadline) = (self.live_bytes(index), self.slab.deadline(index));
         let shape = self.slab.shape(record.data_len(), expires_at_ms != 0);
         let index = if shape.slot_bytes == self.slab.slot_bytes(index) {
-            self.slab.write(index, record, version, expires_at_ms);
+            self.slab.write(index, shape, record, version, expires_at_ms);
             index
         } else {
             if let Some(limit) = self.slab_full(&record, expires_at_ms) {
@@ -631,7 +633,7 @@ impl Store {
     fn relocate(&mut self, old: Handle, shape: Shape, record: Record, version: u64, expires_at_ms: u64) -> Handle {
         let hash = self.hasher.hash_one(record.key());
         let new = self.slab.allocate(shape);
-        self.slab.write(new, record, version, expires_at_ms);
+        self.slab.write(new, shape, record, version, expires_at_ms);
         if self.lru_links() {
             let (prev, next) = self.slab.links_of(old);
             self.slab.set_prev(new, prev);
