@@ -15,8 +15,9 @@ const VALUE_BYTES: usize = 2_000;
 /// buffering and the server's per-connection backlog).
 const PIPELINE_REQUESTS: usize = 500;
 /// How far above its start RSS may stay once the store is empty again. It covers what the
-/// store keeps on purpose (the slab: 32 bytes per node ever used, ~6 MiB here) and allocator
-/// slack; without trimming the freed records stay resident (~100+ MiB here).
+/// store keeps on purpose (an empty slab keeps one 16 KiB page per size class it used, and the
+/// table its buckets until a trim shrinks it) and allocator slack; without trimming the freed
+/// records and pages stay resident (~100+ MiB here).
 const RSS_RETAINED_BYTES_MAX: u64 = 32 << 20;
 /// The churn must have grown RSS by at least this much, or the test proves nothing.
 const RSS_GROWTH_BYTES_MIN: u64 = 2 * RSS_RETAINED_BYTES_MAX;
