@@ -9,7 +9,7 @@
 //!
 //! One iteration is one operation on every thread; the reported throughput is operations per
 //! second summed over the threads. Threads are started once per sample and released together
-//! by a barrier; the clock stops when the last one finishes.
+//! by a barrier; the clock runs from the first one's start to the last one's end.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -193,6 +193,7 @@ fn run<C: Contender>(contender: &Arc<C>, workload: Workload, threads: usize, ite
                 let value = [b'w'; VALUE_BYTES];
                 let mut picker = Picker::new(thread);
                 barrier.wait();
+                let start = Instant::now();
                 for _ in 0..iters {
                     let key = &mine[picker.below(mine.len())];
                     let read = match workload {
@@ -206,19 +207,21 @@ fn run<C: Contender>(contender: &Arc<C>, workload: Workload, threads: usize, ite
                         contender.put(&mut local, black_box(key), &value);
                     }
                 }
-                Instant::now()
+                (start, Instant::now())
             })
         })
         .collect();
     barrier.wait();
-    let start = Instant::now();
-    let end = handles
+    // Each thread reads its own clock: on a loaded machine a thread may be done before this
+    // one is scheduled past the barrier, which made a main-thread start read zero time.
+    let spans: Vec<(Instant, Instant)> = handles
         .into_iter()
         // A thread panics only if the bench itself is broken.
         .map(|handle| handle.join().unwrap())
-        .max()
-        .unwrap_or(start);
-    end.duration_since(start)
+        .collect();
+    let start = spans.iter().map(|span| span.0).min();
+    let end = spans.iter().map(|span| span.1).max();
+    start.zip(end).map_or(Duration::ZERO, |(start, end)| end - start)
 }
 
 fn bench_store(c: &mut Criterion) {

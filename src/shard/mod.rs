@@ -18,6 +18,7 @@ pub mod listing;
 pub mod locked;
 pub mod message;
 pub mod router;
+pub mod slab;
 pub mod store;
 pub mod txn;
 pub mod watch;
