@@ -179,6 +179,12 @@ pub(super) struct Inner {
 }
 
 impl ShardLog {
+    /// Whether the next segment is made (zero-filled and synced) and waiting for rotation.
+    #[cfg(test)]
+    pub(super) fn has_spare(&self) -> bool {
+        self.inner.spare.borrow().is_some()
+    }
+
     /// Opens shard `shard_id`'s log in `layout` after [`super::recover`] returned `recovered`.
     /// Removes unfinished snapshots; the first segment is allocated by the first `reserve`.
     pub async fn open(

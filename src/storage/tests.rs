@@ -799,14 +799,16 @@ fn the_next_segment_is_zero_filled_ahead_and_renamed_at_rotation() {
         for i in 0..half as u32 {
             write(i).await;
         }
-        let mut made = Vec::new();
-        for _ in 0..200 {
-            made = spares(&folder);
-            if !made.is_empty() {
+        // The file appears before its zeros are written and synced: wait for the log to hold
+        // it as made (reading it earlier raced the zero fill, as a CI run found).
+        for _ in 0..500 {
+            if log.has_spare() {
                 break;
             }
             glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
         }
+        assert!(log.has_spare(), "a spare once half the segment is written");
+        let made = spares(&folder);
         assert_eq!(made.len(), 1, "one spare once half the segment is written");
         assert_eq!(made[0].1, capacity, "the spare is as large as a segment");
         let bytes = std::fs::read(&made[0].0).unwrap();
