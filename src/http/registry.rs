@@ -25,8 +25,6 @@ pub struct Registry {
     /// Free slots of `entries`, the lowest reused first (so that after a wave of connections
     /// closes, the free tail can be cut off: [`Registry::trim`]).
     free: RefCell<BTreeSet<u32>>,
-    /// Slots in use.
-    open: Cell<usize>,
     /// [`clock::now_ms`] as of the sweeper's last tick: deadlines are set against it, so a
     /// read costs no clock read and no timer (timeouts fire up to one tick late).
     now_ms: Cell<u64>,
@@ -77,7 +75,6 @@ impl Default for Registry {
         Registry {
             entries: RefCell::new(Vec::new()),
             free: RefCell::new(BTreeSet::new()),
-            open: Cell::new(0),
             now_ms: Cell::new(clock::now_ms()),
             stopping: Cell::new(false),
             pool: Pool::default(),
@@ -102,7 +99,6 @@ impl Registry {
         if self.stopping.get() {
             entry.stop_reading();
         }
-        self.open.set(self.open.get() + 1);
         shard.counters.count_connection(true);
         Registration {
             registry: Rc::clone(self),
@@ -113,7 +109,7 @@ impl Registry {
 
     /// Number of open connections.
     pub fn len(&self) -> usize {
-        self.open.get()
+        self.entries.borrow().len() - self.free.borrow().len()
     }
 
     /// True when no connection is open.
@@ -175,7 +171,6 @@ impl Registry {
                 entries.shrink_to_fit();
             }
         }
-        debug_assert_eq!(entries.len() - self.free.borrow().len(), self.open.get());
     }
 
     /// Ends reads past their deadline (header, body and idle timeouts) every
@@ -240,7 +235,6 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.with_entry(|entry| *entry = Entry::FREE);
         self.registry.free.borrow_mut().insert(self.slot);
-        self.registry.open.set(self.registry.open.get() - 1);
         self.shard.counters.count_connection(false);
     }
 }
@@ -267,7 +261,6 @@ mod tests {
                 registry.free.borrow_mut().insert(slot);
             }
         }
-        registry.open.set(open.len());
         registry
     }
 
