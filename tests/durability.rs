@@ -183,12 +183,19 @@ fn shard0_segment(dir: &Path) -> PathBuf {
 
 // Goal: a segment cut inside its last records is truncated at the torn record with a warning
 // naming FILE:OFFSET and serves exactly the records before it; a flipped bit in the middle of
-// a segment stops start-up with exit 1 and `FILE:OFFSET:`.
+// a segment stops start-up with exit 1 and `FILE:OFFSET:`. For segments written through
+// O_DIRECT (`always`) and through the page cache (`never`) alike.
 #[test]
 fn a_torn_tail_is_cut_and_a_flipped_bit_stops_start_up() {
-    let dir = fresh_dir("durability-tests", "torn");
+    for fsync in ["always", "never"] {
+        torn_tail_scenario(fsync);
+    }
+}
+
+fn torn_tail_scenario(fsync: &str) {
+    let dir = fresh_dir("durability-tests", &format!("torn-{fsync}"));
     let keys = keys_on_shard("torn-", 0, 2, 12);
-    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--fsync", "always"]);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &["--fsync", fsync]);
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(put(&server, key, &format!("value-{i}")), 201);
     }
@@ -400,14 +407,17 @@ fn storage_stats_are_reported_and_move() {
 }
 
 // Goal: on a full disk (a small tmpfs; needs root) writes answer 507 with a JSON error and are
-// not applied, reads keep working, and writes resume once space is freed.
+// not applied, reads keep working, and writes resume once space is freed; through O_DIRECT
+// (`always`) and through the page cache (`everysec`) alike.
 #[test]
 fn a_full_disk_refuses_writes_without_applying_them() {
-    with_small_tmpfs("durability-tests", full_disk_scenario);
+    for fsync in ["always", "everysec"] {
+        with_small_tmpfs("durability-tests", |dir, filler| full_disk_scenario(dir, filler, fsync));
+    }
 }
 
-fn full_disk_scenario(dir: &Path, filler: &Path) {
-    let server = start_on_data_dir(dir, SEGMENT_BYTES, &[]);
+fn full_disk_scenario(dir: &Path, filler: &Path, fsync: &str) {
+    let server = start_on_data_dir(dir, SEGMENT_BYTES, &["--fsync", fsync]);
     assert_eq!(put(&server, "kept", "old"), 201);
     let value = "x".repeat(60_000);
     let mut refused = None;

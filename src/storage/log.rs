@@ -1,11 +1,18 @@
 //! A shard's write-ahead log: appends into a bounded tail buffer, one writer task that flushes
-//! it with group commit, segment rotation (into a spare segment zero-filled ahead of need),
-//! and the fsync policy.
+//! it with group commit, segment rotation (into a spare segment made ahead of need), and the
+//! fsync policy.
+//!
+//! How a segment is written follows the policy ([`SegmentFile`]): under `always` through
+//! O_DIRECT (`DmaFile`, aligned blocks into a zero-filled spare), so that the fdatasync a
+//! write waits for has nothing left to copy; under `everysec` and `never` through the page
+//! cache (`BufferedFile`, the exact bytes at their offset into a preallocated spare), so that
+//! a write is answered once the kernel holds it (a process crash loses nothing) without
+//! waiting for the device.
 //!
 //! Owns the shard's log segments and its spare (one folder, one executor: `!Send`,
-//! `Rc`/`Cell`). It never
-//! touches the store, never blocks the executor (io_uring via glommio's `DmaFile`), and never
-//! lets a record reach a segment before the previous segment is fdatasynced.
+//! `Rc`/`Cell`). It never touches the store, never blocks the executor (every write and sync
+//! is an io_uring request through glommio), and never lets a record reach a segment before
+//! the previous segment is fdatasynced.
 
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
@@ -15,7 +22,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use glommio::io::{Directory, DmaFile, OpenOptions};
+use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
 
 use super::dir::{self, Layout};
 use super::record::{self, Kind, MAGIC_LOG};
@@ -35,7 +42,8 @@ pub struct LogStats {
     pub log_bytes: u64,
     /// Segments on disk since the newest snapshot.
     pub segments: u64,
-    /// Bytes handed to the OS by the writer (aligned writes, so partial blocks count again).
+    /// Bytes handed to the OS by the writer (under `always` aligned writes, so partial blocks
+    /// count again).
     pub written_bytes: u64,
     /// io_uring writes issued.
     pub writes: u64,
@@ -87,10 +95,37 @@ impl std::fmt::Debug for Hold {
     }
 }
 
+/// A log segment's open file, written the way the fsync policy wants.
+pub(super) enum SegmentFile {
+    /// `always`: O_DIRECT. A group's write reaches the device before its fdatasync starts, so
+    /// the fdatasync (what the group's writers wait for) only flushes the device's cache, and
+    /// the write of the next group overlaps it.
+    Direct(DmaFile),
+    /// `everysec` and `never`: the page cache. A write completes once the kernel copied it
+    /// (the process may die then and lose nothing), usually within the io_uring submission.
+    Buffered(BufferedFile),
+}
+
+impl SegmentFile {
+    async fn fdatasync(&self) -> glommio::Result<(), ()> {
+        match self {
+            SegmentFile::Direct(file) => file.fdatasync().await,
+            SegmentFile::Buffered(file) => file.fdatasync().await,
+        }
+    }
+
+    async fn rename(&mut self, path: &Path) -> glommio::Result<(), ()> {
+        match self {
+            SegmentFile::Direct(file) => file.rename(path).await,
+            SegmentFile::Buffered(file) => file.rename(path).await,
+        }
+    }
+}
+
 /// The segment appends go to.
 pub(super) struct Segment {
     pub(super) seq: u64,
-    pub(super) file: Rc<DmaFile>,
+    pub(super) file: Rc<SegmentFile>,
     /// Bytes preallocated; a record that would end past it goes to the next segment.
     capacity: u64,
     /// File offset just past the last appended record.
@@ -101,7 +136,7 @@ pub(super) struct Segment {
 /// needs it (named `*.spare` until the log rotates into it).
 struct Spare {
     seq: u64,
-    file: Rc<DmaFile>,
+    file: SegmentFile,
     capacity: u64,
 }
 
@@ -507,7 +542,7 @@ impl Inner {
         }
         self.segment.replace(Some(Segment {
             seq,
-            file,
+            file: Rc::new(file),
             capacity,
             appended: 0,
         }));
@@ -534,12 +569,8 @@ impl Inner {
                     None => self.claim_seq(),
                 };
                 let capacity = self.config.segment_bytes.max(needed.next_multiple_of(4096));
-                match create_spare(&self.dir, seq, capacity).await {
-                    Ok(file) => Spare {
-                        seq,
-                        file: Rc::new(file),
-                        capacity,
-                    },
+                match create_spare(&self.dir, seq, capacity, self.config.fsync).await {
+                    Ok(file) => Spare { seq, file, capacity },
                     Err(error) => {
                         self.release_seq(seq);
                         return Err(error);
@@ -547,6 +578,7 @@ impl Inner {
                 }
             }
         };
+        let mut spare = spare;
         let path = dir::segment_path(&self.dir, spare.seq);
         let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
         spare.file.rename(&path).await.map_err(io)?;
@@ -571,7 +603,7 @@ impl Inner {
     }
 
     /// fdatasyncs `file`, counting it; a failure poisons the log.
-    pub(super) async fn sync(&self, file: &DmaFile) -> Result<(), StorageError> {
+    pub(super) async fn sync(&self, file: &SegmentFile) -> Result<(), StorageError> {
         let started = Instant::now();
         let result = file.fdatasync().await;
         let micros = started.elapsed().as_micros() as u64;
@@ -608,9 +640,8 @@ fn start_preparing_spare(inner: &Rc<Inner>) {
 async fn prepare_spare(inner: Rc<Inner>) {
     let seq = inner.claim_seq();
     let capacity = inner.config.segment_bytes;
-    match create_spare(&inner.dir, seq, capacity).await {
+    match create_spare(&inner.dir, seq, capacity, inner.config.fsync).await {
         Ok(file) => {
-            let file = Rc::new(file);
             *inner.spare.borrow_mut() = Some(Spare { seq, file, capacity });
         }
         Err(error) => {
@@ -622,12 +653,51 @@ async fn prepare_spare(inner: Rc<Inner>) {
     inner.progress.notify_all();
 }
 
-/// Creates spare segment `seq` (`*.spare`): preallocated, then filled with zeros and synced,
-/// so every later append overwrites written blocks — an O_DIRECT write into unwritten
-/// (merely fallocated) blocks cannot be issued without blocking, so io_uring hands each one to
-/// a worker thread, a context switch per write on the shard's CPU, and each fdatasync then
-/// commits the extent conversion too. Removes the file on failure.
-async fn create_spare(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, StorageError> {
+/// Creates spare segment `seq` (`*.spare`), opened the way `fsync` writes it, preallocated (so
+/// a full disk refuses the rotation, never an append) and synced. Removes it on failure.
+async fn create_spare(dir: &Path, seq: u64, capacity: u64, fsync: FsyncPolicy) -> Result<SegmentFile, StorageError> {
+    match fsync {
+        FsyncPolicy::Always => create_direct_spare(dir, seq, capacity).await.map(SegmentFile::Direct),
+        FsyncPolicy::EverySec | FsyncPolicy::Never => create_buffered_spare(dir, seq, capacity)
+            .await
+            .map(SegmentFile::Buffered),
+    }
+}
+
+/// A spare for the page cache: preallocated only. A buffered write into a preallocated
+/// (unwritten) block needs no read of it (the kernel knows it reads as zeros) and no new
+/// allocation; writeback converts the extent, at the fdatasync, off the answer's path.
+async fn create_buffered_spare(dir: &Path, seq: u64, capacity: u64) -> Result<BufferedFile, StorageError> {
+    let path = dir::spare_path(dir, seq);
+    let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&path)
+        .await
+        .map_err(io)?;
+    let allocated = async {
+        file.pre_allocate(capacity, false).await.map_err(io)?;
+        file.fdatasync().await.map_err(io)
+    };
+    match allocated.await {
+        Ok(()) => Ok(file),
+        Err(error) => {
+            let _ = file.close().await;
+            let _ = glommio::io::remove(&path).await;
+            Err(error)
+        }
+    }
+}
+
+/// A spare for O_DIRECT: preallocated, then filled with zeros and synced, so every later
+/// append overwrites written blocks — an O_DIRECT write into unwritten (merely fallocated)
+/// blocks cannot be issued without blocking, so io_uring hands each one to a worker thread, a
+/// context switch per write on the shard's CPU, and each fdatasync then commits the extent
+/// conversion too.
+async fn create_direct_spare(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, StorageError> {
     let path = dir::spare_path(dir, seq);
     let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
     let file = OpenOptions::new()
@@ -681,7 +751,7 @@ async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 type Syncing = Pin<Box<dyn Future<Output = Option<Lsn>>>>;
 
 /// Starts fdatasyncing `file` up to `upto`, without waiting for it.
-fn start_sync(inner: &Rc<Inner>, file: Rc<DmaFile>, upto: Lsn) -> Syncing {
+fn start_sync(inner: &Rc<Inner>, file: Rc<SegmentFile>, upto: Lsn) -> Syncing {
     let inner = inner.clone();
     Box::pin(async move { inner.sync(&file).await.ok().map(|()| upto) })
 }
@@ -695,8 +765,9 @@ fn finish_sync(inner: &Inner, synced: Option<Lsn>) -> bool {
     true
 }
 
-/// The shard's one writer: takes everything appended since its last write, writes it as
-/// aligned blocks (rewriting the partial last block), syncs per the policy, wakes waiters.
+/// The shard's one writer: takes everything appended since its last write, writes it (as
+/// aligned blocks rewriting the partial last one under `always`, as the bytes themselves
+/// otherwise), syncs per the policy, wakes waiters.
 /// Under `always` the fdatasync of one group overlaps the write of the next (at most one of
 /// each in flight): a group's waiters are answered when its own fdatasync ends, and that
 /// fdatasync starts only after its write completed.
@@ -745,7 +816,7 @@ async fn writer(inner: Rc<Inner>) {
                     None => None,
                 }
             };
-            let (wrote, synced) = futures_lite::future::zip(tail.write(&inner, seq, &file, &taken), previous).await;
+            let (wrote, synced) = futures_lite::future::zip(tail.write(&inner, seq, &file, &mut taken), previous).await;
             if let Some(synced) = synced {
                 if !finish_sync(&inner, synced) {
                     break;
@@ -756,7 +827,6 @@ async fn writer(inner: Rc<Inner>) {
                 inner.poison(error);
                 break;
             }
-            taken.clear();
             inner.written.set(end);
             if inner
                 .segment
@@ -789,18 +859,28 @@ async fn writer(inner: Rc<Inner>) {
     inner.progress.notify_all();
 }
 
-/// The partial last block of the segment being written: every write starts with it, so
-/// O_DIRECT writes stay aligned and the file stays a prefix of records followed by zeros.
+/// Where the writer is in the segment being written. Under O_DIRECT, the partial last block:
+/// every write starts with it, so writes stay aligned and the file stays a prefix of records
+/// followed by zeros. Through the page cache, just the offset the next bytes go to.
 #[derive(Default)]
 struct Tail {
     seq: u64,
-    /// File offset of the block the tail bytes start (aligned).
+    /// File offset of the block the tail bytes start (aligned); through the page cache, the
+    /// offset just past the bytes written.
     offset: u64,
     bytes: Vec<u8>,
 }
 
 impl Tail {
-    async fn write(&mut self, inner: &Inner, seq: u64, file: &DmaFile, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes `data` (what the writer took from the buffer; left empty, maybe reallocated)
+    /// at the end of segment `seq`.
+    async fn write(
+        &mut self,
+        inner: &Inner,
+        seq: u64,
+        file: &SegmentFile,
+        data: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
         if self.seq != seq {
             *self = Tail {
                 seq,
@@ -808,8 +888,50 @@ impl Tail {
                 bytes: Vec::new(),
             };
         }
-        let align = file.alignment().max(4096) as usize;
         let path = dir::segment_path(&inner.dir, seq);
+        match file {
+            SegmentFile::Direct(file) => self.write_direct(inner, &path, file, data).await?,
+            SegmentFile::Buffered(file) => self.write_buffered(inner, &path, file, data).await?,
+        }
+        data.clear();
+        Ok(())
+    }
+
+    /// Hands `data` itself to the kernel (`BufferedFile::write_at` takes the buffer, so the
+    /// writer gets a new one of the same capacity: one allocation per write, no copy).
+    async fn write_buffered(
+        &mut self,
+        inner: &Inner,
+        path: &Path,
+        file: &BufferedFile,
+        data: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let len = data.len();
+        let bytes = std::mem::replace(data, Vec::with_capacity(len));
+        let wrote = file.write_at(bytes, self.offset).await;
+        let wrote = wrote.map_err(|e| StorageError::io(path, &e.into()))?;
+        if wrote != len {
+            let message = format!("short write: {wrote} of {len} bytes");
+            return Err(StorageError::Io {
+                file: path.to_path_buf(),
+                message,
+            });
+        }
+        let mut stats = inner.stats.borrow_mut();
+        stats.writes += 1;
+        stats.written_bytes += len as u64;
+        self.offset += len as u64;
+        Ok(())
+    }
+
+    async fn write_direct(
+        &mut self,
+        inner: &Inner,
+        path: &Path,
+        file: &DmaFile,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let align = file.alignment().max(4096) as usize;
         let mut from = 0;
         while from < data.len() {
             let take = (STORAGE_WRITE_BYTES_MAX - self.bytes.len()).min(data.len() - from);
@@ -823,10 +945,13 @@ impl Tail {
             let whole = len / align * align;
             let next_tail = out[whole..len].to_vec();
             let wrote = file.write_at(buffer, self.offset).await;
-            let wrote = wrote.map_err(|e| StorageError::io(&path, &e.into()))?;
+            let wrote = wrote.map_err(|e| StorageError::io(path, &e.into()))?;
             if wrote != aligned {
                 let message = format!("short write: {wrote} of {aligned} bytes");
-                return Err(StorageError::Io { file: path, message });
+                return Err(StorageError::Io {
+                    file: path.to_path_buf(),
+                    message,
+                });
             }
             let mut stats = inner.stats.borrow_mut();
             stats.writes += 1;
