@@ -228,6 +228,17 @@ fn torn_tail_scenario(fsync: &str) {
     let (code, log) = serve_failing(&dir, &[]);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains(&format!("{}:{start_at}: ", segment.display())), "{log}");
+    // The README's way past it: cut the file at the offset named; every record before it is
+    // served again.
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    file.set_len(start_at as u64).unwrap();
+    drop(file);
+    let server = start_on_data_dir(&dir, SEGMENT_BYTES, &[]);
+    for (i, key) in keys.iter().enumerate() {
+        let expected = (i + 1 < 5).then(|| format!("value-{i}"));
+        assert_eq!(get(&server, key), expected, "cut at the damage: key {i}");
+    }
+    stop(server);
 }
 
 // Goal: snapshots taken while writes race them (tiny snapshot threshold), then a kill -9 and a

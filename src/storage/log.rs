@@ -3,11 +3,11 @@
 //! fsync policy.
 //!
 //! How a segment is written follows the policy ([`SegmentFile`]): under `always` through
-//! O_DIRECT (`DmaFile`, aligned blocks into a zero-filled spare), so that the fdatasync a
-//! write waits for has nothing left to copy; under `everysec` and `never` through the page
-//! cache (`BufferedFile`, the exact bytes at their offset into a preallocated spare), so that
-//! a write is answered once the kernel holds it (a process crash loses nothing) without
-//! waiting for the device.
+//! O_DIRECT (`DmaFile`, aligned blocks into a zero-filled spare, written by the writer task),
+//! so that the fdatasync a write waits for has nothing left to copy; under `everysec` and
+//! `never` by copying each record, as it is appended, into a shared mapping of a preallocated
+//! spare ([`super::mapped`]): the page cache holds it at once (a process crash loses nothing),
+//! with no system call and no wait for the device; the writer task then only fdatasyncs.
 //!
 //! Owns the shard's log segments and its spare (one folder, one executor: `!Send`,
 //! `Rc`/`Cell`). It never touches the store, never blocks the executor (every write and sync
@@ -23,6 +23,8 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
+
+use super::mapped::Mapping;
 
 use super::dir::{self, Layout};
 use super::record::{self, Kind, MAGIC_LOG};
@@ -42,10 +44,9 @@ pub struct LogStats {
     pub log_bytes: u64,
     /// Segments on disk since the newest snapshot.
     pub segments: u64,
-    /// Bytes handed to the OS by the writer (under `always` aligned writes, so partial blocks
-    /// count again).
+    /// Bytes handed to the OS (under `always` aligned writes, so partial blocks count again).
     pub written_bytes: u64,
-    /// io_uring writes issued.
+    /// io_uring writes issued (`always`), or records copied into a mapped segment.
     pub writes: u64,
     /// fdatasyncs of log segments, and their total and longest latency in microseconds.
     pub fsyncs: u64,
@@ -101,23 +102,24 @@ pub(super) enum SegmentFile {
     /// the fdatasync (what the group's writers wait for) only flushes the device's cache, and
     /// the write of the next group overlaps it.
     Direct(DmaFile),
-    /// `everysec` and `never`: the page cache. A write completes once the kernel copied it
-    /// (the process may die then and lose nothing), usually within the io_uring submission.
-    Buffered(BufferedFile),
+    /// `everysec` and `never`: a shared mapping of the file. An append is in the page cache
+    /// as soon as it is copied in (the process may die then and lose nothing); the file is
+    /// kept open for fdatasync and rename through io_uring.
+    Mapped { file: BufferedFile, map: Mapping },
 }
 
 impl SegmentFile {
     async fn fdatasync(&self) -> glommio::Result<(), ()> {
         match self {
             SegmentFile::Direct(file) => file.fdatasync().await,
-            SegmentFile::Buffered(file) => file.fdatasync().await,
+            SegmentFile::Mapped { file, .. } => file.fdatasync().await,
         }
     }
 
     async fn rename(&mut self, path: &Path) -> glommio::Result<(), ()> {
         match self {
             SegmentFile::Direct(file) => file.rename(path).await,
-            SegmentFile::Buffered(file) => file.rename(path).await,
+            SegmentFile::Mapped { file, .. } => file.rename(path).await,
         }
     }
 }
@@ -181,6 +183,9 @@ pub(super) struct Inner {
     spare: RefCell<Option<Spare>>,
     /// Set while [`prepare_spare`] runs (rotation waits for it rather than race it).
     preparing: Cell<bool>,
+    /// Set by an append that filled a mapped segment past half: the writer (which writes
+    /// nothing for mapped segments, so cannot notice by itself) then starts the spare.
+    spare_wanted: Cell<bool>,
     /// Segments since the newest snapshot, oldest first (deleted when a snapshot supersedes).
     pub(super) live_segments: RefCell<Vec<u64>>,
     /// Snapshots on disk (the newest, plus any a crash left behind).
@@ -264,6 +269,7 @@ impl ShardLog {
             next_seq: Cell::new(next_seq),
             spare: RefCell::new(None),
             preparing: Cell::new(false),
+            spare_wanted: Cell::new(false),
             live_segments: RefCell::new(live),
             live_snapshots: RefCell::new(files.snapshots),
             appended: Cell::new(Lsn(0)),
@@ -507,11 +513,36 @@ impl Inner {
         debug_assert_eq!(buffer.len() - before, bytes);
         let mut segment = self.segment.borrow_mut();
         let segment = segment.as_mut().expect("segment_has_room saw a segment");
+        let offset = segment.appended;
         segment.appended += bytes as u64;
-        self.stats.borrow_mut().log_bytes += bytes as u64;
+        let mut stats = self.stats.borrow_mut();
+        stats.log_bytes += bytes as u64;
         let lsn = Lsn(self.appended.get().0 + bytes as u64);
         self.appended.set(lsn);
-        self.doorbell.notify_all();
+        let SegmentFile::Mapped { map, .. } = &*segment.file else {
+            drop(stats);
+            self.doorbell.notify_all();
+            return Ok(lsn);
+        };
+        // Into the page cache now: written (for `durable`) before the caller awaits anything.
+        debug_assert_eq!(before, 0, "a mapped segment's appends never wait in the buffer");
+        map.write_at(offset, &buffer[before..]);
+        buffer.truncate(before);
+        stats.writes += 1;
+        stats.written_bytes += bytes as u64;
+        let was_synced = self.synced.get() == self.written.get();
+        self.written.set(lsn);
+        let half = segment.capacity / 2;
+        if offset < half && segment.appended >= half {
+            self.spare_wanted.set(true);
+        }
+        drop(stats);
+        // The writer wants to know only when it has something new to do: arm the sync timer,
+        // make the next segment.
+        if was_synced || self.spare_wanted.get() {
+            self.doorbell.notify_all();
+        }
+        self.progress.notify_all();
         Ok(lsn)
     }
 
@@ -538,7 +569,12 @@ impl Inner {
         if let Some(old) = old {
             self.sync(&old.file).await?;
             self.synced.set(self.written.get());
-            drop(old); // glommio closes a dropped file's fd in the background
+            // glommio closes a dropped file's fd in the background; a mapping is unmapped on
+            // the blocking pool (the writer may still hold the file for a moment: then `Drop`).
+            if let Ok(SegmentFile::Mapped { file, map }) = Rc::try_unwrap(old.file) {
+                map.release_in_background();
+                drop(file);
+            }
         }
         self.segment.replace(Some(Segment {
             seq,
@@ -658,16 +694,14 @@ async fn prepare_spare(inner: Rc<Inner>) {
 async fn create_spare(dir: &Path, seq: u64, capacity: u64, fsync: FsyncPolicy) -> Result<SegmentFile, StorageError> {
     match fsync {
         FsyncPolicy::Always => create_direct_spare(dir, seq, capacity).await.map(SegmentFile::Direct),
-        FsyncPolicy::EverySec | FsyncPolicy::Never => create_buffered_spare(dir, seq, capacity)
-            .await
-            .map(SegmentFile::Buffered),
+        FsyncPolicy::EverySec | FsyncPolicy::Never => create_mapped_spare(dir, seq, capacity).await,
     }
 }
 
-/// A spare for the page cache: preallocated only. A buffered write into a preallocated
+/// A spare for the page cache: preallocated only, then mapped. A store into a preallocated
 /// (unwritten) block needs no read of it (the kernel knows it reads as zeros) and no new
 /// allocation; writeback converts the extent, at the fdatasync, off the answer's path.
-async fn create_buffered_spare(dir: &Path, seq: u64, capacity: u64) -> Result<BufferedFile, StorageError> {
+async fn create_mapped_spare(dir: &Path, seq: u64, capacity: u64) -> Result<SegmentFile, StorageError> {
     let path = dir::spare_path(dir, seq);
     let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
     let file = OpenOptions::new()
@@ -680,10 +714,11 @@ async fn create_buffered_spare(dir: &Path, seq: u64, capacity: u64) -> Result<Bu
         .map_err(io)?;
     let allocated = async {
         file.pre_allocate(capacity, false).await.map_err(io)?;
-        file.fdatasync().await.map_err(io)
+        file.fdatasync().await.map_err(io)?;
+        Mapping::new(&file, capacity, &path)
     };
     match allocated.await {
-        Ok(()) => Ok(file),
+        Ok(map) => Ok(SegmentFile::Mapped { file, map }),
         Err(error) => {
             let _ = file.close().await;
             let _ = glommio::io::remove(&path).await;
@@ -792,8 +827,18 @@ async fn writer(inner: Rc<Inner>) {
             if inner.closing.get() && !unsynced() {
                 break;
             }
-            let work = inner.doorbell.wait_until(|| !idle() || inner.closing.get());
-            if inner.config.fsync == FsyncPolicy::EverySec && unsynced() {
+            if inner.spare_wanted.take() {
+                start_preparing_spare(&inner);
+            }
+            let every_sec = inner.config.fsync == FsyncPolicy::EverySec;
+            let timed = every_sec && unsynced();
+            // A mapped segment is written by its appends, never here: they ring for the first
+            // unsynced byte (arming the timer below) and for the next segment.
+            let work = inner.doorbell.wait_until(|| {
+                let arm = every_sec && !timed && unsynced();
+                !idle() || inner.closing.get() || inner.spare_wanted.get() || arm
+            });
+            if timed {
                 let due = sync_every.saturating_sub(last_sync.elapsed());
                 futures_lite::future::or(work, glommio::timer::sleep(due)).await;
             } else {
@@ -861,19 +906,18 @@ async fn writer(inner: Rc<Inner>) {
 
 /// Where the writer is in the segment being written. Under O_DIRECT, the partial last block:
 /// every write starts with it, so writes stay aligned and the file stays a prefix of records
-/// followed by zeros. Through the page cache, just the offset the next bytes go to.
+/// followed by zeros. (A mapped segment is written by its appends, never by the writer.)
 #[derive(Default)]
 struct Tail {
     seq: u64,
-    /// File offset of the block the tail bytes start (aligned); through the page cache, the
-    /// offset just past the bytes written.
+    /// File offset of the block the tail bytes start (aligned).
     offset: u64,
     bytes: Vec<u8>,
 }
 
 impl Tail {
-    /// Writes `data` (what the writer took from the buffer; left empty, maybe reallocated)
-    /// at the end of segment `seq`.
+    /// Writes `data` (what the writer took from the buffer; left empty) at the end of segment
+    /// `seq`.
     async fn write(
         &mut self,
         inner: &Inner,
@@ -891,36 +935,12 @@ impl Tail {
         let path = dir::segment_path(&inner.dir, seq);
         match file {
             SegmentFile::Direct(file) => self.write_direct(inner, &path, file, data).await?,
-            SegmentFile::Buffered(file) => self.write_buffered(inner, &path, file, data).await?,
+            // An append to a mapped segment copies itself in (`Inner::append`) and leaves the
+            // buffer empty, so the writer never holds bytes for one: losing them silently
+            // would be worse than stopping.
+            SegmentFile::Mapped { .. } => assert!(data.is_empty(), "a mapped segment's bytes reached the writer"),
         }
         data.clear();
-        Ok(())
-    }
-
-    /// Hands `data` itself to the kernel (`BufferedFile::write_at` takes the buffer, so the
-    /// writer gets a new one of the same capacity: one allocation per write, no copy).
-    async fn write_buffered(
-        &mut self,
-        inner: &Inner,
-        path: &Path,
-        file: &BufferedFile,
-        data: &mut Vec<u8>,
-    ) -> Result<(), StorageError> {
-        let len = data.len();
-        let bytes = std::mem::replace(data, Vec::with_capacity(len));
-        let wrote = file.write_at(bytes, self.offset).await;
-        let wrote = wrote.map_err(|e| StorageError::io(path, &e.into()))?;
-        if wrote != len {
-            let message = format!("short write: {wrote} of {len} bytes");
-            return Err(StorageError::Io {
-                file: path.to_path_buf(),
-                message,
-            });
-        }
-        let mut stats = inner.stats.borrow_mut();
-        stats.writes += 1;
-        stats.written_bytes += len as u64;
-        self.offset += len as u64;
         Ok(())
     }
 

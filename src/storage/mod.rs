@@ -106,6 +106,7 @@
 
 mod dir;
 mod log;
+mod mapped;
 pub(crate) mod record;
 mod recover;
 mod snapshot;

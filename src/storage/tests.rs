@@ -726,9 +726,11 @@ fn an_append_without_reserve_is_refused_not_lost() {
         let dir = DataDir::lock(&root).unwrap();
         let layout = dir.layout_for(1).unwrap();
         let stats = recover_model(&dir, &layout, 0).await.unwrap().1;
+        // `always`: its appends wait in the buffer for the writer (a mapped segment's appends
+        // copy themselves in, so the buffer bound never binds there).
         let config = Config {
             buffer_bytes_max: 1024,
-            ..small_config(FsyncPolicy::Never)
+            ..small_config(FsyncPolicy::Always)
         };
         let log = ShardLog::open(config, &layout, 0, &stats).await.unwrap();
         assert_eq!(log.append_delete(b"k"), Err(StorageError::LogBusy), "no segment yet");
@@ -1009,5 +1011,58 @@ fn a_hold_keeps_its_room_across_awaits_and_rotations() {
         let (model, _) = recover_model(&dir, &layout, 0).await.unwrap();
         assert_eq!(model.len(), 201);
         assert_eq!(model[&b"held"[..]].0.len(), 40_000);
+    });
+}
+
+// Goal: under `everysec` an append is in the page cache the moment it returns (another reader
+// of the file sees it before any fdatasync, so a kill -9 cannot lose it) and `durable` is
+// ready without waiting; with no further appends the writer still fdatasyncs within the
+// second; and the next segment is made once the mapped one is half full.
+#[test]
+fn a_mapped_segment_holds_each_append_at_once_and_is_synced_within_the_second() {
+    let root = test_dir("mapped");
+    run_on_executor(move || async move {
+        let dir = DataDir::lock(&root).unwrap();
+        let layout = dir.layout_for(1).unwrap();
+        let stats = recover_model(&dir, &layout, 0).await.unwrap().1;
+        let config = small_config(FsyncPolicy::EverySec);
+        let capacity = config.segment_bytes;
+        let log = ShardLog::open(config, &layout, 0, &stats).await.unwrap();
+        log.reserve(record::set_bytes(9, 100)).await.unwrap();
+        let lsn = log.append_set(b"first-key", &[7; 100], None).unwrap();
+        let durable = futures_lite::future::poll_once(log.durable(lsn)).await;
+        assert_eq!(
+            durable,
+            Some(Ok(())),
+            "durable at once: the record is already in the page cache"
+        );
+        let bytes = std::fs::read(dir::segment_path(&layout.shard_dir(0), 1)).unwrap();
+        let (header, at) = record::decode(&bytes).unwrap();
+        assert_eq!(header.kind, record::Kind::FileHeader);
+        let (rec, _) = record::decode(&bytes[at..]).expect("the record, read through the page cache");
+        assert_eq!((rec.kind, rec.key), (record::Kind::SetVersioned, &b"first-key"[..]));
+        let fsyncs = log.stats().fsyncs;
+        for _ in 0..300 {
+            if log.stats().fsyncs > fsyncs {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(log.stats().fsyncs > fsyncs, "no fdatasync within 3 s of an append");
+        let half = capacity as usize / 2 / record::set_bytes(8, 100) + 1;
+        for i in 0..half as u32 {
+            let key = format!("key-{i:04}");
+            log.reserve(record::set_bytes(key.len(), 100)).await.unwrap();
+            log.append_set(key.as_bytes(), &[1; 100], None).unwrap();
+        }
+        for _ in 0..500 {
+            if log.has_spare() {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(log.has_spare(), "a spare once half the mapped segment is written");
+        log.close().await.unwrap();
+        assert_eq!(recover_model(&dir, &layout, 0).await.unwrap().0.len(), half + 1);
     });
 }
