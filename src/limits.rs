@@ -222,8 +222,9 @@ pub const STORAGE_LOG_BUFFER_BYTES_MAX: usize = 4 << 20;
 /// Largest single io_uring write of log or snapshot bytes: small enough that its aligned DMA
 /// buffer usually comes from the executor's registered io_memory pool.
 pub const STORAGE_WRITE_BYTES_MAX: usize = 256 << 10;
-/// Bytes of zeros per io_uring write when a spare log segment is filled ahead of need (so
-/// that appends overwrite written blocks and are never punted to io_uring's worker threads).
+/// Bytes of zeros per io_uring write when a spare `always` log segment is filled ahead of need
+/// (so that O_DIRECT appends overwrite written blocks and are never punted to io_uring's worker
+/// threads; `everysec`/`never` segments are mapped and only preallocated).
 pub const STORAGE_ZERO_FILL_BYTES: usize = STORAGE_WRITE_BYTES_MAX;
 /// Bytes read per io_uring read during recovery.
 pub const STORAGE_READ_CHUNK_BYTES: usize = 256 << 10;
