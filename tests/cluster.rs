@@ -635,6 +635,108 @@ fn rejoin_by_snapshot(tag: &str, durable: bool) {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Waits until every group on `node` satisfies `ok`, failing with `what` and its log.
+fn wait_groups(node: &Server, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    loop {
+        let seen = groups(node);
+        if seen.len() == SHARDS && seen.iter().all(&ok) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{what}: {seen:?}\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Goal: a follower wiped and left behind the compaction point catches up by a snapshot many
+// chunks long (64 KiB chunks, about 3 MiB of data per group), and its store ends up equal to
+// the leader's (every key with the leader's value, deleted keys absent, the same key count on
+// every node). Before that, started with a `--raft-snapshot-bytes-max` below the snapshot, it
+// refuses it (counted, nothing received) while the other two go on writing.
+#[test]
+fn a_follower_catches_up_by_a_snapshot_of_many_chunks() {
+    const CHUNK_BYTES: u64 = 64 << 10;
+    let base = std::env::temp_dir().join(format!("corekv-raftsnap-chunks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dirs: Vec<String> = (1..=3)
+        .map(|id| base.join(format!("node{id}")).display().to_string())
+        .collect();
+    let peers = peer_list(&free_peer_ports(3));
+    let chunk = CHUNK_BYTES.to_string();
+    let start = |id: usize, extra: &[&str]| {
+        let mut flags = vec![
+            "--raft-snapshot-entries",
+            SNAPSHOT_ENTRIES,
+            "--raft-snapshot-chunk-bytes",
+            &chunk,
+            "--data-dir",
+            &dirs[id - 1],
+        ];
+        flags.extend_from_slice(extra);
+        start_node(id, &peers, &flags)
+    };
+    let mut nodes: Vec<Server> = (1..=3).map(|id| start(id, &[])).collect();
+    wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let big: Vec<String> = (0..96).map(|i| format!("big-{i}")).collect();
+    let mut written = put_all(&addrs, &big, 64 << 10);
+    // SIGKILL node 3 and wipe it: with its old log it might be caught up by the appends its
+    // leader queued for it while it was down, and need no snapshot.
+    drop(nodes.remove(2));
+    let _ = std::fs::remove_dir_all(&dirs[2]);
+    wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2]);
+    let deleted: Vec<String> = written.drain(..16).map(|(key, _)| key).collect();
+    for key in &deleted {
+        let got = nodes[0].request("DELETE", &format!("/v1/keys/{key}"), b"");
+        assert!(matches!(got.status, 200 | 204), "{key}: {}", got.error());
+    }
+    let small: Vec<String> = (0..200).map(|i| format!("small-{i}")).collect();
+    written.extend(put_all(&addrs[..2], &small, 16));
+
+    // Refused: the bound is below every group's snapshot (about 2.5 MiB each).
+    let refusing = start(3, &["--raft-snapshot-bytes-max", "1MiB"]);
+    let refused = wait_groups(&refusing, "no snapshot refused", |g| {
+        g["snapshots_refused"].as_u64() > Some(0)
+    });
+    assert!(refused.iter().all(|g| g["snapshots_received"] == 0), "{refused:?}");
+    let more: Vec<String> = (0..20).map(|i| format!("during-refusal-{i}")).collect();
+    written.extend(put_all(&addrs[..2], &more, 16));
+    drop(refusing);
+
+    let node3 = start(3, &[]);
+    let caught_up = wait_groups(&node3, "no snapshot received", |g| {
+        g["snapshots_received"].as_u64() > Some(0)
+    });
+    for group in &caught_up {
+        let chunks = group["snapshot_chunks_received"].as_u64().unwrap();
+        assert!(chunks >= 20, "the snapshot came in many chunks: {group}");
+        assert_eq!(group["snapshots_refused"], 0, "{group}");
+    }
+    let sent: u64 = nodes
+        .iter()
+        .flat_map(groups)
+        .map(|g| g["snapshots_sent"].as_u64().unwrap())
+        .sum();
+    assert!(sent >= SHARDS as u64, "each group's leader sent its snapshot: {sent}");
+    assert_holds(&node3, &written);
+    for key in &deleted {
+        let got = node3.request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+        assert_eq!(got.status, 404, "{key} was deleted while node 3 was down");
+    }
+    // Same stores: every node holds as many keys as every other, and no more than written.
+    let all = [&nodes[0], &nodes[1], &node3];
+    for shard in 0..SHARDS {
+        wait_applied_everywhere(&all, shard);
+    }
+    let key_counts: Vec<u64> = all
+        .iter()
+        .map(|node| node.request("GET", "/v1/stats", b"").json()["keys"].as_u64().unwrap())
+        .collect();
+    assert_eq!(key_counts, vec![written.len() as u64; 3]);
+    drop((nodes, node3));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Eviction decided by the log (issue #13): under `--eviction lru`, reads (never replicated)
 // must not change which keys a replica evicts.
