@@ -837,3 +837,144 @@ fn lru_eviction_evicts_the_same_keys_on_every_replica() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A hostile peer on the peer port: snapshot transfers that are oversize, out of order,
+// interleaved, never begun or inline are refused or ignored, and hold no memory.
+
+/// An accepted peer connection to shard 0 at `port`, as node `node_id`.
+fn peer_connection(port: u16, node_id: u64) -> TcpStream {
+    let (stream, verdict) = peer_handshake(port, node_id);
+    assert_eq!(verdict.as_deref(), Some(""), "a member's handshake is accepted");
+    stream
+}
+
+/// Whether the node closes `stream` (EOF or reset) within `within` of what was sent.
+fn closed_by_node(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(stream, &mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+/// A `MsgSnapshot` from node 2 to node 1 (its data left out) and its data: one key.
+fn hostile_snapshot() -> (Vec<u8>, Vec<u8>) {
+    use corekv::replication::snapshot::Encoder;
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType};
+    let mut encoder = Encoder::new(10);
+    encoder.add(b"from-the-transfer", &[b'v'; 3000], None, 3);
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgSnapshot);
+    (message.from, message.to, message.term) = (2, 1, 1);
+    let meta = message.mut_snapshot().mut_metadata();
+    (meta.index, meta.term) = (5, 1);
+    meta.mut_conf_state().voters = vec![1, 2];
+    (message.write_to_bytes().unwrap(), encoder.finish())
+}
+
+/// Node 1's group-0 counter `field` in `/v1/cluster`.
+fn group0(node: &Server, field: &str) -> u64 {
+    groups(node)[0][field].as_u64().unwrap()
+}
+
+// Goal: a peer claiming to be member 2 cannot make node 1 hold memory or fall over with
+// snapshot frames: a begin past --raft-snapshot-bytes-max, a chunk out of order and a
+// MsgSnapshot inline in a raft frame close the connection (the first two counted as refused);
+// 64 MiB of chunks of a transfer never begun are ignored (resident memory does not grow with
+// them); a transfer interleaved with a second one is discarded, and the second, whole, is
+// installed (its key readable), so the reassembly works end to end in the real binary.
+#[test]
+fn a_hostile_peer_cannot_abuse_snapshot_transfers() {
+    use corekv::replication::codec::{self, SnapshotBegin, SnapshotChunk};
+    let ports = free_peer_ports(2);
+    let node = start_node(1, &peer_list(&ports), &["--raft-snapshot-bytes-max", "1MiB"]);
+    let (message, data) = hostile_snapshot();
+    let crc = crc32c::crc32c(&data);
+    let begin = |transfer: u64, data_bytes: u64| {
+        codec::snapshot_begin_frame(&SnapshotBegin {
+            transfer,
+            data_bytes,
+            data_crc: crc,
+            message: &message,
+        })
+    };
+    let chunk = |transfer: u64, offset: usize, bytes: &[u8]| {
+        codec::snapshot_chunk_frame(&SnapshotChunk {
+            transfer,
+            offset: offset as u64,
+            bytes,
+        })
+    };
+
+    let mut oversize = peer_connection(ports[0], 2);
+    oversize.write_all(&begin(1, (1 << 20) + 1)).unwrap();
+    assert!(
+        closed_by_node(&mut oversize, ELECTION_WITHIN),
+        "a begin past the bound closes"
+    );
+    let mut out_of_order = peer_connection(ports[0], 2);
+    out_of_order.write_all(&begin(2, data.len() as u64)).unwrap();
+    out_of_order.write_all(&chunk(2, 1, &data[1..100])).unwrap();
+    assert!(
+        closed_by_node(&mut out_of_order, ELECTION_WITHIN),
+        "a chunk out of order closes"
+    );
+    assert_eq!(group0(&node, "snapshots_refused"), 2);
+    let mut inline = peer_connection(ports[0], 2);
+    inline.write_all(&codec::raft_frame(&message)).unwrap();
+    assert!(
+        closed_by_node(&mut inline, ELECTION_WITHIN),
+        "a MsgSnapshot in a raft frame closes"
+    );
+
+    let mut endless = peer_connection(ports[0], 2);
+    let megabyte = vec![7u8; 1 << 20];
+    let before = rss_bytes(node.pid());
+    for i in 0..64 {
+        endless.write_all(&chunk(99, i << 20, &megabyte)).unwrap();
+    }
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    while group0(&node, "snapshot_chunks_received") < 65 {
+        assert!(Instant::now() < deadline, "the chunks never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let grown = rss_bytes(node.pid()).saturating_sub(before);
+    assert!(grown < 16 << 20, "ignored chunks held {grown} bytes");
+    assert!(
+        !closed_by_node(&mut endless, Duration::from_millis(500)),
+        "ignored chunks keep the connection"
+    );
+
+    let mut interleaved = peer_connection(ports[0], 2);
+    let half = data.len() / 2;
+    interleaved.write_all(&begin(3, data.len() as u64)).unwrap();
+    interleaved.write_all(&chunk(3, 0, &data[..half])).unwrap();
+    interleaved.write_all(&begin(4, data.len() as u64)).unwrap();
+    interleaved.write_all(&chunk(3, half, &data[half..])).unwrap();
+    interleaved.write_all(&chunk(4, 0, &data[..half])).unwrap();
+    interleaved.write_all(&chunk(4, half, &data[half..])).unwrap();
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    loop {
+        let got = node.request("GET", "/v1/keys/from-the-transfer?consistency=stale", b"");
+        if got.status == 200 {
+            assert_eq!(got.body, vec![b'v'; 3000]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second transfer was never installed: {}",
+            got.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(group0(&node, "snapshots_received"), 1);
+    assert_eq!(
+        group0(&node, "snapshots_refused"),
+        2,
+        "the discarded transfer is not a refusal"
+    );
+}
