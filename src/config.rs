@@ -187,6 +187,19 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_snapshot_entries: u64,
 
+    /// With `--peers`: the largest Raft snapshot this node accepts from a leader, e.g. `4GiB`
+    /// (it holds that much while the snapshot arrives); a larger one is refused and counted.
+    #[arg(long = "raft-snapshot-bytes-max", default_value_t = limits::RAFT_SNAPSHOT_BYTES_MAX_DEFAULT,
+          value_parser = parse_memory_size)]
+    pub raft_snapshot_bytes_max: u64,
+
+    /// Chunk size of the Raft snapshots this node sends, in bytes (for tests: small chunks
+    /// make a small snapshot travel in many).
+    #[arg(long = "raft-snapshot-chunk-bytes", hide = true, default_value_t = limits::RAFT_SNAPSHOT_CHUNK_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(limits::RAFT_SNAPSHOT_CHUNK_BYTES_MIN as u64..=limits::RAFT_SNAPSHOT_CHUNK_BYTES as u64))]
+    pub raft_snapshot_chunk_bytes: usize,
+
     /// With `--peers`: vote and campaign at once although this member starts with no Raft
     /// state (by default it abstains until a leader has caught it up). UNSAFE: only for a
     /// group left leaderless because a majority of its members lost their state; writes only

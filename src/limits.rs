@@ -304,12 +304,15 @@ pub const RAFT_SNAPSHOT_LOG_BYTES_MAX: u64 = 32 << 20;
 /// Entries before the snapshot's index kept in memory after a compaction (at most half of
 /// the entry bound), so a follower a little behind is sent entries, not the whole snapshot.
 pub const RAFT_SNAPSHOT_KEEP_ENTRIES_MAX: u64 = 1_000;
-/// Largest snapshot a group takes, in bytes of encoded keys and values. A snapshot travels in
-/// one peer frame, so it stays under `PEER_FRAME_BYTES_MAX`; a store past it is not
-/// compacted (logged and counted), and its log grows as before compaction existed.
-pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 60 << 20;
-/// After a snapshot was refused for size, entries applied before the group tries again.
-pub const RAFT_SNAPSHOT_RETRY_ENTRIES: u64 = 10_000;
+/// A snapshot's data travels to a follower in chunks of at most this many bytes, each its own
+/// peer frame (`replication::transfer`); a receiver refuses a larger chunk.
+pub const RAFT_SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Smallest chunk `--raft-snapshot-chunk-bytes` (hidden, for tests) may set, in bytes.
+pub const RAFT_SNAPSHOT_CHUNK_BYTES_MIN: usize = 4 << 10;
+/// Largest snapshot a follower accepts from a leader by default (`--raft-snapshot-bytes-max`),
+/// in bytes of data: it holds that much while the chunks arrive. A leader snapshots its store
+/// whatever its size; a follower refuses (and counts) a snapshot announced past its bound.
+pub const RAFT_SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 4 << 30;
 
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(
@@ -318,8 +321,13 @@ const _: () = assert!(
 );
 const _: () = assert!(PEER_FRAME_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_BYTES_MAX);
 const _: () = assert!(
-    RAFT_SNAPSHOT_BYTES_MAX + (1 << 20) <= PEER_FRAME_BYTES_MAX,
-    "a snapshot and its message's metadata fit in one peer frame"
+    RAFT_SNAPSHOT_CHUNK_BYTES + 64 <= PEER_FRAME_BYTES_MAX,
+    "a snapshot chunk and its header fit in one peer frame"
+);
+const _: () = assert!(RAFT_SNAPSHOT_CHUNK_BYTES_MIN <= RAFT_SNAPSHOT_CHUNK_BYTES);
+const _: () = assert!(
+    RAFT_SNAPSHOT_BYTES_MAX_DEFAULT <= MEMORY_BYTES_MAX_CEILING,
+    "the default snapshot bound is a size --max-memory could hold"
 );
 
 const _: () = assert!(READ_CHUNK_BYTES <= HEADER_BYTES_MAX);

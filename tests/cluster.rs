@@ -635,6 +635,108 @@ fn rejoin_by_snapshot(tag: &str, durable: bool) {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Waits until every group on `node` satisfies `ok`, failing with `what` and its log.
+fn wait_groups(node: &Server, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    loop {
+        let seen = groups(node);
+        if seen.len() == SHARDS && seen.iter().all(&ok) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{what}: {seen:?}\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Goal: a follower wiped and left behind the compaction point catches up by a snapshot many
+// chunks long (64 KiB chunks, about 3 MiB of data per group), and its store ends up equal to
+// the leader's (every key with the leader's value, deleted keys absent, the same key count on
+// every node). Before that, started with a `--raft-snapshot-bytes-max` below the snapshot, it
+// refuses it (counted, nothing received) while the other two go on writing.
+#[test]
+fn a_follower_catches_up_by_a_snapshot_of_many_chunks() {
+    const CHUNK_BYTES: u64 = 64 << 10;
+    let base = std::env::temp_dir().join(format!("corekv-raftsnap-chunks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dirs: Vec<String> = (1..=3)
+        .map(|id| base.join(format!("node{id}")).display().to_string())
+        .collect();
+    let peers = peer_list(&free_peer_ports(3));
+    let chunk = CHUNK_BYTES.to_string();
+    let start = |id: usize, extra: &[&str]| {
+        let mut flags = vec![
+            "--raft-snapshot-entries",
+            SNAPSHOT_ENTRIES,
+            "--raft-snapshot-chunk-bytes",
+            &chunk,
+            "--data-dir",
+            &dirs[id - 1],
+        ];
+        flags.extend_from_slice(extra);
+        start_node(id, &peers, &flags)
+    };
+    let mut nodes: Vec<Server> = (1..=3).map(|id| start(id, &[])).collect();
+    wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2, 3]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let big: Vec<String> = (0..96).map(|i| format!("big-{i}")).collect();
+    let mut written = put_all(&addrs, &big, 64 << 10);
+    // SIGKILL node 3 and wipe it: with its old log it might be caught up by the appends its
+    // leader queued for it while it was down, and need no snapshot.
+    drop(nodes.remove(2));
+    let _ = std::fs::remove_dir_all(&dirs[2]);
+    wait_for_leaders(&nodes.iter().collect::<Vec<_>>(), &[1, 2]);
+    let deleted: Vec<String> = written.drain(..16).map(|(key, _)| key).collect();
+    for key in &deleted {
+        let got = nodes[0].request("DELETE", &format!("/v1/keys/{key}"), b"");
+        assert!(matches!(got.status, 200 | 204), "{key}: {}", got.error());
+    }
+    let small: Vec<String> = (0..200).map(|i| format!("small-{i}")).collect();
+    written.extend(put_all(&addrs[..2], &small, 16));
+
+    // Refused: the bound is below every group's snapshot (about 2.5 MiB each).
+    let refusing = start(3, &["--raft-snapshot-bytes-max", "1MiB"]);
+    let refused = wait_groups(&refusing, "no snapshot refused", |g| {
+        g["snapshots_refused"].as_u64() > Some(0)
+    });
+    assert!(refused.iter().all(|g| g["snapshots_received"] == 0), "{refused:?}");
+    let more: Vec<String> = (0..20).map(|i| format!("during-refusal-{i}")).collect();
+    written.extend(put_all(&addrs[..2], &more, 16));
+    drop(refusing);
+
+    let node3 = start(3, &[]);
+    let caught_up = wait_groups(&node3, "no snapshot received", |g| {
+        g["snapshots_received"].as_u64() > Some(0)
+    });
+    for group in &caught_up {
+        let chunks = group["snapshot_chunks_received"].as_u64().unwrap();
+        assert!(chunks >= 20, "the snapshot came in many chunks: {group}");
+        assert_eq!(group["snapshots_refused"], 0, "{group}");
+    }
+    let sent: u64 = nodes
+        .iter()
+        .flat_map(groups)
+        .map(|g| g["snapshots_sent"].as_u64().unwrap())
+        .sum();
+    assert!(sent >= SHARDS as u64, "each group's leader sent its snapshot: {sent}");
+    assert_holds(&node3, &written);
+    for key in &deleted {
+        let got = node3.request("GET", &format!("/v1/keys/{key}?consistency=stale"), b"");
+        assert_eq!(got.status, 404, "{key} was deleted while node 3 was down");
+    }
+    // Same stores: every node holds as many keys as every other, and no more than written.
+    let all = [&nodes[0], &nodes[1], &node3];
+    for shard in 0..SHARDS {
+        wait_applied_everywhere(&all, shard);
+    }
+    let key_counts: Vec<u64> = all
+        .iter()
+        .map(|node| node.request("GET", "/v1/stats", b"").json()["keys"].as_u64().unwrap())
+        .collect();
+    assert_eq!(key_counts, vec![written.len() as u64; 3]);
+    drop((nodes, node3));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Eviction decided by the log (issue #13): under `--eviction lru`, reads (never replicated)
 // must not change which keys a replica evicts.
@@ -734,4 +836,145 @@ fn lru_eviction_evicts_the_same_keys_on_every_replica() {
             "node {id} against leader {leader}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hostile peer on the peer port: snapshot transfers that are oversize, out of order,
+// interleaved, never begun or inline are refused or ignored, and hold no memory.
+
+/// An accepted peer connection to shard 0 at `port`, as node `node_id`.
+fn peer_connection(port: u16, node_id: u64) -> TcpStream {
+    let (stream, verdict) = peer_handshake(port, node_id);
+    assert_eq!(verdict.as_deref(), Some(""), "a member's handshake is accepted");
+    stream
+}
+
+/// Whether the node closes `stream` (EOF or reset) within `within` of what was sent.
+fn closed_by_node(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(stream, &mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+/// A `MsgSnapshot` from node 2 to node 1 (its data left out) and its data: one key.
+fn hostile_snapshot() -> (Vec<u8>, Vec<u8>) {
+    use corekv::replication::snapshot::Encoder;
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType};
+    let mut encoder = Encoder::new(10);
+    encoder.add(b"from-the-transfer", &[b'v'; 3000], None, 3);
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgSnapshot);
+    (message.from, message.to, message.term) = (2, 1, 1);
+    let meta = message.mut_snapshot().mut_metadata();
+    (meta.index, meta.term) = (5, 1);
+    meta.mut_conf_state().voters = vec![1, 2];
+    (message.write_to_bytes().unwrap(), encoder.finish())
+}
+
+/// Node 1's group-0 counter `field` in `/v1/cluster`.
+fn group0(node: &Server, field: &str) -> u64 {
+    groups(node)[0][field].as_u64().unwrap()
+}
+
+// Goal: a peer claiming to be member 2 cannot make node 1 hold memory or fall over with
+// snapshot frames: a begin past --raft-snapshot-bytes-max, a chunk out of order and a
+// MsgSnapshot inline in a raft frame close the connection (the first two counted as refused);
+// 64 MiB of chunks of a transfer never begun are ignored (resident memory does not grow with
+// them); a transfer interleaved with a second one is discarded, and the second, whole, is
+// installed (its key readable), so the reassembly works end to end in the real binary.
+#[test]
+fn a_hostile_peer_cannot_abuse_snapshot_transfers() {
+    use corekv::replication::codec::{self, SnapshotBegin, SnapshotChunk};
+    let ports = free_peer_ports(2);
+    let node = start_node(1, &peer_list(&ports), &["--raft-snapshot-bytes-max", "1MiB"]);
+    let (message, data) = hostile_snapshot();
+    let crc = crc32c::crc32c(&data);
+    let begin = |transfer: u64, data_bytes: u64| {
+        codec::snapshot_begin_frame(&SnapshotBegin {
+            transfer,
+            data_bytes,
+            data_crc: crc,
+            message: &message,
+        })
+    };
+    let chunk = |transfer: u64, offset: usize, bytes: &[u8]| {
+        codec::snapshot_chunk_frame(&SnapshotChunk {
+            transfer,
+            offset: offset as u64,
+            bytes,
+        })
+    };
+
+    let mut oversize = peer_connection(ports[0], 2);
+    oversize.write_all(&begin(1, (1 << 20) + 1)).unwrap();
+    assert!(
+        closed_by_node(&mut oversize, ELECTION_WITHIN),
+        "a begin past the bound closes"
+    );
+    let mut out_of_order = peer_connection(ports[0], 2);
+    out_of_order.write_all(&begin(2, data.len() as u64)).unwrap();
+    out_of_order.write_all(&chunk(2, 1, &data[1..100])).unwrap();
+    assert!(
+        closed_by_node(&mut out_of_order, ELECTION_WITHIN),
+        "a chunk out of order closes"
+    );
+    assert_eq!(group0(&node, "snapshots_refused"), 2);
+    let mut inline = peer_connection(ports[0], 2);
+    inline.write_all(&codec::raft_frame(&message)).unwrap();
+    assert!(
+        closed_by_node(&mut inline, ELECTION_WITHIN),
+        "a MsgSnapshot in a raft frame closes"
+    );
+
+    let mut endless = peer_connection(ports[0], 2);
+    let megabyte = vec![7u8; 1 << 20];
+    let before = rss_bytes(node.pid());
+    for i in 0..64 {
+        endless.write_all(&chunk(99, i << 20, &megabyte)).unwrap();
+    }
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    while group0(&node, "snapshot_chunks_received") < 65 {
+        assert!(Instant::now() < deadline, "the chunks never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let grown = rss_bytes(node.pid()).saturating_sub(before);
+    assert!(grown < 16 << 20, "ignored chunks held {grown} bytes");
+    assert!(
+        !closed_by_node(&mut endless, Duration::from_millis(500)),
+        "ignored chunks keep the connection"
+    );
+
+    let mut interleaved = peer_connection(ports[0], 2);
+    let half = data.len() / 2;
+    interleaved.write_all(&begin(3, data.len() as u64)).unwrap();
+    interleaved.write_all(&chunk(3, 0, &data[..half])).unwrap();
+    interleaved.write_all(&begin(4, data.len() as u64)).unwrap();
+    interleaved.write_all(&chunk(3, half, &data[half..])).unwrap();
+    interleaved.write_all(&chunk(4, 0, &data[..half])).unwrap();
+    interleaved.write_all(&chunk(4, half, &data[half..])).unwrap();
+    let deadline = Instant::now() + ELECTION_WITHIN;
+    loop {
+        let got = node.request("GET", "/v1/keys/from-the-transfer?consistency=stale", b"");
+        if got.status == 200 {
+            assert_eq!(got.body, vec![b'v'; 3000]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second transfer was never installed: {}",
+            got.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(group0(&node, "snapshots_received"), 1);
+    assert_eq!(
+        group0(&node, "snapshots_refused"),
+        2,
+        "the discarded transfer is not a refusal"
+    );
 }

@@ -263,7 +263,7 @@ pub fn prometheus_text(shards: &[ShardStats]) -> String {
 /// Replication's metrics (`--peers`), one series per shard's group; nothing when alone.
 fn replication_text(shards: &[ShardStats], text: &mut String) {
     type Read = fn(&crate::replication::GroupStatus) -> u64;
-    let metrics: [(&str, &str, &str, Read); 15] = [
+    let metrics: [(&str, &str, &str, Read); 16] = [
         ("raft_term", "The group's current term.", "gauge", |g| g.term),
         (
             "raft_leader",
@@ -329,10 +329,16 @@ fn replication_text(shards: &[ShardStats], text: &mut String) {
             |g| g.snapshots_received,
         ),
         (
-            "raft_snapshots_oversize_total",
-            "Compactions skipped: the store's snapshot was past its size bound.",
+            "raft_snapshot_chunks_received_total",
+            "Snapshot chunks received from a leader.",
             "counter",
-            |g| g.snapshots_oversize,
+            |g| g.snapshot_chunks_received,
+        ),
+        (
+            "raft_snapshots_refused_total",
+            "Snapshot transfers refused: malformed, out of order, damaged, or past --raft-snapshot-bytes-max.",
+            "counter",
+            |g| g.snapshots_refused,
         ),
         (
             "raft_voting",

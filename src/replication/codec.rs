@@ -1,6 +1,16 @@
 //! The bytes replication puts on the wire and in the Raft log: a log entry's batch of store
 //! commands, the peer handshake, and the length-prefixed frames that carry raft-rs messages.
 //!
+//! A frame on a peer connection after the handshake is a u32 LE length, then a kind byte:
+//!
+//! | kind | frame | fields after the kind |
+//! |---|---|---|
+//! | 1 | raft message | the raft-rs `Message` (protobuf) |
+//! | 2 | snapshot begin | transfer id (u64), data length (u64), CRC32C of the data (u32), the `MsgSnapshot` with its data left out (protobuf) |
+//! | 3 | snapshot chunk | transfer id (u64), offset of these bytes in the data (u64), the bytes |
+//!
+//! (`replication::transfer` says how a snapshot's frames follow each other.)
+//!
 //! An entry is the proposer (node id, incarnation, sequence: u64 LE each), then its commands,
 //! each a tag byte, the key (u32 LE length, bytes) and the tag's fields:
 //!
@@ -46,8 +56,9 @@ pub enum Command {
 /// Opens every peer connection: "corekv raft".
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"CKVR";
 /// The peer protocol's version; a peer speaking another is refused. 2: entries carry absolute
-/// deadlines and expire commands (issue #13).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// deadlines and expire commands (issue #13). 3: frames open with a kind, and a snapshot's data
+/// travels in chunk frames beside its `MsgSnapshot` (issue #13).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// magic, version, node id, shard id, shard count.
 pub const HANDSHAKE_BYTES: usize = 4 + 4 + 8 + 4 + 4;
 
@@ -103,10 +114,104 @@ impl Handshake {
 
 /// Prepends a frame's length (u32, little-endian) to its payload.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(payload);
+    frame_of(&[payload])
+}
+
+/// One frame whose payload is `parts` concatenated.
+fn frame_of(parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out
+}
+
+const FRAME_RAFT: u8 = 1;
+const FRAME_SNAPSHOT_BEGIN: u8 = 2;
+const FRAME_SNAPSHOT_CHUNK: u8 = 3;
+/// A snapshot chunk frame's payload before its bytes: kind, transfer id, offset.
+pub const SNAPSHOT_CHUNK_HEADER_BYTES: usize = 1 + 8 + 8;
+
+/// A peer frame's payload, read by [`decode_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerFrame<'a> {
+    /// A raft-rs message (protobuf).
+    Raft(&'a [u8]),
+    /// A snapshot transfer opens: its `MsgSnapshot`, data left out, and what the data will be.
+    SnapshotBegin(SnapshotBegin<'a>),
+    /// The next bytes of the transfer's data.
+    SnapshotChunk(SnapshotChunk<'a>),
+}
+
+/// Opens a snapshot transfer (frame kind 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotBegin<'a> {
+    /// The sender's number for this transfer; its chunks carry it.
+    pub transfer: u64,
+    /// Bytes of data the chunks will carry in all.
+    pub data_bytes: u64,
+    /// CRC32C of the whole data.
+    pub data_crc: u32,
+    /// The `MsgSnapshot` (protobuf), its snapshot's data empty.
+    pub message: &'a [u8],
+}
+
+/// Part of a snapshot transfer's data (frame kind 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotChunk<'a> {
+    pub transfer: u64,
+    /// Where `bytes` start in the data.
+    pub offset: u64,
+    pub bytes: &'a [u8],
+}
+
+/// A raft message's frame.
+pub fn raft_frame(message: &[u8]) -> Vec<u8> {
+    frame_of(&[&[FRAME_RAFT], message])
+}
+
+/// A snapshot begin frame.
+pub fn snapshot_begin_frame(begin: &SnapshotBegin<'_>) -> Vec<u8> {
+    frame_of(&[
+        &[FRAME_SNAPSHOT_BEGIN],
+        &begin.transfer.to_le_bytes(),
+        &begin.data_bytes.to_le_bytes(),
+        &begin.data_crc.to_le_bytes(),
+        begin.message,
+    ])
+}
+
+/// A snapshot chunk frame.
+pub fn snapshot_chunk_frame(chunk: &SnapshotChunk<'_>) -> Vec<u8> {
+    frame_of(&[
+        &[FRAME_SNAPSHOT_CHUNK],
+        &chunk.transfer.to_le_bytes(),
+        &chunk.offset.to_le_bytes(),
+        chunk.bytes,
+    ])
+}
+
+/// Reads a peer frame's payload; `None` when its kind is unknown or its header cut short.
+pub fn decode_frame(payload: &[u8]) -> Option<PeerFrame<'_>> {
+    let (&kind, rest) = payload.split_first()?;
+    let mut reader = Reader { bytes: rest };
+    match kind {
+        FRAME_RAFT => Some(PeerFrame::Raft(rest)),
+        FRAME_SNAPSHOT_BEGIN => Some(PeerFrame::SnapshotBegin(SnapshotBegin {
+            transfer: reader.u64()?,
+            data_bytes: reader.u64()?,
+            data_crc: reader.u32()?,
+            message: reader.bytes,
+        })),
+        FRAME_SNAPSHOT_CHUNK => Some(PeerFrame::SnapshotChunk(SnapshotChunk {
+            transfer: reader.u64()?,
+            offset: reader.u64()?,
+            bytes: reader.bytes,
+        })),
+        _ => None,
+    }
 }
 
 const TAG_GET: u8 = 1;
@@ -426,5 +531,49 @@ mod tests {
             Handshake::decode(&previous).unwrap_err().contains("version 1"),
             "a build that cannot read deadlines and expiries is refused"
         );
+        previous[4] = 2;
+        assert!(
+            Handshake::decode(&previous).unwrap_err().contains("version 2"),
+            "a build that sends a snapshot in one frame is refused"
+        );
+    }
+
+    // Goal: each frame kind round-trips after its length, and an unknown kind or a header cut
+    // short is refused (a chunk's or a message's bytes may be empty).
+    #[test]
+    fn frames_round_trip_and_refuse_unknown_kinds_and_short_headers() {
+        let begin = SnapshotBegin {
+            transfer: 7,
+            data_bytes: 1 << 40,
+            data_crc: 0xdead_beef,
+            message: b"meta",
+        };
+        let chunk = SnapshotChunk {
+            transfer: 7,
+            offset: 3,
+            bytes: b"abc",
+        };
+        let cases = [
+            (raft_frame(b"msg"), PeerFrame::Raft(b"msg")),
+            (snapshot_begin_frame(&begin), PeerFrame::SnapshotBegin(begin)),
+            (snapshot_chunk_frame(&chunk), PeerFrame::SnapshotChunk(chunk)),
+        ];
+        for (frame, want) in cases {
+            let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - 4);
+            let payload = &frame[4..];
+            assert_eq!(decode_frame(payload), Some(want));
+            let header = match want {
+                PeerFrame::Raft(_) => 1,
+                PeerFrame::SnapshotBegin(_) => 21,
+                PeerFrame::SnapshotChunk(_) => SNAPSHOT_CHUNK_HEADER_BYTES,
+            };
+            for cut in 0..header {
+                assert_eq!(decode_frame(&payload[..cut]), None, "cut at {cut}");
+            }
+            let mut unknown = payload.to_vec();
+            unknown[0] = 9;
+            assert_eq!(decode_frame(&unknown), None);
+        }
     }
 }

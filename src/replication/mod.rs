@@ -6,20 +6,20 @@
 //! Once `--raft-snapshot-entries` entries were applied since the last snapshot, a group
 //! snapshots its store at the applied index ([`snapshot`]), keeps it in [`GroupStorage`] and
 //! drops the log before it (with `--data-dir`, the snapshot is written beside the log file and
-//! the file cut); a follower whose next entry is gone is sent the snapshot (`MsgSnapshot`) and
-//! replaces its store with it.
+//! the file cut); a follower whose next entry is gone is sent the snapshot (`MsgSnapshot`, its
+//! data in chunks: [`transfer`]) and replaces its store with it.
 //!
 //! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, its snapshot, the
 //! requests waiting on it), the peer transport ([`transport`]), the log entry format
-//! ([`codec`]) and the snapshot format ([`snapshot`]). A group lives on its shard's thread only
+//! ([`codec`]), the snapshot format ([`snapshot`]) and snapshot transfers ([`transfer`]). A group lives on its shard's thread only
 //! (`RefCell`s, no locks of its own) and changes its own shard's store only: committed
 //! operations through [`ShardContext::apply_local`], a snapshot by replacing the store whole.
 //! It never knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
 //! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
-//! snapshot, abstaining from elections and commits until then: [`abstain`]); a snapshot
-//! travels in one peer frame, so a store past `RAFT_SNAPSHOT_BYTES_MAX` is not compacted.
+//! snapshot, abstaining from elections and commits until then: [`abstain`]); a snapshot is
+//! built, written and restored with the driver paused (a pass over the store each).
 //!
 //! Expiry and eviction are decided by the log (docs/ARCHITECTURE.md, "Expiry and eviction in
 //! a cluster"): a put's TTL leaves the proposer as an absolute deadline ([`codec`]); in
@@ -32,6 +32,7 @@ pub mod codec;
 pub mod log;
 pub mod snapshot;
 pub mod storage;
+pub mod transfer;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -47,15 +48,15 @@ use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
 use self::abstain::{Abstention, Admit, Marker};
-use self::codec::Proposer;
+use self::codec::{PeerFrame, Proposer};
 pub use self::storage::GroupStorage;
 use self::storage::load_recovered;
+use self::transfer::{Inbound, Lane};
 use crate::error::Error;
 use crate::limits::{
     EXPIRY_KEYS_PER_PROPOSAL_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS,
-    RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX,
-    RAFT_SNAPSHOT_LOG_BYTES_MAX, RAFT_SNAPSHOT_RETRY_ENTRIES, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX,
-    REPLICATION_TIMEOUT_MS,
+    RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX, RAFT_SNAPSHOT_LOG_BYTES_MAX,
+    RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX, REPLICATION_TIMEOUT_MS,
 };
 use crate::shard::context::ShardContext;
 use crate::shard::message::{Op, Outcome, PeerReply};
@@ -118,12 +119,15 @@ pub struct GroupStatus {
     pub snapshot_index: u64,
     /// Snapshots this node took of its store (compactions).
     pub snapshots_taken: u64,
-    /// Snapshots this node (as leader) queued for a follower too far behind.
+    /// Snapshots this node (as leader) sent whole to a follower too far behind.
     pub snapshots_sent: u64,
     /// Snapshots this node received from a leader and restored its store from.
     pub snapshots_received: u64,
-    /// Compactions skipped because the store's snapshot would pass `RAFT_SNAPSHOT_BYTES_MAX`.
-    pub snapshots_oversize: u64,
+    /// Snapshot chunks this node received (of any transfer, kept or not).
+    pub snapshot_chunks_received: u64,
+    /// Snapshot transfers this node refused: malformed, out of order, damaged, or past
+    /// `--raft-snapshot-bytes-max` (the connection is closed; the leader sends it again).
+    pub snapshots_refused: u64,
     /// False while this member abstains from elections: it started with no Raft state and
     /// has not caught up with a leader yet ([`abstain`]).
     pub voting: bool,
@@ -174,7 +178,8 @@ struct Metrics {
     snapshots_taken: Cell<u64>,
     snapshots_sent: Cell<u64>,
     snapshots_received: Cell<u64>,
-    snapshots_oversize: Cell<u64>,
+    snapshot_chunks_received: Cell<u64>,
+    snapshots_refused: Cell<u64>,
 }
 
 /// When the group next snapshots its store and compacts its log.
@@ -184,8 +189,6 @@ struct Compaction {
     index: u64,
     /// Entry payload bytes applied since it.
     bytes_since: u64,
-    /// After a snapshot refused for size: the applied index before which none is tried.
-    retry_at: u64,
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -205,8 +208,9 @@ struct TakenReady {
     snapshot: Option<Snapshot>,
 }
 
-/// A dialer's work: the peer's id, its shard's address, the frames queued for it.
-type Inbox = (u64, SocketAddr, LocalReceiver<Vec<u8>>);
+/// A dialer's work: the peer's id, its shard's address, the frames queued for it, and the
+/// lane its snapshots go by.
+type Inbox = (u64, SocketAddr, LocalReceiver<Vec<u8>>, Rc<Lane>);
 
 /// One shard's Raft group on this node.
 pub struct Group {
@@ -222,10 +226,17 @@ pub struct Group {
     pending: RefCell<Pending>,
     /// Frames to each other member, drained by its dialer ([`transport::dial_forever`]).
     outboxes: Vec<(u64, LocalSender<Vec<u8>>)>,
+    /// Each other member's snapshot lane, written by the same dialer between frames.
+    lanes: Vec<(u64, Rc<Lane>)>,
+    /// The snapshot arriving from a leader, if any (one per group, whichever connection).
+    inbound: RefCell<Inbound>,
+    /// Numbers the peer connections this group accepts, so a transfer knows its own.
+    connections: Cell<u64>,
     /// The dialers' ends, taken once when the group starts.
     inboxes: RefCell<Vec<Inbox>>,
-    /// Wakes the driver to handle a `Ready` (capacity 1: one wake-up is enough).
-    wake: LocalSender<()>,
+    /// Wakes the driver to handle a `Ready` (capacity 1: one wake-up is enough); the lanes
+    /// share it, to have a transfer's end reported.
+    wake: Rc<LocalSender<()>>,
     woken: RefCell<Option<LocalReceiver<()>>>,
     metrics: Metrics,
     compaction: RefCell<Compaction>,
@@ -282,14 +293,16 @@ impl Group {
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&config, storage, &logger).map_err(|e| format!("shard {shard}: raft: {e}"))?;
-        let mut outboxes = Vec::new();
-        let mut inboxes = Vec::new();
+        let (wake, woken) = local_channel::new_bounded(1);
+        let wake = Rc::new(wake);
+        let (mut outboxes, mut lanes, mut inboxes) = (Vec::new(), Vec::new(), Vec::new());
         for &(id, addr) in peers.0.iter().filter(|(id, _)| *id != node_id) {
             let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES_MAX);
+            let lane = Rc::new(Lane::new(Rc::clone(&wake)));
             outboxes.push((id, sender));
-            inboxes.push((id, transport::shard_addr(addr, shard)?, receiver));
+            lanes.push((id, Rc::clone(&lane)));
+            inboxes.push((id, transport::shard_addr(addr, shard)?, receiver, lane));
         }
-        let (wake, woken) = local_channel::new_bounded(1);
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64);
@@ -306,6 +319,9 @@ impl Group {
                 ..Pending::default()
             }),
             outboxes,
+            lanes,
+            inbound: RefCell::new(Inbound::default()),
+            connections: Cell::new(0),
             inboxes: RefCell::new(inboxes),
             wake,
             woken: RefCell::new(Some(woken)),
@@ -471,7 +487,8 @@ impl Group {
             snapshots_taken: self.metrics.snapshots_taken.get(),
             snapshots_sent: self.metrics.snapshots_sent.get(),
             snapshots_received: self.metrics.snapshots_received.get(),
-            snapshots_oversize: self.metrics.snapshots_oversize.get(),
+            snapshot_chunks_received: self.metrics.snapshot_chunks_received.get(),
+            snapshots_refused: self.metrics.snapshots_refused.get(),
             voting: self.abstention.borrow().is_voting(),
         }
     }
@@ -539,32 +556,89 @@ impl Group {
         &self.peers
     }
 
-    /// Queues raft messages for their peers; a full queue drops them (raft resends). Each
-    /// snapshot message is reported to raft-rs on `raw`: queued counts as delivered (if the
-    /// connection loses it, the follower's next answer shows it still behind, and it is sent
-    /// again), dropped as failed (retried after a heartbeat).
+    /// Queues raft messages for their peers; a full queue drops them (raft resends). A
+    /// snapshot message goes by the peer's lane instead ([`transfer`]): its end is reported to
+    /// raft-rs by [`Group::report_transfers`] (`Finish` once written whole, `Failure` if the
+    /// connection failed first); one for an unknown peer is reported failed at once.
     fn send(&self, raw: &mut RawNode<GroupStorage>, messages: Vec<Message>) {
         let abstention = self.abstention.borrow();
         for mut message in messages {
             abstention.outgoing(&mut message);
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                let to = message.to;
+                match self.lanes.iter().find(|(id, _)| *id == to) {
+                    Some((_, lane)) => {
+                        lane.start(message);
+                    }
+                    None => {
+                        bump(&self.metrics.messages_dropped, 1);
+                        raw.report_snapshot(to, SnapshotStatus::Failure);
+                    }
+                }
+                continue;
+            }
             let outbox = self.outboxes.iter().find(|(id, _)| *id == message.to);
             let sent = match (outbox, message.write_to_bytes()) {
-                (Some((_, outbox)), Ok(bytes)) => outbox.try_send(codec::frame(&bytes)).is_ok(),
+                (Some((_, outbox)), Ok(bytes)) => outbox.try_send(codec::raft_frame(&bytes)).is_ok(),
                 _ => false,
             };
             if !sent {
                 bump(&self.metrics.messages_dropped, 1);
             }
-            if message.get_msg_type() == MessageType::MsgSnapshot {
-                if sent {
+        }
+    }
+
+    /// Reports to raft-rs how each lane's latest snapshot transfer ended.
+    fn report_transfers(&self) {
+        for (peer, lane) in &self.lanes {
+            if let Some(status) = lane.take_ended() {
+                if status == SnapshotStatus::Finish {
                     bump(&self.metrics.snapshots_sent, 1);
                 }
-                let status = if sent {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                };
-                raw.report_snapshot(message.to, status);
+                self.raw.borrow_mut().report_snapshot(*peer, status);
+            }
+        }
+    }
+
+    /// A number for a peer connection this group accepted.
+    pub fn open_connection(&self) -> u64 {
+        self.connections.set(self.connections.get() + 1);
+        self.connections.get()
+    }
+
+    /// A peer connection closed: the snapshot it was carrying (if any) is discarded.
+    pub fn close_connection(&self, connection: u64) {
+        self.inbound.borrow_mut().closed(connection);
+    }
+
+    /// Takes a snapshot frame that `peer` sent on `connection`; steps the whole `MsgSnapshot`
+    /// once its last chunk is in. An error (a refused transfer, counted) closes the connection.
+    pub fn receive_snapshot(
+        &self,
+        connection: u64,
+        peer: u64,
+        frame: PeerFrame<'_>,
+        bytes_max: u64,
+    ) -> Result<(), String> {
+        let mut inbound = self.inbound.borrow_mut();
+        let received = match frame {
+            PeerFrame::SnapshotBegin(begin) => inbound.begin(connection, peer, &begin, bytes_max).map(|()| None),
+            PeerFrame::SnapshotChunk(chunk) => {
+                bump(&self.metrics.snapshot_chunks_received, 1);
+                inbound.chunk(connection, &chunk)
+            }
+            PeerFrame::Raft(_) => return Err("a raft message where a snapshot frame was expected".into()),
+        };
+        drop(inbound);
+        match received {
+            Ok(Some(message)) => {
+                self.step(message);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(refusal) => {
+                bump(&self.metrics.snapshots_refused, 1);
+                Err(refusal.to_string())
             }
         }
     }
@@ -656,8 +730,8 @@ impl Group {
 
     /// Restores a leader's snapshot: into `MemStorage` (its log before the snapshot is gone),
     /// then into the store (checked whole before the store is cleared). Costs one pass over
-    /// the snapshot to check it and one to load it, synchronously: bounded by
-    /// `RAFT_SNAPSHOT_BYTES_MAX`.
+    /// the snapshot to check it and one to load it, synchronously (the transfer checked it
+    /// once more as it completed).
     fn install(
         &self,
         shard: &ShardContext,
@@ -706,16 +780,14 @@ impl Group {
     /// applied since the last one pass the bound: the snapshot is built in chunks, yielding
     /// between them (the driver, the only writer, waits, so it is exact at the applied index);
     /// with `--data-dir` it is made durable and the log file cut; then `MemStorage` keeps
-    /// only the last few entries before it. A store past `RAFT_SNAPSHOT_BYTES_MAX` is not
-    /// snapshotted (logged, counted, tried again after `RAFT_SNAPSHOT_RETRY_ENTRIES`).
+    /// only the last few entries before it. Any store size is snapshotted: it travels to a
+    /// follower in chunks ([`transfer`]).
     async fn maybe_compact(&self, shard: &ShardContext) -> Result<(), String> {
         let entries_max = shard.args.raft_snapshot_entries;
         let applied = self.pending.borrow().applied;
         let due = {
             let c = self.compaction.borrow();
-            applied > c.index
-                && applied >= c.retry_at
-                && (applied - c.index >= entries_max || c.bytes_since >= RAFT_SNAPSHOT_LOG_BYTES_MAX)
+            applied > c.index && (applied - c.index >= entries_max || c.bytes_since >= RAFT_SNAPSHOT_LOG_BYTES_MAX)
         };
         let StoreHandle::Owned(store) = &shard.store else {
             return Ok(());
@@ -723,15 +795,7 @@ impl Group {
         if !due {
             return Ok(());
         }
-        let Some(data) = snapshot::build(store).await else {
-            bump(&self.metrics.snapshots_oversize, 1);
-            self.compaction.borrow_mut().retry_at = applied + RAFT_SNAPSHOT_RETRY_ENTRIES;
-            crate::warn_limited!(
-                "shard {}: the store's snapshot would pass {RAFT_SNAPSHOT_BYTES_MAX} bytes; the raft log is not compacted",
-                self.shard
-            );
-            return Ok(());
-        };
+        let data = snapshot::build(store).await;
         debug_assert_eq!(
             self.pending.borrow().applied,
             applied,
@@ -949,13 +1013,19 @@ pub async fn run(shard: Rc<ShardContext>) {
     let Some(group) = shard.replication.as_ref() else {
         return;
     };
-    for (peer, addr, inbox) in group.inboxes.borrow_mut().drain(..) {
+    for (peer, addr, inbox, lane) in group.inboxes.borrow_mut().drain(..) {
         let handshake = codec::Handshake {
             node_id: group.node_id,
             shard: group.shard as u32,
             nr_shards: group.nr_shards as u32,
         };
-        glommio::spawn_local(transport::dial_forever(peer, addr, handshake, inbox)).detach();
+        let dialer = transport::Dialer {
+            peer,
+            addr,
+            handshake,
+            chunk_bytes: shard.args.raft_snapshot_chunk_bytes,
+        };
+        glommio::spawn_local(transport::dial_forever(dialer, inbox, lane)).detach();
     }
     let own = group
         .peers
@@ -994,6 +1064,7 @@ pub async fn run(shard: Rc<ShardContext>) {
         if group.expire_again.replace(false) {
             group.propose_expiries(&shard);
         }
+        group.report_transfers();
         let handled = match group.handle_ready(&shard).await {
             Ok(()) => group.maybe_compact(&shard).await,
             failed => failed,

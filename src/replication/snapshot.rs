@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use protobuf::Message as _;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
-use crate::limits::{RAFT_SNAPSHOT_BYTES_MAX, STORAGE_SNAPSHOT_CHUNK_KEYS};
+use crate::limits::STORAGE_SNAPSHOT_CHUNK_KEYS;
 use crate::shard::message::Record;
 use crate::shard::store::Store;
 use crate::storage::{self, record};
@@ -83,36 +83,28 @@ impl Encoder {
 /// group's driver, the only writer, is the caller; in cluster mode reads change nothing), so
 /// the snapshot is exact. Keys go least recently used first, so a replica restored from it
 /// holds them in the leader's LRU order and evicts what the leader evicts; expired keys not
-/// yet removed by an expire entry are included (they count on the leader too). `None` when
-/// the data would pass `RAFT_SNAPSHOT_BYTES_MAX` (the store is too big to send in one frame).
-pub async fn build(store: &RefCell<Store>) -> Option<Vec<u8>> {
+/// yet removed by an expire entry are included (they count on the leader too). Any size: it
+/// travels to a follower in chunks (`replication::transfer`).
+pub async fn build(store: &RefCell<Store>) -> Vec<u8> {
     let mut encoder = Encoder::new(store.borrow().next_version());
     let mut cursor = None;
     loop {
         // One reading of both clocks per chunk converts every deadline to unix time.
         let (mono, unix) = (crate::clock::now_ms(), storage::now_unix_ms());
-        let mut over = false;
         let next =
             store
                 .borrow()
                 .scan_oldest_first(cursor, STORAGE_SNAPSHOT_CHUNK_KEYS, |key, value, deadline, version| {
-                    // Past the bound, the rest of the chunk is skipped, not encoded.
-                    over = over || encoder.len() + record::set_bytes(key.len(), value.len()) > RAFT_SNAPSHOT_BYTES_MAX;
-                    if !over {
-                        let deadline = deadline.map(|d| (unix + d).saturating_sub(mono));
-                        encoder.add(key, value, deadline, version);
-                    }
+                    let deadline = deadline.map(|d| (unix + d).saturating_sub(mono));
+                    encoder.add(key, value, deadline, version);
                 });
-        if over {
-            return None;
-        }
         if next.is_none() {
             break;
         }
         cursor = next;
         glommio::yield_if_needed().await;
     }
-    Some(encoder.finish())
+    encoder.finish()
 }
 
 /// Reads a snapshot's data, handing each key to `f` (key, value, unix deadline, version);
@@ -160,7 +152,7 @@ pub struct Restored {
 
 /// Replaces `store`'s contents with a snapshot's: checked whole first (a bad snapshot leaves
 /// the store as it was), then cleared and loaded, deadlines moved onto this node's clock.
-/// Synchronous: costs one pass to check and one to load, bounded by `RAFT_SNAPSHOT_BYTES_MAX`.
+/// Synchronous: costs one pass to check and one to load, each proportional to the snapshot.
 pub fn restore(store: &mut Store, data: &[u8]) -> Result<Restored, String> {
     decode(data, |_, _, _, _| {})?;
     store.clear();

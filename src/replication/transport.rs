@@ -1,7 +1,9 @@
 //! The peer transport: shard `s` of a node listens on its peer port + `s` x
 //! [`PEER_PORT_STRIDE_PER_SHARD`] and dials the same shard of every other member, so a group's
 //! traffic never crosses shards. A connection carries frames one way, dialer to listener: a
-//! handshake (node id, shard, shard count), answered by one status frame, then raft messages.
+//! handshake (node id, shard, shard count), answered by one status frame, then raft messages
+//! and snapshot transfers' frames ([`super::codec`]), the dialer writing a snapshot's next
+//! chunk only when no raft frame waits ([`super::transfer`]).
 //!
 //! Owns peer sockets and their frames. It never touches a store and never blocks the
 //! executor; a peer that is slow or gone loses frames (bounded queues), never memory.
@@ -16,8 +18,10 @@ use glommio::net::{TcpListener, TcpStream};
 use log::{debug, error, info};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
+use raft::eraftpb::MessageType;
 
-use super::codec::{HANDSHAKE_BYTES, Handshake};
+use super::codec::{self, HANDSHAKE_BYTES, Handshake, PeerFrame};
+use super::transfer::Lane;
 use crate::limits::{
     PEER_CONNECTIONS_PER_SHARD_MAX, PEER_FRAME_BYTES_MAX, PEER_FRAME_READ_CHUNK_BYTES, PEER_HANDSHAKE_TIMEOUT_MS,
     PEER_PORT_STRIDE_PER_SHARD, PEER_RECONNECT_BACKOFF_MS,
@@ -77,7 +81,7 @@ pub async fn listen_forever(shard: Rc<ShardContext>, addr: SocketAddr) {
     }
 }
 
-/// Reads one peer's handshake, refuses a mismatch, then steps every raft message it sends.
+/// Reads one peer's handshake, refuses a mismatch, then takes every frame it sends.
 async fn serve_peer(shard: Rc<ShardContext>, mut stream: TcpStream) {
     let Some(group) = shard.replication.as_ref() else {
         return;
@@ -124,19 +128,33 @@ async fn serve_peer(shard: Rc<ShardContext>, mut stream: TcpStream) {
     };
     debug!("shard {}: node {} connected", shard.id, peer.node_id);
     let _ = stream.set_read_timeout(None);
+    let connection = group.open_connection();
     let mut payload = Vec::new();
     while read_frame(&mut stream, &mut payload).await.is_ok() {
-        match Message::parse_from_bytes(&payload) {
-            Ok(message) if message.from == peer.node_id => group.step(message),
-            _ => {
-                error!(
-                    "shard {}: node {} sent a malformed frame; closing",
-                    shard.id, peer.node_id
-                );
-                return;
-            }
+        let taken = match codec::decode_frame(&payload) {
+            Some(PeerFrame::Raft(bytes)) => match Message::parse_from_bytes(bytes) {
+                // A snapshot comes only as a transfer: begin, then chunks.
+                Ok(message) if message.from == peer.node_id && message.get_msg_type() != MessageType::MsgSnapshot => {
+                    group.step(message);
+                    Ok(())
+                }
+                _ => Err("a malformed raft message".to_string()),
+            },
+            Some(frame) => group.receive_snapshot(connection, peer.node_id, frame, shard.args.raft_snapshot_bytes_max),
+            None => Err("a frame of an unknown kind".to_string()),
+        };
+        if let Err(why) = taken {
+            // Rate-limited: a leader sends a refused snapshot again after each reconnect.
+            crate::log_limited!(
+                ::log::Level::Error,
+                "shard {}: node {} sent {why}; closing",
+                shard.id,
+                peer.node_id
+            );
+            break;
         }
     }
+    group.close_connection(connection);
 }
 
 /// Reads one length-prefixed frame into `payload`; refuses one past `PEER_FRAME_BYTES_MAX`.
@@ -164,10 +182,26 @@ async fn read_frame(stream: &mut TcpStream, payload: &mut Vec<u8>) -> std::io::R
     Ok(())
 }
 
+/// Where and how [`dial_forever`] reaches one peer's shard.
+pub struct Dialer {
+    pub peer: u64,
+    pub addr: SocketAddr,
+    pub handshake: Handshake,
+    /// Snapshot chunk size, in bytes (`--raft-snapshot-chunk-bytes`).
+    pub chunk_bytes: usize,
+}
+
 /// Keeps a connection to one peer's shard and writes the frames queued for it, dialing again
 /// after `PEER_RECONNECT_BACKOFF_MS` whenever it fails. Frames queued while it is down wait in
-/// the bounded queue; past it the group drops them.
-pub async fn dial_forever(peer: u64, addr: SocketAddr, handshake: Handshake, outbox: LocalReceiver<Vec<u8>>) {
+/// the bounded queue; past it the group drops them. A snapshot transfer on `lane` goes out one
+/// chunk at a time whenever the queue is empty; a failed connection fails it.
+pub async fn dial_forever(dialer: Dialer, outbox: LocalReceiver<Vec<u8>>, lane: Rc<Lane>) {
+    let Dialer {
+        peer,
+        addr,
+        handshake,
+        chunk_bytes,
+    } = dialer;
     let backoff = Duration::from_millis(PEER_RECONNECT_BACKOFF_MS);
     let mut was_connected = false;
     loop {
@@ -178,6 +212,7 @@ pub async fn dial_forever(peer: u64, addr: SocketAddr, handshake: Handshake, out
                     "shard {}: node {peer} at {addr} refused this node: {why}",
                     handshake.shard
                 );
+                lane.failed();
                 glommio::timer::sleep(backoff * REFUSED_BACKOFF_FACTOR as u32).await;
                 continue;
             }
@@ -186,6 +221,7 @@ pub async fn dial_forever(peer: u64, addr: SocketAddr, handshake: Handshake, out
                     info!("shard {}: lost node {peer} at {addr}: {e}", handshake.shard);
                     was_connected = false;
                 }
+                lane.failed();
                 glommio::timer::sleep(backoff).await;
                 continue;
             }
@@ -194,10 +230,41 @@ pub async fn dial_forever(peer: u64, addr: SocketAddr, handshake: Handshake, out
             info!("shard {}: connected to node {peer} at {addr}", handshake.shard);
             was_connected = true;
         }
-        while let Some(frame) = outbox.recv().await {
-            if stream.write_all(&frame).await.is_err() {
-                break;
+        if write_until_failed(&mut stream, &outbox, &lane, chunk_bytes)
+            .await
+            .is_err()
+        {
+            lane.failed();
+        }
+    }
+}
+
+/// Writes queued frames first, and a snapshot chunk only when none waits, until a write fails.
+async fn write_until_failed(
+    stream: &mut TcpStream,
+    outbox: &LocalReceiver<Vec<u8>>,
+    lane: &Lane,
+    chunk_bytes: usize,
+) -> std::io::Result<()> {
+    loop {
+        // `or` polls the queue first: a queued frame always goes before the next chunk.
+        let frame = futures_lite::future::or(async { outbox.recv().await.map(Ok) }, async {
+            lane.wait().await;
+            Some(Err(()))
+        })
+        .await;
+        match frame {
+            Some(Ok(frame)) => stream.write_all(&frame).await?,
+            Some(Err(())) => {
+                if let Some(next) = lane.next_frame(chunk_bytes) {
+                    stream.write_all(&next.frame).await?;
+                    lane.written(next.transfer, next.written);
+                    // A transfer on a fast link must not keep the shard's other tasks waiting.
+                    glommio::yield_if_needed().await;
+                }
             }
+            // The group is gone (the executor stops): nothing more to write.
+            None => std::future::pending::<()>().await,
         }
     }
 }
