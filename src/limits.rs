@@ -301,6 +301,16 @@ pub const RAFT_SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
 /// Entry bytes (their payloads) a group applies after its last snapshot before it takes the
 /// next one, whatever the entry count: bounds the log on disk and in memory.
 pub const RAFT_SNAPSHOT_LOG_BYTES_MAX: u64 = 32 << 20;
+/// ...but only once the log since the last snapshot (payloads plus `RAFT_ENTRY_OVERHEAD_BYTES`
+/// per entry) reaches 1/`RAFT_SNAPSHOT_LOG_FRACTION` of that snapshot's bytes: a large store
+/// is not copied whole every few thousand writes. Snapshot work then stays within this many
+/// bytes copied per byte of log, and the log held in memory within this fraction of the store
+/// (or the two bounds above, whichever is larger).
+pub const RAFT_SNAPSHOT_LOG_FRACTION: u64 = 4;
+/// What one entry held in the in-memory raft log costs beyond its payload (the `Entry`, its
+/// buffers' headers), in bytes: counted toward `RAFT_SNAPSHOT_LOG_FRACTION`, so a run of tiny
+/// entries (deletes) still brings the next snapshot.
+pub const RAFT_ENTRY_OVERHEAD_BYTES: u64 = 64;
 /// Entries before the snapshot's index kept in memory after a compaction (at most half of
 /// the entry bound), so a follower a little behind is sent entries, not the whole snapshot.
 pub const RAFT_SNAPSHOT_KEEP_ENTRIES_MAX: u64 = 1_000;

@@ -130,10 +130,26 @@ impl RaftLog {
         entries: &[Entry],
         hard_state: &HardState,
     ) -> std::io::Result<()> {
+        self.write_snapshot(snapshot).await?;
+        self.replace_log(entries, hard_state).await
+    }
+
+    /// The first half of a checkpoint: writes `snapshot` durably as `shard-N.snap` (temporary
+    /// file, fdatasync, rename, folder sync) on glommio's blocking pool. Safe to run while the
+    /// group persists entries (it never touches the log file), and safe to crash after: the
+    /// log's entries at or before the snapshot are skipped when it is read back. Never two at
+    /// once (they would share the temporary file): the group keeps at most one in flight.
+    pub fn write_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + 'static {
         let (snapshot, snapshot_path) = (snapshot.clone(), self.snapshot_path.clone());
-        glommio::executor()
-            .spawn_blocking(move || snapshot::write_file(&snapshot_path, &snapshot))
-            .await?;
+        glommio::executor().spawn_blocking(move || snapshot::write_file(&snapshot_path, &snapshot))
+    }
+
+    /// The second half: replaces the log file by `entries` (those after the snapshot) and
+    /// `hard_state`, durably, and appends there from now on.
+    pub async fn replace_log(&self, entries: &[Entry], hard_state: &HardState) -> std::io::Result<()> {
         let mut bytes = Vec::new();
         for entry in entries {
             record(&mut bytes, KIND_ENTRY, &entry.write_to_bytes()?);

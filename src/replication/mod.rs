@@ -3,9 +3,10 @@
 //! committed by a majority and applied here; reads wait for a ReadIndex; a follower's
 //! proposals and read requests travel to the leader inside raft-rs itself.
 //!
-//! Once `--raft-snapshot-entries` entries were applied since the last snapshot, a group
-//! snapshots its store at the applied index ([`snapshot`]), keeps it in [`GroupStorage`] and
-//! drops the log before it (with `--data-dir`, the snapshot is written beside the log file and
+//! Once `--raft-snapshot-entries` entries were applied since the last snapshot (and a log of a
+//! quarter of the last snapshot: `Compaction::due`), a group snapshots its store at the
+//! applied index ([`snapshot`]), keeps it in [`GroupStorage`] and drops the log before it
+//! (with `--data-dir`, the snapshot is written beside the log file in the background, then
 //! the file cut); a follower whose next entry is gone is sent the snapshot (`MsgSnapshot`, its
 //! data in chunks: [`transfer`]) and replaces its store with it.
 //!
@@ -19,7 +20,7 @@
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
 //! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
 //! snapshot, abstaining from elections and commits until then: [`abstain`]); a snapshot is
-//! built, written and restored with the driver paused (a pass over the store each).
+//! built and restored with the driver paused (a pass over the store each).
 //!
 //! Expiry and eviction are decided by the log (docs/ARCHITECTURE.md, "Expiry and eviction in
 //! a cluster"): a put's TTL leaves the proposer as an absolute deadline ([`codec`]); in
@@ -54,9 +55,10 @@ use self::storage::load_recovered;
 use self::transfer::{Inbound, Lane};
 use crate::error::Error;
 use crate::limits::{
-    EXPIRY_KEYS_PER_PROPOSAL_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS,
-    RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX, RAFT_SNAPSHOT_LOG_BYTES_MAX,
-    RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX, REPLICATION_TIMEOUT_MS,
+    EXPIRY_KEYS_PER_PROPOSAL_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_ELECTION_TICKS, RAFT_ENTRY_OVERHEAD_BYTES,
+    RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_KEEP_ENTRIES_MAX,
+    RAFT_SNAPSHOT_LOG_BYTES_MAX, RAFT_SNAPSHOT_LOG_FRACTION, RAFT_TICK_MS, REPLICATION_PENDING_PER_GROUP_MAX,
+    REPLICATION_TIMEOUT_MS,
 };
 use crate::shard::context::ShardContext;
 use crate::shard::message::{Op, Outcome, PeerReply};
@@ -189,10 +191,45 @@ struct Compaction {
     index: u64,
     /// Entry payload bytes applied since it.
     bytes_since: u64,
+    /// The latest snapshot's data bytes (0 before the first).
+    snapshot_bytes: u64,
+}
+
+impl Compaction {
+    /// True when the entries applied up to `applied` call for the next snapshot: at least
+    /// `entries_max` of them or `RAFT_SNAPSHOT_LOG_BYTES_MAX` of payload, and a log of at
+    /// least 1/`RAFT_SNAPSHOT_LOG_FRACTION` of the last snapshot.
+    fn due(&self, applied: u64, entries_max: u64) -> bool {
+        let entries = applied.saturating_sub(self.index);
+        let log_bytes = self.bytes_since + entries * RAFT_ENTRY_OVERHEAD_BYTES;
+        entries > 0
+            && (entries >= entries_max || self.bytes_since >= RAFT_SNAPSHOT_LOG_BYTES_MAX)
+            && log_bytes >= self.snapshot_bytes / RAFT_SNAPSHOT_LOG_FRACTION
+    }
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
     cell.set(cell.get() + by);
+}
+
+/// A snapshot built at an applied index, on its way to becoming the group's.
+struct Built {
+    /// `Compaction::bytes_since` when it was built (the bytes applied after it count on).
+    bytes_before: u64,
+    /// How long the group paused to build it.
+    build_ms: u64,
+    started: Instant,
+    /// `--raft-snapshot-entries` (bounds the entries kept before the snapshot).
+    entries_max: u64,
+}
+
+/// A compaction waiting for its snapshot file ([`Group::poll_snapshot_write`]).
+struct Writing {
+    snapshot: Snapshot,
+    built: Built,
+    /// The write on glommio's blocking pool; awaited before it is dropped (the blocking
+    /// thread would go on writing the file regardless).
+    task: glommio::Task<std::io::Result<()>>,
 }
 
 /// What a `Ready` leaves to do once its entries and hard state are on disk.
@@ -240,6 +277,8 @@ pub struct Group {
     woken: RefCell<Option<LocalReceiver<()>>>,
     metrics: Metrics,
     compaction: RefCell<Compaction>,
+    /// The compaction whose snapshot file is being written in the background (at most one).
+    writing: RefCell<Option<Writing>>,
     /// The snapshot read from disk at start, until [`Group::restore_recovered`] loads it.
     recovered_snapshot: RefCell<Option<Snapshot>>,
     /// Set when a full expire entry of this node's applied: propose the next at once.
@@ -328,8 +367,10 @@ impl Group {
             metrics: Metrics::default(),
             compaction: RefCell::new(Compaction {
                 index: snapshot_index,
+                snapshot_bytes: snapshot.as_ref().map_or(0, |s| s.data.len() as u64),
                 ..Compaction::default()
             }),
+            writing: RefCell::new(None),
             recovered_snapshot: RefCell::new(snapshot),
             expire_again: Cell::new(false),
             abstention: RefCell::new(abstention),
@@ -657,6 +698,7 @@ impl Group {
         let fail = |e: std::io::Error| format!("shard {}: cannot write the raft log: {e}", self.shard);
         match (&self.log, &taken.snapshot) {
             (Some(log), Some(snapshot)) => {
+                self.abandon_compaction().await;
                 let (entries, hard_state) = self.tail_after(snapshot.get_metadata().index);
                 log.checkpoint(snapshot, &entries, &hard_state).await.map_err(fail)?;
             }
@@ -749,6 +791,7 @@ impl Group {
         self.pending.borrow_mut().applied = index;
         *self.compaction.borrow_mut() = Compaction {
             index,
+            snapshot_bytes: snapshot.data.len() as u64,
             ..Compaction::default()
         };
         bump(&self.metrics.snapshots_received, 1);
@@ -776,25 +819,26 @@ impl Group {
         (entries, mem.rl().hard_state().clone())
     }
 
-    /// Takes a snapshot of the store and compacts the log once the entries (or their bytes)
-    /// applied since the last one pass the bound: the snapshot is built in chunks, yielding
-    /// between them (the driver, the only writer, waits, so it is exact at the applied index);
-    /// with `--data-dir` it is made durable and the log file cut; then `MemStorage` keeps
-    /// only the last few entries before it. Any store size is snapshotted: it travels to a
-    /// follower in chunks ([`transfer`]).
+    /// Takes a snapshot of the store and compacts the log once [`Compaction::due`]: the
+    /// snapshot is built in chunks, yielding between them (the driver, the only writer, waits,
+    /// so it is exact at the applied index). With `--data-dir` its file is then written in the
+    /// background while the group goes on ([`log::RaftLog::write_snapshot`]); a later call, once it
+    /// is durable, cuts the log file and `MemStorage` ([`Group::finish_compaction`]). Any store
+    /// size is snapshotted: it travels to a follower in chunks ([`transfer`]).
     async fn maybe_compact(&self, shard: &ShardContext) -> Result<(), String> {
+        if self.writing.borrow().is_some() {
+            return self.poll_snapshot_write().await;
+        }
         let entries_max = shard.args.raft_snapshot_entries;
         let applied = self.pending.borrow().applied;
-        let due = {
-            let c = self.compaction.borrow();
-            applied > c.index && (applied - c.index >= entries_max || c.bytes_since >= RAFT_SNAPSHOT_LOG_BYTES_MAX)
-        };
+        let due = self.compaction.borrow().due(applied, entries_max);
         let StoreHandle::Owned(store) = &shard.store else {
             return Ok(());
         };
         if !due {
             return Ok(());
         }
+        let started = Instant::now();
         let data = snapshot::build(store).await;
         debug_assert_eq!(
             self.pending.borrow().applied,
@@ -802,31 +846,83 @@ impl Group {
             "nothing applies while a snapshot is built"
         );
         let snapshot = self.snapshot_at(applied, data)?;
+        let built = Built {
+            bytes_before: self.compaction.borrow().bytes_since,
+            build_ms: started.elapsed().as_millis() as u64,
+            started,
+            entries_max,
+        };
+        let Some(log) = &self.log else {
+            self.finish_compaction(snapshot, built);
+            return Ok(());
+        };
+        let wake = Rc::clone(&self.wake);
+        let write = log.write_snapshot(&snapshot);
+        let task = glommio::spawn_local(async move {
+            let written = write.await;
+            let _ = wake.try_send(()); // the driver finishes the compaction
+            written
+        });
+        *self.writing.borrow_mut() = Some(Writing { snapshot, built, task });
+        Ok(())
+    }
+
+    /// Finishes the compaction whose snapshot file is being written, once it is durable: cuts
+    /// the log file to the entries after it (those persisted meanwhile included), then drops
+    /// them from `MemStorage` and offers the snapshot to followers.
+    async fn poll_snapshot_write(&self) -> Result<(), String> {
+        let mut writing = self.writing.borrow_mut().take().expect("checked by the caller");
+        let Some(written) = futures_lite::future::poll_once(&mut writing.task).await else {
+            *self.writing.borrow_mut() = Some(writing);
+            return Ok(()); // still writing: the group goes on meanwhile
+        };
+        let fail = |e: std::io::Error| format!("shard {}: cannot write the raft snapshot: {e}", self.shard);
+        let Writing { snapshot, built, .. } = writing;
+        written.map_err(fail)?;
         if let Some(log) = &self.log {
-            let (entries, hard_state) = self.tail_after(applied);
-            log.checkpoint(&snapshot, &entries, &hard_state)
-                .await
-                .map_err(|e| format!("shard {}: cannot write the raft snapshot: {e}", self.shard))?;
+            let (entries, hard_state) = self.tail_after(snapshot.get_metadata().index);
+            log.replace_log(&entries, &hard_state).await.map_err(fail)?;
         }
+        self.finish_compaction(snapshot, built);
+        Ok(())
+    }
+
+    /// Waits for a snapshot file being written, and forgets its compaction: a leader's
+    /// snapshot was installed instead, and its checkpoint must not race that write.
+    async fn abandon_compaction(&self) {
+        let writing = self.writing.borrow_mut().take();
+        if let Some(writing) = writing {
+            let _ = writing.task.await;
+        }
+    }
+
+    /// Makes `snapshot` the group's: `MemStorage` keeps only the last few entries before it,
+    /// followers far behind are sent it, and the next compaction counts from it.
+    fn finish_compaction(&self, snapshot: Snapshot, built: Built) {
+        let index = snapshot.get_metadata().index;
+        let bytes = snapshot.data.len() as u64;
         let raw = self.raw.borrow();
-        let keep = RAFT_SNAPSHOT_KEEP_ENTRIES_MAX.min(entries_max / 2);
-        // The applied entry itself stays, so MemStorage never runs empty (it would forget
+        let keep = RAFT_SNAPSHOT_KEEP_ENTRIES_MAX.min(built.entries_max / 2);
+        // The snapshot's entry itself stays, so MemStorage never runs empty (it would forget
         // where its log starts).
-        let compact_to = (applied + 1).saturating_sub(keep).min(applied);
+        let compact_to = (index + 1).saturating_sub(keep).min(index);
         // Compacting to an index at or before the first is a no-op, past the applied one
-        // impossible (checked above), so MemStorage never refuses it.
+        // impossible (the snapshot is at an applied index), so MemStorage never refuses it.
         let _ = raw.store().mem.wl().compact(compact_to);
         *raw.store().snapshot.borrow_mut() = snapshot;
-        *self.compaction.borrow_mut() = Compaction {
-            index: applied,
-            ..Compaction::default()
+        let mut compaction = self.compaction.borrow_mut();
+        *compaction = Compaction {
+            index,
+            bytes_since: compaction.bytes_since.saturating_sub(built.bytes_before),
+            snapshot_bytes: bytes,
         };
         bump(&self.metrics.snapshots_taken, 1);
         ::log::debug!(
-            "shard {}: snapshot at {applied}, log compacted to {compact_to}",
-            self.shard
+            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms with the group paused, durable {} ms after it started), log compacted to {compact_to}",
+            self.shard,
+            built.build_ms,
+            built.started.elapsed().as_millis()
         );
-        Ok(())
     }
 
     /// A snapshot of `data` at the applied index `index`, with its term and the members.
@@ -1152,5 +1248,42 @@ mod tests {
         let peers = parse_peers("1=127.0.0.1:7101,2=127.0.0.1:7102").unwrap();
         let error = Group::new(0, 2, 3, &peers, None).err().unwrap();
         assert!(error.contains("--node-id 3 is not in --peers"), "{error}");
+    }
+
+    // Goal: a group snapshots after --raft-snapshot-entries (or the payload bound), but a large
+    // store only once the log since its last snapshot reaches a fraction of that snapshot, tiny
+    // entries counted by their overhead too.
+    #[test]
+    fn compaction_waits_for_a_log_that_is_a_fraction_of_the_last_snapshot() {
+        let small = Compaction {
+            index: 100,
+            bytes_since: 5_000,
+            snapshot_bytes: 16 << 10,
+        };
+        assert!(!small.due(100, 10), "nothing applied since");
+        assert!(!small.due(105, 10), "fewer entries than the bound");
+        assert!(
+            small.due(110, 10),
+            "10 entries, and a log past a quarter of a 16 KiB snapshot"
+        );
+        let big = Compaction {
+            snapshot_bytes: 1 << 30,
+            ..small
+        };
+        assert!(!big.due(110, 10), "a 1 GiB store is not copied for 10 entries");
+        let quarter = Compaction {
+            bytes_since: (1 << 30) / RAFT_SNAPSHOT_LOG_FRACTION,
+            ..big
+        };
+        assert!(
+            quarter.due(110, 10),
+            "a log of a quarter of the snapshot brings the next one"
+        );
+        let deletes = Compaction { bytes_since: 0, ..big };
+        let entries = (1 << 30) / RAFT_SNAPSHOT_LOG_FRACTION / RAFT_ENTRY_OVERHEAD_BYTES;
+        assert!(deletes.due(100 + entries, 10), "entries count by their overhead");
+        assert!(!deletes.due(100 + entries - 1, 10));
+        let first = Compaction::default();
+        assert!(first.due(10, 10), "the first snapshot needs only the entry bound");
     }
 }
