@@ -193,6 +193,12 @@ pub struct ServeArgs {
           value_parser = parse_memory_size)]
     pub raft_snapshot_bytes_max: u64,
 
+    /// Milliseconds a Raft snapshot's build waits after each chunk of keys (for tests: a small
+    /// store built as slowly as a large one). 0 in production.
+    #[arg(long = "raft-snapshot-build-delay-ms", hide = true, default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=limits::RAFT_SNAPSHOT_BUILD_DELAY_MS_MAX))]
+    pub raft_snapshot_build_delay_ms: u64,
+
     /// Chunk size of the Raft snapshots this node sends, in bytes (for tests: small chunks
     /// make a small snapshot travel in many).
     #[arg(long = "raft-snapshot-chunk-bytes", hide = true, default_value_t = limits::RAFT_SNAPSHOT_CHUNK_BYTES,

@@ -311,6 +311,8 @@ pub const RAFT_SNAPSHOT_LOG_FRACTION: u64 = 4;
 /// buffers' headers), in bytes: counted toward `RAFT_SNAPSHOT_LOG_FRACTION`, so a run of tiny
 /// entries (deletes) still brings the next snapshot.
 pub const RAFT_ENTRY_OVERHEAD_BYTES: u64 = 64;
+/// Largest `--raft-snapshot-build-delay-ms` (a hidden test flag), in milliseconds.
+pub const RAFT_SNAPSHOT_BUILD_DELAY_MS_MAX: u64 = 10_000;
 /// Entries before the snapshot's index kept in memory after a compaction (at most half of
 /// the entry bound), so a follower a little behind is sent entries, not the whole snapshot.
 pub const RAFT_SNAPSHOT_KEEP_ENTRIES_MAX: u64 = 1_000;

@@ -978,3 +978,46 @@ fn a_hostile_peer_cannot_abuse_snapshot_transfers() {
         "the discarded transfer is not a refusal"
     );
 }
+
+// Goal: while a member builds a snapshot (node 1 only, slowed to ~2.4 s, longer than an
+// election timeout, through the hidden per-chunk delay; the others build theirs at once), its
+// driver goes on ticking and replicating with its applies deferred, then applies them in
+// order: where node 1 leads, its followers see heartbeats throughout and call no election
+// (leaders and terms stay; the driver paused instead would cost one); where it follows, it
+// ends up holding every write the others acknowledged meanwhile.
+#[test]
+fn a_group_keeps_its_leader_while_it_builds_a_snapshot() {
+    let dir = std::env::temp_dir().join(format!("corekv-slow-snapshot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = dir.join("keys.txt");
+    // 6,400 keys: ~3,200 per shard, four chunks of STORAGE_SNAPSHOT_CHUNK_KEYS (1,024), so
+    // three delays of 800 ms per build.
+    let lines: String = (0..6400).map(|i| format!("loaded-{i} value-{i}\n")).collect();
+    std::fs::write(&load, lines).unwrap();
+    let load = load.display().to_string();
+    let peers = peer_list(&free_peer_ports(3));
+    let flags = ["--raft-snapshot-entries", "200", "--load", &load];
+    let slow = [&flags[..], &["--raft-snapshot-build-delay-ms", "800"]].concat();
+    let nodes: Vec<Server> = (1..=3)
+        .map(|id| start_node(id, &peers, if id == 1 { &slow } else { &flags }))
+        .collect();
+    let all: Vec<&Server> = nodes.iter().collect();
+    let leaders_before = wait_for_leaders(&all, &[1, 2, 3]);
+    let terms = |node: &Server| -> Vec<u64> { groups(node).iter().map(|g| g["term"].as_u64().unwrap()).collect() };
+    let terms_before = terms(&nodes[0]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let keys: Vec<String> = (0..1200).map(|i| format!("during-{i}")).collect();
+    let written = put_all(&addrs, &keys, 32);
+    // Every member builds its own snapshot of each group once 200 entries applied.
+    for node in &nodes {
+        wait_groups(node, "no snapshot taken", |g| g["snapshots_taken"].as_u64() > Some(0));
+    }
+    for node in &nodes {
+        assert_eq!(terms(node), terms_before, "a term changed: an election during a build");
+        assert_eq!(leaders(node), leaders_before, "a leader changed during a build");
+    }
+    for node in &nodes {
+        assert_holds(node, &written);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

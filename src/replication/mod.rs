@@ -19,8 +19,9 @@
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's
 //! `MemStorage` only (a restarted node rejoins empty and is caught up from the leader's log or
-//! snapshot, abstaining from elections and commits until then: [`abstain`]); a snapshot is
-//! built and restored with the driver paused (a pass over the store each).
+//! snapshot, abstaining from elections and commits until then: [`abstain`]); while a snapshot
+//! is built the driver defers applying (writes wait; heartbeats and replication go on), and a
+//! received one is restored in one synchronous step.
 //!
 //! Expiry and eviction are decided by the log (docs/ARCHITECTURE.md, "Expiry and eviction in
 //! a cluster"): a put's TTL leaves the proposer as an absolute deadline ([`codec`]); in
@@ -223,6 +224,15 @@ struct Built {
     entries_max: u64,
 }
 
+/// A snapshot being built at applied index `applied` ([`Group::poll_snapshot_build`]).
+struct Building {
+    applied: u64,
+    bytes_before: u64,
+    started: Instant,
+    entries_max: u64,
+    task: glommio::Task<Vec<u8>>,
+}
+
 /// A compaction waiting for its snapshot file ([`Group::poll_snapshot_write`]).
 struct Writing {
     snapshot: Snapshot,
@@ -277,6 +287,14 @@ pub struct Group {
     woken: RefCell<Option<LocalReceiver<()>>>,
     metrics: Metrics,
     compaction: RefCell<Compaction>,
+    /// The snapshot being built by its own task (at most one), while the driver goes on
+    /// ticking, persisting and sending but defers applying.
+    building: RefCell<Option<Building>>,
+    /// Committed entries handed out by raft-rs while a snapshot is built, applied in order
+    /// once it is (raft-rs lets applying lag committing: `advance_apply_to`). Bounded by what
+    /// commits during one build, which the waiting requests bound
+    /// (`REPLICATION_PENDING_PER_GROUP_MAX` per member).
+    deferred: RefCell<Vec<Entry>>,
     /// The compaction whose snapshot file is being written in the background (at most one).
     writing: RefCell<Option<Writing>>,
     /// The snapshot read from disk at start, until [`Group::restore_recovered`] loads it.
@@ -370,6 +388,8 @@ impl Group {
                 snapshot_bytes: snapshot.as_ref().map_or(0, |s| s.data.len() as u64),
                 ..Compaction::default()
             }),
+            building: RefCell::new(None),
+            deferred: RefCell::new(Vec::new()),
             writing: RefCell::new(None),
             recovered_snapshot: RefCell::new(snapshot),
             expire_again: Cell::new(false),
@@ -711,7 +731,7 @@ impl Group {
         let mut raw = self.raw.borrow_mut();
         raw.on_persist_ready(taken.number);
         if taken.snapshot.is_some() {
-            raw.advance_apply();
+            raw.advance_apply_to(self.pending.borrow().applied);
         }
         self.send(&mut raw, taken.persisted_messages);
         drop(raw);
@@ -742,7 +762,12 @@ impl Group {
             self.install(shard, &mut raw, snapshot)?;
         }
         let leader = raw.raft.leader_id;
-        self.apply(shard, ready.take_committed_entries(), leader);
+        let committed = ready.take_committed_entries();
+        if self.building.borrow().is_some() || !self.deferred.borrow().is_empty() {
+            self.deferred.borrow_mut().extend(committed);
+        } else {
+            self.apply(shard, committed, leader);
+        }
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() {
@@ -765,7 +790,7 @@ impl Group {
         // raft-rs keeps applied at or below persisted: a snapshot counts as applied only once
         // it is persisted (in `handle_ready`).
         if taken.snapshot.is_none() {
-            raw.advance_apply();
+            raw.advance_apply_to(self.pending.borrow().applied);
         }
         Ok(Some(taken))
     }
@@ -781,6 +806,11 @@ impl Group {
         snapshot: &Snapshot,
     ) -> Result<(), String> {
         let index = snapshot.get_metadata().index;
+        // A build of this node's own snapshot is void now (the store is replaced), and every
+        // entry it deferred is at or before the leader's snapshot (raft-rs installs one only
+        // past its commit index).
+        drop(self.building.borrow_mut().take());
+        self.deferred.borrow_mut().clear();
         raw.mut_store()
             .mem
             .wl()
@@ -825,33 +855,60 @@ impl Group {
     /// background while the group goes on ([`log::RaftLog::write_snapshot`]); a later call, once it
     /// is durable, cuts the log file and `MemStorage` ([`Group::finish_compaction`]). Any store
     /// size is snapshotted: it travels to a follower in chunks ([`transfer`]).
-    async fn maybe_compact(&self, shard: &ShardContext) -> Result<(), String> {
+    async fn maybe_compact(&self, shard: &Rc<ShardContext>) -> Result<(), String> {
+        if self.building.borrow().is_some() {
+            return self.poll_snapshot_build(shard).await;
+        }
+        self.apply_deferred(shard);
         if self.writing.borrow().is_some() {
             return self.poll_snapshot_write().await;
         }
         let entries_max = shard.args.raft_snapshot_entries;
         let applied = self.pending.borrow().applied;
         let due = self.compaction.borrow().due(applied, entries_max);
-        let StoreHandle::Owned(store) = &shard.store else {
-            return Ok(());
-        };
-        if !due {
+        if !due || !matches!(shard.store, StoreHandle::Owned(_)) {
             return Ok(());
         }
-        let started = Instant::now();
-        let data = snapshot::build(store).await;
+        let (task_shard, wake) = (Rc::clone(shard), Rc::clone(&self.wake));
+        let task = glommio::spawn_local(async move {
+            let StoreHandle::Owned(store) = &task_shard.store else {
+                unreachable!("checked before the task was spawned")
+            };
+            let data = snapshot::build(store, task_shard.args.raft_snapshot_build_delay_ms).await;
+            let _ = wake.try_send(()); // the driver takes it
+            data
+        });
+        *self.building.borrow_mut() = Some(Building {
+            applied,
+            bytes_before: self.compaction.borrow().bytes_since,
+            started: Instant::now(),
+            entries_max,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Takes the snapshot being built once it is: applies the entries deferred meanwhile,
+    /// then writes it (in the background) or, without `--data-dir`, makes it the group's.
+    async fn poll_snapshot_build(&self, shard: &ShardContext) -> Result<(), String> {
+        let mut building = self.building.borrow_mut().take().expect("checked by the caller");
+        let Some(data) = futures_lite::future::poll_once(&mut building.task).await else {
+            *self.building.borrow_mut() = Some(building);
+            return Ok(()); // still building: the group ticks, persists and sends meanwhile
+        };
         debug_assert_eq!(
             self.pending.borrow().applied,
-            applied,
+            building.applied,
             "nothing applies while a snapshot is built"
         );
-        let snapshot = self.snapshot_at(applied, data)?;
+        let snapshot = self.snapshot_at(building.applied, data)?;
         let built = Built {
-            bytes_before: self.compaction.borrow().bytes_since,
-            build_ms: started.elapsed().as_millis() as u64,
-            started,
-            entries_max,
+            bytes_before: building.bytes_before,
+            build_ms: building.started.elapsed().as_millis() as u64,
+            started: building.started,
+            entries_max: building.entries_max,
         };
+        self.apply_deferred(shard);
         let Some(log) = &self.log else {
             self.finish_compaction(snapshot, built);
             return Ok(());
@@ -865,6 +922,19 @@ impl Group {
         });
         *self.writing.borrow_mut() = Some(Writing { snapshot, built, task });
         Ok(())
+    }
+
+    /// Applies the entries committed while a snapshot was built, in order, and tells raft-rs.
+    fn apply_deferred(&self, shard: &ShardContext) {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        if deferred.is_empty() {
+            return;
+        }
+        let leader = self.raw.borrow().raft.leader_id;
+        self.apply(shard, deferred, leader);
+        self.raw.borrow_mut().advance_apply_to(self.pending.borrow().applied);
+        self.serve_reads(shard, leader);
+        let _ = self.wake.try_send(()); // more may be ready now
     }
 
     /// Finishes the compaction whose snapshot file is being written, once it is durable: cuts
@@ -918,7 +988,7 @@ impl Group {
         };
         bump(&self.metrics.snapshots_taken, 1);
         ::log::debug!(
-            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms with the group paused, durable {} ms after it started), log compacted to {compact_to}",
+            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms while applies waited, made the group's {} ms after it started), log compacted to {compact_to}",
             self.shard,
             built.build_ms,
             built.started.elapsed().as_millis()
