@@ -698,20 +698,20 @@ async fn create_spare(dir: &Path, seq: u64, capacity: u64, fsync: FsyncPolicy) -
     }
 }
 
+/// How a spare is opened: read-write, created new (a leftover of the same name is replaced).
+fn spare_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(true);
+    options
+}
+
 /// A spare for the page cache: preallocated only, then mapped. A store into a preallocated
 /// (unwritten) block needs no read of it (the kernel knows it reads as zeros) and no new
 /// allocation; writeback converts the extent, at the fdatasync, off the answer's path.
 async fn create_mapped_spare(dir: &Path, seq: u64, capacity: u64) -> Result<SegmentFile, StorageError> {
     let path = dir::spare_path(dir, seq);
     let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&path)
-        .await
-        .map_err(io)?;
+    let file = spare_options().buffered_open(&path).await.map_err(io)?;
     let allocated = async {
         file.pre_allocate(capacity, false).await.map_err(io)?;
         file.fdatasync().await.map_err(io)?;
@@ -735,14 +735,7 @@ async fn create_mapped_spare(dir: &Path, seq: u64, capacity: u64) -> Result<Segm
 async fn create_direct_spare(dir: &Path, seq: u64, capacity: u64) -> Result<DmaFile, StorageError> {
     let path = dir::spare_path(dir, seq);
     let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&path)
-        .await
-        .map_err(io)?;
+    let file = spare_options().dma_open(&path).await.map_err(io)?;
     let allocated = async {
         file.pre_allocate(capacity, false).await.map_err(io)?;
         let mut at = 0;
