@@ -217,8 +217,10 @@ fn bump(cell: &Cell<u64>, by: u64) {
 struct Built {
     /// `Compaction::bytes_since` when it was built (the bytes applied after it count on).
     bytes_before: u64,
-    /// How long the group paused to build it.
+    /// How long its build ran, and how long applies waited for it (from the build's spawn to
+    /// the driver taking it).
     build_ms: u64,
+    deferred_ms: u64,
     started: Instant,
     /// `--raft-snapshot-entries` (bounds the entries kept before the snapshot).
     entries_max: u64,
@@ -230,7 +232,7 @@ struct Building {
     bytes_before: u64,
     started: Instant,
     entries_max: u64,
-    task: glommio::Task<Vec<u8>>,
+    task: glommio::Task<(Vec<u8>, Duration)>,
 }
 
 /// A compaction waiting for its snapshot file ([`Group::poll_snapshot_write`]).
@@ -870,18 +872,23 @@ impl Group {
             return Ok(());
         }
         let (task_shard, wake) = (Rc::clone(shard), Rc::clone(&self.wake));
+        let started = Instant::now();
+        // glommio runs a task it spawns at once, up to its first yield; the build yields once
+        // the task queue's time slice is used (glommio's 100 ms preemption timer), and the
+        // driver runs in between: ticks, heartbeats and replication go on.
         let task = glommio::spawn_local(async move {
             let StoreHandle::Owned(store) = &task_shard.store else {
                 unreachable!("checked before the task was spawned")
             };
+            let building = Instant::now();
             let data = snapshot::build(store, task_shard.args.raft_snapshot_build_delay_ms).await;
             let _ = wake.try_send(()); // the driver takes it
-            data
+            (data, building.elapsed())
         });
         *self.building.borrow_mut() = Some(Building {
             applied,
             bytes_before: self.compaction.borrow().bytes_since,
-            started: Instant::now(),
+            started,
             entries_max,
             task,
         });
@@ -892,7 +899,7 @@ impl Group {
     /// then writes it (in the background) or, without `--data-dir`, makes it the group's.
     async fn poll_snapshot_build(&self, shard: &ShardContext) -> Result<(), String> {
         let mut building = self.building.borrow_mut().take().expect("checked by the caller");
-        let Some(data) = futures_lite::future::poll_once(&mut building.task).await else {
+        let Some((data, build_time)) = futures_lite::future::poll_once(&mut building.task).await else {
             *self.building.borrow_mut() = Some(building);
             return Ok(()); // still building: the group ticks, persists and sends meanwhile
         };
@@ -904,7 +911,8 @@ impl Group {
         let snapshot = self.snapshot_at(building.applied, data)?;
         let built = Built {
             bytes_before: building.bytes_before,
-            build_ms: building.started.elapsed().as_millis() as u64,
+            build_ms: build_time.as_millis() as u64,
+            deferred_ms: building.started.elapsed().as_millis() as u64,
             started: building.started,
             entries_max: building.entries_max,
         };
@@ -988,9 +996,10 @@ impl Group {
         };
         bump(&self.metrics.snapshots_taken, 1);
         ::log::debug!(
-            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms while applies waited, made the group's {} ms after it started), log compacted to {compact_to}",
+            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms, applies waited {} ms, made the group's {} ms after it started), log compacted to {compact_to}",
             self.shard,
             built.build_ms,
+            built.deferred_ms,
             built.started.elapsed().as_millis()
         );
     }
