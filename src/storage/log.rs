@@ -183,8 +183,9 @@ pub(super) struct Inner {
     spare: RefCell<Option<Spare>>,
     /// Set while [`prepare_spare`] runs (rotation waits for it rather than race it).
     preparing: Cell<bool>,
-    /// Set by an append that filled a mapped segment past half: the writer (which writes
-    /// nothing for mapped segments, so cannot notice by itself) then starts the spare.
+    /// Set by the append that fills the current segment past half; the writer then starts
+    /// making the spare (once per segment: a spare that cannot be made is retried by the
+    /// rotation that needs it).
     spare_wanted: Cell<bool>,
     /// Segments since the newest snapshot, oldest first (deleted when a snapshot supersedes).
     pub(super) live_segments: RefCell<Vec<u64>>,
@@ -219,7 +220,8 @@ pub(super) struct Inner {
 }
 
 impl ShardLog {
-    /// Whether the next segment is made (zero-filled and synced) and waiting for rotation.
+    /// Whether the next segment is made (preallocated, zero-filled under `always`, synced) and
+    /// waiting for rotation.
     #[cfg(test)]
     pub(super) fn has_spare(&self) -> bool {
         self.inner.spare.borrow().is_some()
@@ -519,6 +521,10 @@ impl Inner {
         stats.log_bytes += bytes as u64;
         let lsn = Lsn(self.appended.get().0 + bytes as u64);
         self.appended.set(lsn);
+        let half = segment.capacity / 2;
+        if offset < half && segment.appended >= half {
+            self.spare_wanted.set(true);
+        }
         let SegmentFile::Mapped { map, .. } = &*segment.file else {
             drop(stats);
             self.doorbell.notify_all();
@@ -532,17 +538,12 @@ impl Inner {
         stats.written_bytes += bytes as u64;
         let was_synced = self.synced.get() == self.written.get();
         self.written.set(lsn);
-        let half = segment.capacity / 2;
-        if offset < half && segment.appended >= half {
-            self.spare_wanted.set(true);
-        }
         drop(stats);
-        // The writer wants to know only when it has something new to do: arm the sync timer,
-        // make the next segment.
+        // No one waits on `progress` for a mapped append (`durable` is ready at once), and the
+        // writer needs waking only for something new to do: arm its sync timer, make the spare.
         if was_synced || self.spare_wanted.get() {
             self.doorbell.notify_all();
         }
-        self.progress.notify_all();
         Ok(lsn)
     }
 
@@ -594,7 +595,7 @@ impl Inner {
     /// removed and its sequence number reused).
     async fn take_spare(&self, needed: u64) -> Result<Spare, StorageError> {
         self.progress.wait_until(|| !self.preparing.get()).await;
-        let spare = match self.spare.take() {
+        let mut spare = match self.spare.take() {
             Some(spare) if spare.capacity >= needed => spare,
             unfit => {
                 let seq = match unfit {
@@ -614,7 +615,6 @@ impl Inner {
                 }
             }
         };
-        let mut spare = spare;
         let path = dir::segment_path(&self.dir, spare.seq);
         let io = |e: glommio::GlommioError<()>| StorageError::io(&path, &e.into());
         spare.file.rename(&path).await.map_err(io)?;
@@ -806,6 +806,9 @@ async fn writer(inner: Rc<Inner>) {
     let mut syncing: Option<Syncing> = None;
     let sync_every = Duration::from_millis(STORAGE_EVERYSEC_SYNC_MS);
     loop {
+        if inner.spare_wanted.take() {
+            start_preparing_spare(&inner);
+        }
         let idle = || inner.buffer.borrow().is_empty();
         let unsynced = || inner.synced.get() < inner.written.get();
         if idle() && inner.failed.borrow().is_none() {
@@ -820,13 +823,10 @@ async fn writer(inner: Rc<Inner>) {
             if inner.closing.get() && !unsynced() {
                 break;
             }
-            if inner.spare_wanted.take() {
-                start_preparing_spare(&inner);
-            }
             let every_sec = inner.config.fsync == FsyncPolicy::EverySec;
             let timed = every_sec && unsynced();
             // A mapped segment is written by its appends, never here: they ring for the first
-            // unsynced byte (arming the timer below) and for the next segment.
+            // unsynced byte (arming the timer below). Any append rings for the next segment.
             let work = inner.doorbell.wait_until(|| {
                 let arm = every_sec && !timed && unsynced();
                 !idle() || inner.closing.get() || inner.spare_wanted.get() || arm
@@ -866,14 +866,6 @@ async fn writer(inner: Rc<Inner>) {
                 break;
             }
             inner.written.set(end);
-            if inner
-                .segment
-                .borrow()
-                .as_ref()
-                .is_some_and(|s| s.appended * 2 >= s.capacity)
-            {
-                start_preparing_spare(&inner);
-            }
             if inner.config.fsync == FsyncPolicy::Always {
                 syncing = Some(start_sync(&inner, file, end));
             }
