@@ -213,32 +213,28 @@ fn bump(cell: &Cell<u64>, by: u64) {
     cell.set(cell.get() + by);
 }
 
-/// A snapshot built at an applied index, on its way to becoming the group's.
-struct Built {
-    /// `Compaction::bytes_since` when it was built (the bytes applied after it count on).
+/// What a compaction carries from its start to its end.
+struct Started {
+    at: Instant,
+    /// `Compaction::bytes_since` when it started (the bytes applied after it count on).
     bytes_before: u64,
-    /// How long its build ran, and how long applies waited for it (from the build's spawn to
-    /// the driver taking it).
-    build_ms: u64,
-    deferred_ms: u64,
-    started: Instant,
     /// `--raft-snapshot-entries` (bounds the entries kept before the snapshot).
     entries_max: u64,
 }
 
-/// A snapshot being built at applied index `applied` ([`Group::poll_snapshot_build`]).
+/// A snapshot being built at applied index `applied` ([`Group::poll_snapshot_build`]); the
+/// task returns its data and how long the build ran (the time applies waited).
 struct Building {
     applied: u64,
-    bytes_before: u64,
-    started: Instant,
-    entries_max: u64,
+    started: Started,
     task: glommio::Task<(Vec<u8>, Duration)>,
 }
 
 /// A compaction waiting for its snapshot file ([`Group::poll_snapshot_write`]).
 struct Writing {
     snapshot: Snapshot,
-    built: Built,
+    started: Started,
+    build_time: Duration,
     /// The write on glommio's blocking pool; awaited before it is dropped (the blocking
     /// thread would go on writing the file regardless).
     task: glommio::Task<std::io::Result<()>>,
@@ -765,7 +761,7 @@ impl Group {
         }
         let leader = raw.raft.leader_id;
         let committed = ready.take_committed_entries();
-        if self.building.borrow().is_some() || !self.deferred.borrow().is_empty() {
+        if self.building.borrow().is_some() {
             self.deferred.borrow_mut().extend(committed);
         } else {
             self.apply(shard, committed, leader);
@@ -852,16 +848,20 @@ impl Group {
     }
 
     /// Takes a snapshot of the store and compacts the log once [`Compaction::due`]: the
-    /// snapshot is built in chunks, yielding between them (the driver, the only writer, waits,
-    /// so it is exact at the applied index). With `--data-dir` its file is then written in the
-    /// background while the group goes on ([`log::RaftLog::write_snapshot`]); a later call, once it
+    /// snapshot is built by its own task in chunks while the driver, the store's only writer,
+    /// defers applying (so it is exact at the applied index) but goes on ticking and
+    /// replicating. With `--data-dir` its file is then written in the background while the
+    /// group goes on ([`log::RaftLog::write_snapshot`]); a later call, once it
     /// is durable, cuts the log file and `MemStorage` ([`Group::finish_compaction`]). Any store
     /// size is snapshotted: it travels to a follower in chunks ([`transfer`]).
     async fn maybe_compact(&self, shard: &Rc<ShardContext>) -> Result<(), String> {
         if self.building.borrow().is_some() {
             return self.poll_snapshot_build(shard).await;
         }
-        self.apply_deferred(shard);
+        debug_assert!(
+            self.deferred.borrow().is_empty(),
+            "entries wait only while a build runs"
+        );
         if self.writing.borrow().is_some() {
             return self.poll_snapshot_write().await;
         }
@@ -885,13 +885,12 @@ impl Group {
             let _ = wake.try_send(()); // the driver takes it
             (data, building.elapsed())
         });
-        *self.building.borrow_mut() = Some(Building {
-            applied,
+        let started = Started {
+            at: started,
             bytes_before: self.compaction.borrow().bytes_since,
-            started,
             entries_max,
-            task,
-        });
+        };
+        *self.building.borrow_mut() = Some(Building { applied, started, task });
         Ok(())
     }
 
@@ -909,16 +908,9 @@ impl Group {
             "nothing applies while a snapshot is built"
         );
         let snapshot = self.snapshot_at(building.applied, data)?;
-        let built = Built {
-            bytes_before: building.bytes_before,
-            build_ms: build_time.as_millis() as u64,
-            deferred_ms: building.started.elapsed().as_millis() as u64,
-            started: building.started,
-            entries_max: building.entries_max,
-        };
         self.apply_deferred(shard);
         let Some(log) = &self.log else {
-            self.finish_compaction(snapshot, built);
+            self.finish_compaction(snapshot, building.started, build_time);
             return Ok(());
         };
         let wake = Rc::clone(&self.wake);
@@ -928,7 +920,12 @@ impl Group {
             let _ = wake.try_send(()); // the driver finishes the compaction
             written
         });
-        *self.writing.borrow_mut() = Some(Writing { snapshot, built, task });
+        *self.writing.borrow_mut() = Some(Writing {
+            snapshot,
+            started: building.started,
+            build_time,
+            task,
+        });
         Ok(())
     }
 
@@ -955,13 +952,18 @@ impl Group {
             return Ok(()); // still writing: the group goes on meanwhile
         };
         let fail = |e: std::io::Error| format!("shard {}: cannot write the raft snapshot: {e}", self.shard);
-        let Writing { snapshot, built, .. } = writing;
+        let Writing {
+            snapshot,
+            started,
+            build_time,
+            ..
+        } = writing;
         written.map_err(fail)?;
         if let Some(log) = &self.log {
             let (entries, hard_state) = self.tail_after(snapshot.get_metadata().index);
             log.replace_log(&entries, &hard_state).await.map_err(fail)?;
         }
-        self.finish_compaction(snapshot, built);
+        self.finish_compaction(snapshot, started, build_time);
         Ok(())
     }
 
@@ -976,11 +978,11 @@ impl Group {
 
     /// Makes `snapshot` the group's: `MemStorage` keeps only the last few entries before it,
     /// followers far behind are sent it, and the next compaction counts from it.
-    fn finish_compaction(&self, snapshot: Snapshot, built: Built) {
+    fn finish_compaction(&self, snapshot: Snapshot, started: Started, build_time: Duration) {
         let index = snapshot.get_metadata().index;
         let bytes = snapshot.data.len() as u64;
         let raw = self.raw.borrow();
-        let keep = RAFT_SNAPSHOT_KEEP_ENTRIES_MAX.min(built.entries_max / 2);
+        let keep = RAFT_SNAPSHOT_KEEP_ENTRIES_MAX.min(started.entries_max / 2);
         // The snapshot's entry itself stays, so MemStorage never runs empty (it would forget
         // where its log starts).
         let compact_to = (index + 1).saturating_sub(keep).min(index);
@@ -991,16 +993,15 @@ impl Group {
         let mut compaction = self.compaction.borrow_mut();
         *compaction = Compaction {
             index,
-            bytes_since: compaction.bytes_since.saturating_sub(built.bytes_before),
+            bytes_since: compaction.bytes_since.saturating_sub(started.bytes_before),
             snapshot_bytes: bytes,
         };
         bump(&self.metrics.snapshots_taken, 1);
         ::log::debug!(
-            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms, applies waited {} ms, made the group's {} ms after it started), log compacted to {compact_to}",
+            "shard {}: snapshot at {index} ({bytes} bytes; built in {} ms while applies waited, made the group's {} ms after it started), log compacted to {compact_to}",
             self.shard,
-            built.build_ms,
-            built.deferred_ms,
-            built.started.elapsed().as_millis()
+            build_time.as_millis(),
+            started.at.elapsed().as_millis()
         );
     }
 
