@@ -12,9 +12,10 @@
 //!
 //! Owns each group's consensus state ([`Group`]: the `RawNode`, its log, its snapshot, the
 //! requests waiting on it), the peer transport ([`transport`]), the log entry format
-//! ([`codec`]), the snapshot format ([`snapshot`]) and snapshot transfers ([`transfer`]). A group lives on its shard's thread only
-//! (`RefCell`s, no locks of its own) and changes its own shard's store only: committed
-//! operations through [`ShardContext::apply_local`], a snapshot by replacing the store whole.
+//! ([`codec`]), the snapshot format ([`snapshot`]) and snapshot transfers ([`transfer`]). A
+//! group lives on its shard's thread only (`RefCell`s, no locks of its own) and changes its
+//! own shard's store only: committed operations through [`ShardContext::apply_local`], a
+//! snapshot by replacing the store whole.
 //! It never knows of HTTP: the dispatcher hands it a batch and gets a [`PeerReply`] back.
 //!
 //! Gaps (see docs/ARCHITECTURE.md): without `--data-dir` the Raft log is raft-rs's

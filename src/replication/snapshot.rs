@@ -81,10 +81,10 @@ impl Encoder {
 /// Encodes `store` as it is now, `STORAGE_SNAPSHOT_CHUNK_KEYS` keys at a time, yielding to
 /// the executor between chunks. The caller guarantees nothing writes the store meanwhile (the
 /// group's driver, the only writer, defers applying until the build ends; in cluster mode
-/// reads change nothing), so the snapshot is exact. Keys go least recently used first, so a replica restored from it
-/// holds them in the leader's LRU order and evicts what the leader evicts; expired keys not
-/// yet removed by an expire entry are included (they count on the leader too). Any size: it
-/// travels to a follower in chunks (`replication::transfer`).
+/// reads change nothing), so the snapshot is exact. Keys go least recently used first, so a
+/// replica restored from it holds them in the leader's LRU order and evicts what the leader
+/// evicts; expired keys not yet removed by an expire entry are included (they count on the
+/// leader too). Any size: it travels to a follower in chunks (`replication::transfer`).
 /// `delay_ms_per_chunk` (0 but in tests: the hidden `--raft-snapshot-build-delay-ms`) makes a
 /// small store's build as slow as a large one's.
 pub async fn build(store: &RefCell<Store>, delay_ms_per_chunk: u64) -> Vec<u8> {

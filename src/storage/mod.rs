@@ -3,8 +3,9 @@
 //! Owns the data directory and every byte in it. A [`ShardLog`] lives on its shard's executor
 //! and writes only that shard's folder; nothing here is shared between shards, and nothing here
 //! ever touches a store: the shard applies what [`recover`] replays, and hands the log what it
-//! applied. It never blocks an executor on disk I/O (glommio's io_uring `DmaFile` does the
-//! reads, writes and syncs; only start-up and [`DataDir::remove_superseded`] use `std::fs`).
+//! applied. It never blocks an executor on disk I/O (glommio's io_uring files do the reads,
+//! O_DIRECT writes and syncs; `everysec`/`never` segments take their records as copies into a
+//! shared mapping, `mapped`; only start-up and [`DataDir::remove_superseded`] use `std::fs`).
 //!
 //! # On-disk format
 //!
@@ -53,12 +54,14 @@
 //! kind-1 Set still reads, as version 0, and [`Replayed::Set`] carries the version. Deadlines are wall-clock unix milliseconds, so a key that
 //! expired while the server was down stays gone ([`unix_to_mono_ms`] converts on the way in).
 //!
-//! A segment is preallocated (`fallocate`) to its full size and then filled with zeros before
-//! it takes records (as a `*.spare`, in the background: see `log::create_spare` for why), so
-//! it reads as zeros past the last record: sixteen zero bytes where a header should be mark
-//! the end of its records. Writes are O_DIRECT where the file system allows (not tmpfs): the writer rewrites
-//! the partial last block each time, padded with zeros, so a file is always a prefix of
-//! records followed by zeros.
+//! A segment is preallocated (`fallocate`) to its full size before it takes records (as a
+//! `*.spare`, in the background), and under `always` also filled with zeros (see
+//! `log::create_direct_spare` for why), so it reads as zeros past the last record: sixteen
+//! zero bytes where a header should be mark the end of its records. Under `always` writes are
+//! O_DIRECT where the file system allows (not tmpfs): the writer rewrites the partial last
+//! block each time, padded with zeros; under `everysec`/`never` each record is copied into
+//! the mapped segment at its offset. Either way a file is always a prefix of records followed
+//! by zeros.
 //!
 //! ## Ordering of acknowledgement and sync
 //! 1. The shard calls [`ShardLog::reserve`] (waits for buffer room; at a full segment, seals
@@ -68,14 +71,15 @@
 //!    between taking room and applying (it holds locks across shards) takes it with
 //!    [`ShardLog::hold`] instead: the room stays promised across awaits and rotations until
 //!    the `Hold` is used by [`ShardLog::append_group`] or dropped.
-//! 2. It awaits [`ShardLog::durable`] before answering. One writer task per shard takes every
-//!    byte appended since its last write and issues one aligned io_uring write (group commit),
-//!    then under `always` one fdatasync; `durable` resolves after the write (`everysec`,
-//!    `never`: the bytes reached the kernel, so a kill -9 loses nothing acknowledged) or after
-//!    the fdatasync (`always`: a power loss loses nothing acknowledged). Under `everysec` the
-//!    writer also fdatasyncs written bytes at least every [`crate::limits::STORAGE_EVERYSEC_SYNC_MS`].
+//! 2. It awaits [`ShardLog::durable`] before answering. Under `always` one writer task per
+//!    shard takes every byte appended since its last write and issues one aligned io_uring
+//!    write (group commit), then one fdatasync, after which `durable` resolves (a power loss
+//!    loses nothing acknowledged). Under `everysec` and `never` the append itself copied the
+//!    record into the page cache, so `durable` is ready at once (a kill -9 loses nothing
+//!    acknowledged); under `everysec` the writer fdatasyncs at least every
+//!    [`crate::limits::STORAGE_EVERYSEC_SYNC_MS`].
 //! 3. A segment is fdatasynced before any byte goes to the next one, and a new segment is
-//!    created, preallocated, zero-filled, synced, renamed from `*.spare` to its segment name
+//!    created, preallocated (zero-filled under `always`), synced, renamed from `*.spare` to its segment name
 //!    and its directory synced before it takes records; so only the newest segment of a shard
 //!    can end in a torn record (a spare is never read: start-up deletes it).
 //! 4. A snapshot starts by rotating to a fresh segment `seq`; its entries are scanned from the
