@@ -52,6 +52,9 @@ const ELECTION_WITHIN: Duration = Duration::from_secs(15);
 const NO_QUORUM_WITHIN: Duration = Duration::from_millis(REPLICATION_TIMEOUT_MS + 3_000);
 /// How long a healed or restarted node may take to hold every acknowledged write.
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(15);
+/// How long a member that votes may take to remove its abstention markers (an unlink and a
+/// directory fsync on the blocking pool).
+const MARKERS_REMOVED_WITHIN: Duration = Duration::from_secs(5);
 /// History clients: two per node; each stops after this many operations or when told, and
 /// waits `PACING` between operations, so the histories span every fault of a test (~12 s)
 /// and stay small enough for the checker.
@@ -902,6 +905,24 @@ impl Cluster {
             .filter(|marker| marker.exists())
             .collect()
     }
+
+    /// Waits until node `id` has no abstention marker left: a member starts voting in memory
+    /// as it catches up, and then removes its markers on the blocking pool, so the files go a
+    /// moment after `voting: true` is reported.
+    fn wait_for_no_markers(&self, id: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let markers = self.abstention_markers(id);
+            if markers.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} votes but kept its abstention markers {markers:?} for {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Cluster {
@@ -965,7 +986,7 @@ fn wiped_member_meets_a_stale_one(stale: Stale, tag: &str) {
     for id in NODE_IDS {
         // A brand-new cluster: every member started empty, elected, caught up and votes.
         cluster.wait_for_voting(id, true, CATCH_UP_WITHIN);
-        assert_eq!(cluster.abstention_markers(id), Vec::<PathBuf>::new(), "node {id}");
+        cluster.wait_for_no_markers(id, MARKERS_REMOVED_WITHIN);
     }
     let led = (stale == Stale::Leader).then(|| cluster.make_lead(3));
     cluster.isolate(3);
@@ -1025,11 +1046,7 @@ fn wiped_member_meets_a_stale_one(stale: Stale, tag: &str) {
     cluster.heal();
     cluster.wait_for_leaders(&NODE_IDS, &NODE_IDS);
     cluster.wait_for_voting(2, true, CATCH_UP_WITHIN);
-    assert_eq!(
-        cluster.abstention_markers(2),
-        Vec::<PathBuf>::new(),
-        "caught up: markers removed"
-    );
+    cluster.wait_for_no_markers(2, MARKERS_REMOVED_WITHIN);
     for key in &keys {
         for id in NODE_IDS {
             wait_for_value(cluster.addr(id), &format!("/v1/keys/{key}"), b"K", CATCH_UP_WITHIN);
