@@ -1,6 +1,7 @@
 //! Store operations (get, put, a 90/10 mix) on four ways of holding a keyspace in memory:
 //! the owned shard map ([`corekv::shard::store::Store`], one per thread, each owning the keys
-//! `shard_for` gives it), `Mutex<HashMap>`, `RwLock<HashMap>` and `DashMap`, at every thread
+//! `shard_for` gives it), a plain unlocked `HashMap` per thread with the same keys (the
+//! baseline for `Store::get`), `Mutex<HashMap>`, `RwLock<HashMap>` and `DashMap`, at every thread
 //! count from 1 to the machine's CPUs.
 //!
 //! Every variant hashes with `ahash`, so the comparison is of the concurrency scheme and the
@@ -119,6 +120,30 @@ impl Contender for Owned {
     }
 }
 
+/// A plain, unlocked `HashMap` per thread holding the same keys as the owned store: the
+/// baseline issue #14 states `Store::get`'s goal against (≤ 1.2× its time).
+struct Plain;
+
+impl Contender for Plain {
+    type Local = Map;
+
+    fn local(&self, thread: usize, threads: usize, keys: &[Vec<u8>]) -> Map {
+        loaded_map(&self.keys_of(thread, threads, keys))
+    }
+
+    fn keys_of(&self, thread: usize, threads: usize, keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        Owned.keys_of(thread, threads, keys)
+    }
+
+    fn get(&self, map: &mut Map, key: &[u8]) -> usize {
+        map.get(key).map_or(0, |value| value.len())
+    }
+
+    fn put(&self, map: &mut Map, key: &[u8], value: &[u8]) {
+        map.insert(key.into(), value.into());
+    }
+}
+
 fn loaded_map(keys: &[Vec<u8>]) -> Map {
     let mut map = Map::with_hasher(Hasher::new());
     for key in keys {
@@ -228,6 +253,7 @@ fn bench_store(c: &mut Criterion) {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let keys = keys();
     let owned = Arc::new(Owned);
+    let plain = Arc::new(Plain);
     let mutex = Arc::new(Locked(Mutex::new(loaded_map(&keys))));
     let rwlock = Arc::new(ReadWriteLocked(RwLock::new(loaded_map(&keys))));
     let dash = Arc::new(Dash({
@@ -247,6 +273,9 @@ fn bench_store(c: &mut Criterion) {
             group.throughput(Throughput::Elements(threads as u64));
             group.bench_with_input(BenchmarkId::new("owned", threads), &threads, |b, &t| {
                 b.iter_custom(|iters| run(&owned, workload, t, iters))
+            });
+            group.bench_with_input(BenchmarkId::new("hashmap", threads), &threads, |b, &t| {
+                b.iter_custom(|iters| run(&plain, workload, t, iters))
             });
             group.bench_with_input(BenchmarkId::new("mutex", threads), &threads, |b, &t| {
                 b.iter_custom(|iters| run(&mutex, workload, t, iters))
